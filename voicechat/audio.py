@@ -1,0 +1,62 @@
+"""Audio helpers: frames, PCM conversion and stateful resampling.
+
+Resampling chunk by chunk with a fresh filter each time clicks at every chunk
+edge; ``StreamResampler`` keeps the filter state (soxr's ResampleStream) across
+chunks of one stream, so a stream resampled in pieces equals one resampled whole.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import soxr
+
+
+@dataclass(frozen=True, slots=True)
+class AudioFrame:
+    """Captured PCM16 mono audio as it arrives from a microphone or client."""
+
+    pcm: bytes
+    sample_rate: int
+    seq: int = 0
+    captured_at: float = field(default_factory=time.monotonic)
+
+
+def pcm16_to_float(pcm: bytes | np.ndarray) -> np.ndarray:
+    x = np.frombuffer(pcm, dtype=np.int16) if isinstance(pcm, (bytes, bytearray, memoryview)) else pcm
+    return x.astype(np.float32) / 32768.0
+
+
+def float_to_pcm16(x: np.ndarray) -> np.ndarray:
+    return (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16)
+
+
+def rms_dbfs(pcm: bytes) -> float:
+    """Level of a PCM16 chunk in dBFS (-120 for silence), for level meters."""
+    x = pcm16_to_float(pcm)
+    if len(x) == 0:
+        return -120.0
+    rms = float(np.sqrt(np.mean(x * x)))
+    return max(-120.0, 20.0 * np.log10(rms + 1e-12))
+
+
+class StreamResampler:
+    """Stateful PCM16 resampler for one continuous stream."""
+
+    def __init__(self, in_rate: int, out_rate: int, quality: str = "HQ") -> None:
+        self.in_rate = in_rate
+        self.out_rate = out_rate
+        self._stream = (
+            soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality=quality)
+            if in_rate != out_rate
+            else None
+        )
+
+    def process(self, pcm: bytes, last: bool = False) -> bytes:
+        """Resample the next chunk; ``last=True`` flushes the filter's tail."""
+        if self._stream is None:
+            return bytes(pcm)
+        x = np.frombuffer(pcm, dtype=np.int16)
+        return self._stream.resample_chunk(x, last=last).tobytes()

@@ -1,0 +1,78 @@
+"""Command line: `python run.py [command] [options]` (same as `python -m voicechat`).
+
+Commands: run (default), config, test. Configuration errors exit with code 2
+and one line naming the key, the value and what is allowed, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from voicechat.config import ConfigError, add_config_arguments, config_main, load_from_args
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTED = ("stt.engine=scripted", "llm.backend=scripted", "tts.engine=scripted")
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py", description="Run the voicechat assistant.")
+    add_config_arguments(parser)
+    parser.add_argument(
+        "--scripted", action="store_true",
+        help="use scripted engines (no model files needed): a quick way to try the pipeline",
+    )
+    return parser
+
+
+def run_main(argv: list[str]) -> int:
+    args = _run_parser().parse_args(argv)
+    if args.scripted:
+        args.set = [*SCRIPTED, *(args.set or [])]
+    try:
+        loaded = load_from_args(args)
+        from voicechat.assembly import build_engines, pipeline_options, session_limits
+
+        settings = loaded.settings
+        engines = build_engines(settings)
+    except ConfigError as err:
+        print(f"voicechat: config error: {err}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from voicechat.console import run_console
+    from voicechat.session_manager import SessionManager
+
+    options = pipeline_options(settings)
+    manager = SessionManager(engines, session_limits(settings), options)
+    manager.start()
+    try:
+        return run_console(manager, options)
+    finally:
+        manager.shutdown()
+        engines.close()
+
+
+def test_main(argv: list[str]) -> int:
+    """Run the test suite with pytest (settings in setup.cfg)."""
+    cmd = [sys.executable, "-m", "pytest", *argv]
+    return subprocess.call(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+COMMANDS = {"run": run_main, "config": config_main, "test": test_main}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:])
+    if argv and argv[0] in ("-h", "--help"):
+        print("usage: run.py [run|config|test] [options]\n")
+        print("  run     talk to the assistant (default command)")
+        print("  config  print the effective configuration and where each value came from")
+        print("  test    run the test suite (pytest arguments pass through)")
+        return 0
+    return run_main(argv)

@@ -1,0 +1,1 @@
+"""Engine interfaces and adapters (scripted, RealtimeSTT, faster-whisper, llama.cpp, TTS)."""

@@ -1,0 +1,81 @@
+"""Fault injection and controlled delays for scripted engines.
+
+Tests and benchmarks need engines that fail on a chosen call or hang for good,
+to prove that one session's broken engine call never harms another session.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from voicechat.engines.base import EngineError
+
+
+@dataclass
+class FaultPlan:
+    """Raise on call ``fail_on_call`` and hang on call ``hang_on_call`` (1-based).
+
+    A hang ignores abort on purpose (it models a stuck native call); it ends
+    only when ``release()`` is called, so a test can clean up after itself.
+    """
+
+    fail_on_call: int | None = None
+    hang_on_call: int | None = None
+    calls: int = 0
+    hung: threading.Event = field(default_factory=threading.Event)
+    _release: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def on_call(self, what: str) -> int:
+        """Count one call; raise or hang if this is the chosen one. Returns the call number."""
+        with self._lock:
+            self.calls += 1
+            n = self.calls
+        if n == self.fail_on_call:
+            raise EngineError(f"scripted {what} failed on call {n}")
+        if n == self.hang_on_call:
+            self.hung.set()
+            self._release.wait()
+        return n
+
+    def release(self) -> None:
+        """Let every hung call return (test teardown)."""
+        self._release.set()
+
+
+def wait_or_abort(delay_s: float, abort: threading.Event) -> bool:
+    """Simulate ``delay_s`` of compute; returns True if aborted meanwhile.
+
+    Waits on the abort event rather than sleeping, so an abort ends it at once.
+    """
+    if delay_s <= 0:
+        return abort.is_set()
+    return abort.wait(delay_s)
+
+
+class AbortRegistry:
+    """One abort event per session's running call; ``abort`` sets it at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: dict[str, threading.Event] = {}
+        self.calls: list[str] = []  # every abort asked for, in order (for tests)
+
+    def begin(self, session_id: str) -> threading.Event:
+        event = threading.Event()
+        with self._lock:
+            self._events[session_id] = event
+        return event
+
+    def end(self, session_id: str, event: threading.Event) -> None:
+        with self._lock:
+            if self._events.get(session_id) is event:
+                del self._events[session_id]
+
+    def abort(self, session_id: str) -> None:
+        with self._lock:
+            self.calls.append(session_id)
+            event = self._events.get(session_id)
+        if event is not None:
+            event.set()

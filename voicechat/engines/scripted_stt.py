@@ -1,0 +1,169 @@
+"""Scripted speech-to-text: deterministic, fast, and honest about its input.
+
+``ScriptedTranscriber`` derives its text from the audio it is given: it knows a
+set of reference utterances (text + audio) and answers with the text of the one
+whose energy envelope matches the audio; audio that matches nothing gets a
+stable fingerprint of its samples. Tests can therefore prove *by content* that
+a session's transcript (and the reply built on it) came from its own audio.
+
+``EnergyRecognizer`` is a scripted per-session endpointer (RMS threshold) for
+tests that must not depend on Silero/RealtimeSTT timing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+from collections.abc import Mapping
+
+import numpy as np
+
+from voicechat.engines.base import RecognizerCallbacks, TranscriptionModel
+from voicechat.engines.faults import FaultPlan, wait_or_abort
+
+HOP = 160  # 10 ms envelope frames at 16 kHz
+
+
+def envelope(audio: np.ndarray) -> np.ndarray:
+    """RMS energy per 10 ms frame, silence trimmed from both ends."""
+    x = np.asarray(audio, dtype=np.float32)
+    n = len(x) // HOP
+    if n == 0:
+        return np.zeros(0, dtype=np.float32)
+    env = np.sqrt(np.mean(x[: n * HOP].reshape(n, HOP) ** 2, axis=1))
+    voiced = np.flatnonzero(env > 0.05 * env.max()) if env.max() > 0 else np.zeros(0, int)
+    if len(voiced) == 0:
+        return np.zeros(0, dtype=np.float32)
+    return env[voiced[0] : voiced[-1] + 1]
+
+
+def prefix_similarity(query: np.ndarray, ref: np.ndarray, max_lag: int = 8) -> float:
+    """Best Pearson correlation of ``query`` with a prefix of ``ref`` (small lags)."""
+    best = -1.0
+    m = len(query)
+    if m < 10:
+        return best
+    for lag in range(-max_lag, max_lag + 1):
+        q = query[max(0, -lag):]
+        r = ref[max(0, lag) : max(0, lag) + len(q)]
+        k = min(len(q), len(r))
+        if k < 0.8 * m or k < 10:
+            continue
+        c = np.corrcoef(q[:k], r[:k])[0, 1]
+        if np.isfinite(c):
+            best = max(best, float(c))
+    return best
+
+
+class ScriptedTranscriber(TranscriptionModel):
+    """Template-matching transcriber with configurable delay and faults."""
+
+    def __init__(
+        self,
+        references: Mapping[str, np.ndarray] | None = None,
+        delay_s: float = 0.0,
+        faults: FaultPlan | None = None,
+        threshold: float = 0.8,
+    ) -> None:
+        self._refs: dict[str, np.ndarray] = {}
+        self.delay_s = delay_s
+        self.faults = faults or FaultPlan()
+        self.threshold = threshold
+        self._closed = threading.Event()
+        self.final_calls: list[str] = []  # session ids, for tests
+        for text, audio in (references or {}).items():
+            self.add_reference(text, audio)
+
+    def add_reference(self, text: str, audio: np.ndarray) -> None:
+        """``audio``: 16 kHz mono, int16 or float."""
+        self._refs[text] = envelope(_as_float(audio))
+
+    def transcribe(self, audio: np.ndarray, *, session_id: str, final: bool, language: str | None = None) -> str:
+        self.faults.on_call("stt")
+        wait_or_abort(self.delay_s, self._closed)
+        audio = _as_float(audio)
+        if final:
+            self.final_calls.append(session_id)
+        env = envelope(audio)
+        best_text, best_score = None, -1.0
+        for text, ref in self._refs.items():
+            score = prefix_similarity(env, ref)
+            if score > best_score:
+                best_text, best_score = text, score
+        if best_text is None or best_score < self.threshold:
+            if len(env) == 0:
+                return ""
+            digest = hashlib.sha1(np.round(audio * 32767).astype(np.int16).tobytes()).hexdigest()[:8]
+            return f"unrecognised speech {digest}"
+        words = best_text.split()
+        covered = min(1.0, len(env) / max(1, len(self._refs[best_text])))
+        if covered >= 0.9:
+            return best_text
+        return " ".join(words[: max(1, int(len(words) * covered))])
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+def _as_float(audio: np.ndarray) -> np.ndarray:
+    a = np.asarray(audio)
+    if a.dtype == np.int16:
+        return a.astype(np.float32) / 32768.0
+    return a.astype(np.float32, copy=False)
+
+
+class EnergyRecognizer:
+    """Scripted endpointer: speech is RMS above ``threshold`` (int16 units).
+
+    Utterance audio (with ``pre_roll_s`` before onset) goes to the shared
+    transcriber when ``post_silence_s`` of silence ends it.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        model: TranscriptionModel,
+        callbacks: RecognizerCallbacks,
+        threshold: float = 300.0,
+        post_silence_s: float = 0.5,
+        pre_roll_s: float = 0.3,
+        sample_rate: int = 16000,
+    ) -> None:
+        self.session_id = session_id
+        self._model = model
+        self._cb = callbacks
+        self._threshold = threshold
+        self._silence_limit = int(post_silence_s * sample_rate)
+        self._pre_roll = int(pre_roll_s * sample_rate)
+        self._history = np.zeros(0, dtype=np.int16)
+        self._utterance: list[np.ndarray] | None = None
+        self._silence = 0
+        self._finals: queue.Queue[np.ndarray | None] = queue.Queue()
+
+    def feed(self, pcm16: bytes) -> None:
+        x = np.frombuffer(pcm16, dtype=np.int16)
+        loud = len(x) > 0 and float(np.sqrt(np.mean(x.astype(np.float32) ** 2))) > self._threshold
+        if self._utterance is None:
+            self._history = np.concatenate([self._history, x])[-self._pre_roll :]
+            if loud:
+                self._utterance = [self._history.copy()]
+                self._silence = 0
+                self._cb.on_speech_start()
+            return
+        self._utterance.append(x)
+        self._silence = 0 if loud else self._silence + len(x)
+        if self._silence >= self._silence_limit:
+            audio = np.concatenate(self._utterance)
+            self._utterance, self._history = None, np.zeros(0, dtype=np.int16)
+            self._cb.on_speech_end()
+            self._finals.put(audio)
+
+    def next_final(self) -> str | None:
+        audio = self._finals.get()
+        if audio is None:
+            return None
+        return self._model.transcribe(_as_float(audio), session_id=self.session_id, final=True)
+
+    def close(self) -> None:
+        self._finals.put(None)

@@ -1,0 +1,115 @@
+"""Typed events a session emits to its transport (WebSocket, TUI, tests).
+
+Every event that belongs to one reply carries the ``generation`` it was made
+for, so a consumer can drop anything older than the last ``FlushPlayback``.
+The wire format of these events is documented in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class TurnState(str, enum.Enum):
+    """Where a session's conversation stands (see turn_state.py)."""
+
+    LISTENING = "listening"
+    USER_SPEAKING = "user_speaking"
+    THINKING = "thinking"
+    ASSISTANT_SPEAKING = "assistant_speaking"
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    state: TurnState
+    generation: int
+    previous: TurnState
+
+
+@dataclass(frozen=True, slots=True)
+class PartialTranscript:
+    text: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class FinalTranscript:
+    text: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantTextDelta:
+    text: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """PCM16 mono audio of one reply.
+
+    ``start_sample`` is the offset of this chunk within the reply's audio, so a
+    player can report how far it got; ``sentence_index`` says which sentence of
+    the reply the audio speaks.
+    """
+
+    pcm: bytes
+    sample_rate: int
+    generation: int
+    sentence_index: int
+    start_sample: int
+
+    @property
+    def samples(self) -> int:
+        return len(self.pcm) // 2
+
+
+@dataclass(frozen=True, slots=True)
+class FlushPlayback:
+    """Barge-in: drop every queued/playing sample of generations < ``generation``."""
+
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyDone:
+    """The reply of ``generation`` is fully generated and synthesized."""
+
+    generation: int
+    text: str
+    total_samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class TurnMetrics:
+    """Monotonic timestamps (seconds) of one turn's stages, and their deltas.
+
+    ``stamps`` keys: speech_end, transcript_final, first_token, first_sentence,
+    first_audio. Missing keys mean the stage did not happen (typed input has no
+    speech_end).
+    """
+
+    generation: int
+    stamps: dict[str, float] = field(default_factory=dict)
+
+    def latency_ms(self, start: str, end: str) -> float | None:
+        if start in self.stamps and end in self.stamps:
+            return (self.stamps[end] - self.stamps[start]) * 1000.0
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    """Something failed; ``stage`` is stt/llm/tts/capture/session."""
+
+    code: str
+    message: str
+    stage: str
+    generation: int = 0
+
+
+Event = (
+    StateChanged | PartialTranscript | FinalTranscript | AssistantTextDelta | AudioChunk
+    | FlushPlayback | ReplyDone | TurnMetrics | ErrorEvent
+)

@@ -1,0 +1,97 @@
+"""Streaming sentence splitter: turns an LLM token stream into speakable pieces.
+
+TTS latency is dominated by the first piece, so the first fragment of a reply
+is released early at a clause boundary (comma, colon, semicolon, dash) once it
+has a few words; later pieces are whole sentences, which sound better.
+Pure logic: no threads, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Abbreviations whose trailing dot does not end a sentence (lower-case, no dot).
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof sr jr st vs etc e.g i.e a.m p.m approx no fig cf mt ft inc ltd co".split()
+)
+_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s)|\n+")
+_CLAUSE_END = re.compile(r"[,;:]+(?=\s)|\s[-–—]+(?=\s)")
+
+
+class SentenceSplitter:
+    """Feed token text; get back complete pieces ready for synthesis."""
+
+    def __init__(self, first_fragment_min_words: int = 3, max_chars: int = 240) -> None:
+        self.first_fragment_min_words = first_fragment_min_words
+        self.max_chars = max_chars
+        self._buf = ""
+        self._emitted = 0
+
+    def feed(self, text: str) -> list[str]:
+        """Add ``text``; return the pieces it completed (maybe none)."""
+        self._buf += text
+        pieces: list[str] = []
+        while True:
+            cut = self._find_cut()
+            if cut is None:
+                break
+            piece, self._buf = self._buf[:cut].strip(), self._buf[cut:]
+            if piece:
+                pieces.append(piece)
+                self._emitted += 1
+        return pieces
+
+    def flush(self) -> list[str]:
+        """End of stream: whatever is left is the last piece."""
+        piece, self._buf = self._buf.strip(), ""
+        if piece:
+            self._emitted += 1
+            return [piece]
+        return []
+
+    def reset(self) -> None:
+        self._buf = ""
+        self._emitted = 0
+
+    # -- internals -------------------------------------------------------------
+    def _find_cut(self) -> int | None:
+        """End of the first complete piece in the buffer, or None.
+
+        Always the earliest candidate, so the pieces do not depend on how the
+        stream was chunked into tokens.
+        """
+        buf = self._buf
+        cuts: list[int] = []
+        for m in _SENTENCE_END.finditer(buf):
+            if m.end() > self.max_chars:
+                break
+            if (m.group().startswith("\n") or not self._is_abbreviation(buf, m.start())) and buf[: m.end()].strip():
+                cuts.append(m.end())
+                break
+        if self._emitted == 0:
+            for m in _CLAUSE_END.finditer(buf):
+                if m.end() > self.max_chars:
+                    break
+                if len(buf[: m.start()].split()) >= self.first_fragment_min_words:
+                    cuts.append(m.end())
+                    break
+        if cuts:
+            return min(cuts)
+        if len(buf) > self.max_chars:
+            space = buf.rfind(" ", 0, self.max_chars)
+            return space if space > 0 else self.max_chars
+        return None
+
+    @staticmethod
+    def _is_abbreviation(buf: str, dot: int) -> bool:
+        """True when the dot at ``dot`` ends an abbreviation or an initial, not a sentence."""
+        if buf[dot] != ".":
+            return False
+        start = dot
+        while start > 0 and not buf[start - 1].isspace():
+            start -= 1
+        word = buf[start:dot].lower().strip("\"'(")
+        if word in _ABBREVIATIONS:
+            return True
+        # Single capital initials: "J. R. R. Tolkien".
+        return len(word) == 1 and word.isalpha() and buf[start:dot].isupper()

@@ -1,0 +1,259 @@
+"""SessionManager: the registry of live sessions and their lifecycle.
+
+Admission (``max_sessions``), lookup, resume after a dropped connection
+(within ``resume_grace_s``, by a secret resume token), idle timeout, and
+forced termination: a session is always removed, even when one of its threads
+will not stop; such threads are logged by name and counted.
+
+A reaper thread sleeps until the next deadline (idle or grace) on a condition
+variable instead of polling; any change to the registry wakes it to recompute.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from voicechat.engines.base import Engines
+from voicechat.pipeline import PipelineOptions, SpeechPipelineManager, StopReport
+
+log = logging.getLogger(__name__)
+
+
+class AdmissionError(Exception):
+    """A new session was refused; ``str()`` is the reason to show the client."""
+
+
+class ResumeError(Exception):
+    """No resumable session for that token (unknown, expired or still connected)."""
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    max_sessions: int = 16
+    idle_timeout_s: float = 300.0
+    resume_grace_s: float = 30.0
+    join_timeout_s: float = 2.0
+
+
+@dataclass
+class Session:
+    """A live conversation: its pipeline plus connection bookkeeping."""
+
+    id: str
+    resume_token: str
+    kind: str
+    pipeline: SpeechPipelineManager
+    created_at: float = field(default_factory=time.monotonic)
+    connected: bool = True
+    disconnected_at: float | None = None
+
+    @property
+    def idle_s(self) -> float:
+        return time.monotonic() - self.pipeline.last_activity
+
+
+@dataclass
+class ManagerStats:
+    created: int = 0
+    closed: int = 0
+    refused: int = 0
+    forced_terminations: int = 0
+    stuck_threads: list[str] = field(default_factory=list)
+    close_reasons: dict[str, int] = field(default_factory=dict)
+
+
+class SessionManager:
+    """Creates, finds, resumes and closes sessions; owns the reaper thread."""
+
+    def __init__(
+        self,
+        engines: Engines,
+        limits: SessionLimits | None = None,
+        options: PipelineOptions | None = None,
+    ) -> None:
+        self.engines = engines
+        self.limits = limits or SessionLimits()
+        self.options = options or PipelineOptions(join_timeout_s=self.limits.join_timeout_s)
+        self.stats = ManagerStats()
+        self._sessions: dict[str, Session] = {}
+        self._pending = 0  # admitted, pipeline still being built
+        self._cond = threading.Condition()
+        self._running = False
+        self._reaper: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self) -> None:
+        with self._cond:
+            if self._running:
+                return
+            self._running = True
+        self._reaper = threading.Thread(target=self._reap_loop, name="session-reaper", daemon=True)
+        self._reaper.start()
+
+    def shutdown(self, reason: str = "server shutting down") -> list[StopReport]:
+        """Stop the reaper and close every session."""
+        with self._cond:
+            self._running = False
+            self._cond.notify_all()
+        if self._reaper is not None:
+            self._reaper.join(timeout=5)
+        return [r for sid in self.ids() if (r := self.close(sid, reason)) is not None]
+
+    # -- registry --------------------------------------------------------------
+    def create(
+        self,
+        kind: str = "ws",
+        on_event: Callable[[], None] | None = None,
+        options: PipelineOptions | None = None,
+    ) -> Session:
+        """Admit and start a new session, or raise AdmissionError with the reason."""
+        with self._cond:
+            if len(self._sessions) + self._pending >= self.limits.max_sessions:
+                self.stats.refused += 1
+                raise AdmissionError(
+                    f"server full: {self.limits.max_sessions} of {self.limits.max_sessions} sessions in use"
+                )
+            self._pending += 1
+        session_id = secrets.token_hex(8)
+        try:
+            pipeline = SpeechPipelineManager(session_id, self.engines, options or self.options, on_event)
+            pipeline.start()
+        except BaseException:
+            with self._cond:
+                self._pending -= 1
+            raise
+        session = Session(session_id, secrets.token_urlsafe(24), kind, pipeline)
+        with self._cond:
+            self._pending -= 1
+            self._sessions[session_id] = session
+            self.stats.created += 1
+            self._cond.notify_all()
+        log.info("session %s (%s) created", session_id, kind)
+        return session
+
+    def get(self, session_id: str) -> Session | None:
+        with self._cond:
+            return self._sessions.get(session_id)
+
+    def ids(self) -> list[str]:
+        with self._cond:
+            return list(self._sessions)
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._sessions)
+
+    def wait_until_gone(self, session_id: str, timeout: float) -> bool:
+        """Block until ``session_id`` is no longer registered (or ``timeout``)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: session_id not in self._sessions, timeout)
+
+    def detach(self, session_id: str) -> None:
+        """The transport lost its connection: keep the session resumable for a while."""
+        with self._cond:
+            session = self._sessions.get(session_id)
+            if session is None:
+                return
+            session.connected = False
+            session.disconnected_at = time.monotonic()
+            session.pipeline.set_muted(True)
+            self._cond.notify_all()
+        if self.limits.resume_grace_s <= 0:
+            self.close(session_id, "disconnected")
+
+    def resume(self, resume_token: str) -> Session:
+        """Reattach a disconnected session by its token (constant-time compare)."""
+        with self._cond:
+            for session in self._sessions.values():
+                if secrets.compare_digest(session.resume_token, resume_token):
+                    if session.connected:
+                        raise ResumeError("session is still connected elsewhere")
+                    session.connected = True
+                    session.disconnected_at = None
+                    session.pipeline.set_muted(False)
+                    session.pipeline.last_activity = time.monotonic()
+                    self._cond.notify_all()
+                    return session
+        raise ResumeError("no resumable session for that token (expired or unknown)")
+
+    def close(self, session_id: str, reason: str = "closed") -> StopReport | None:
+        """Forced termination: the session is removed whatever its threads do."""
+        with self._cond:
+            session = self._sessions.pop(session_id, None)
+            if session is None:
+                return None
+            self._cond.notify_all()
+        report = session.pipeline.stop(self.limits.join_timeout_s)
+        with self._cond:
+            self.stats.closed += 1
+            self.stats.close_reasons[reason] = self.stats.close_reasons.get(reason, 0) + 1
+            if report.stuck_threads:
+                self.stats.forced_terminations += 1
+                self.stats.stuck_threads.extend(report.stuck_threads)
+        if report.stuck_threads:
+            log.error(
+                "session %s: threads did not stop within %.1fs and were abandoned: %s",
+                session_id, self.limits.join_timeout_s, ", ".join(report.stuck_threads),
+            )
+        log.info("session %s closed (%s) in %.2fs", session_id, reason, report.seconds)
+        return report
+
+    # -- reaper ----------------------------------------------------------------
+    def _expired(self, now: float) -> tuple[list[tuple[str, str]], float | None]:
+        """Sessions past a deadline, and the seconds until the next deadline."""
+        due: list[tuple[str, str]] = []
+        next_in: float | None = None
+        for session in self._sessions.values():
+            if session.connected:
+                left = self.limits.idle_timeout_s - (now - session.pipeline.last_activity)
+                reason = "idle timeout"
+            else:
+                left = self.limits.resume_grace_s - (now - (session.disconnected_at or now))
+                reason = "resume grace expired"
+            if left <= 0:
+                due.append((session.id, reason))
+            elif next_in is None or left < next_in:
+                next_in = left
+        return due, next_in
+
+    def _reap_loop(self) -> None:
+        while True:
+            with self._cond:
+                if not self._running:
+                    return
+                due, next_in = self._expired(time.monotonic())
+                if not due:
+                    # Activity only pushes deadlines later, so sleeping until
+                    # the earliest one computed now never misses an expiry.
+                    self._cond.wait(timeout=next_in)
+                    continue
+            for session_id, reason in due:
+                self.close(session_id, reason)
+
+    # -- health ----------------------------------------------------------------
+    def snapshot(self) -> dict[str, object]:
+        with self._cond:
+            sessions = list(self._sessions.values())
+            stats = self.stats
+            return {
+                "sessions": len(sessions),
+                "max_sessions": self.limits.max_sessions,
+                "created": stats.created,
+                "closed": stats.closed,
+                "refused": stats.refused,
+                "forced_terminations": stats.forced_terminations,
+                "stuck_threads": list(stats.stuck_threads),
+                "per_session": [
+                    {
+                        "id": s.id, "kind": s.kind, "state": s.pipeline.state.value,
+                        "connected": s.connected, "idle_s": round(s.idle_s, 1),
+                        "queues": s.pipeline.queue_stats(), "errors": dict(s.pipeline.errors),
+                    }
+                    for s in sessions
+                ],
+            }

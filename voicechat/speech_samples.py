@@ -1,0 +1,56 @@
+"""Real speech for tests, self-tests and benchmarks, made with espeak-ng.
+
+espeak-ng needs no model weights (a Debian package), so every machine can make
+the same utterances offline. Output is 16 kHz mono int16, resampled once with
+soxr from espeak's 22.05 kHz.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import wave
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+
+class SpeechSynthesisUnavailable(RuntimeError):
+    pass
+
+
+def espeak_wav(text: str, path: Path, voice: str = "en-us", words_per_minute: int = 175) -> Path:
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise SpeechSynthesisUnavailable(
+            "espeak-ng is not installed: run `apt-get install espeak-ng` (python run.py does it as root)"
+        )
+    subprocess.run([exe, "-v", voice, "-s", str(words_per_minute), "-w", str(path), text], check=True)
+    return path
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """Mono int16 samples and the rate of a PCM16 WAV file."""
+    with wave.open(str(path)) as w:
+        if w.getsampwidth() != 2:
+            raise ValueError(f"{path}: expected 16-bit PCM, got {8 * w.getsampwidth()}-bit")
+        x = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+        if w.getnchannels() > 1:
+            x = x.reshape(-1, w.getnchannels()).mean(axis=1).astype(np.int16)
+        return x, w.getframerate()
+
+
+def speech_16k(text: str, voice: str = "en-us", words_per_minute: int = 175) -> np.ndarray:
+    """``text`` spoken by espeak-ng as 16 kHz mono int16."""
+    with tempfile.TemporaryDirectory() as tmp:
+        x, rate = read_wav(espeak_wav(text, Path(tmp) / "speech.wav", voice, words_per_minute))
+    return soxr.resample(x, rate, 16000).astype(np.int16)
+
+
+def with_silence(audio: np.ndarray, before_s: float = 0.3, after_s: float = 1.0, rate: int = 16000) -> np.ndarray:
+    """Pad an utterance with digital silence, as a microphone stream would have."""
+    return np.concatenate(
+        [np.zeros(int(before_s * rate), np.int16), audio, np.zeros(int(after_s * rate), np.int16)]
+    )
