@@ -53,3 +53,14 @@ def test_token_count_includes_overhead_and_clear_keeps_system():
     assert h.token_count() == 3 + 2 * MESSAGE_OVERHEAD_TOKENS
     h.clear()
     assert [m.role for m in h.messages()] == ["system"]
+
+
+def test_discard_last_user_only_drops_an_unanswered_question():
+    h = ConversationHistory("", 100, one_token_per_word)
+    h.add_user("q1")
+    h.add_assistant("a1")
+    h.discard_last_user()
+    assert [m.content for m in h.messages()] == ["q1", "a1"]
+    h.add_user("q2")
+    h.discard_last_user()
+    assert [m.content for m in h.messages()] == ["q1", "a1"]

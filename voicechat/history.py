@@ -55,6 +55,11 @@ class ConversationHistory:
         """Record what the user actually heard of a reply (nothing: no message)."""
         self._add("assistant", text)
 
+    def discard_last_user(self) -> None:
+        """Forget an unanswered question (its reply failed before saying anything)."""
+        if self._turns and self._turns[-1].role == "user":
+            self._turns.pop()
+
     def clear(self) -> None:
         self._turns.clear()
 

@@ -82,6 +82,7 @@ class SessionManager:
         self.stats = ManagerStats()
         self._sessions: dict[str, Session] = {}
         self._pending = 0  # admitted, pipeline still being built
+        self._closing: set[str] = set()  # removed from lookup, threads still stopping
         self._cond = threading.Condition()
         self._running = False
         self._reaper: threading.Thread | None = None
@@ -113,7 +114,7 @@ class SessionManager:
     ) -> Session:
         """Admit and start a new session, or raise AdmissionError with the reason."""
         with self._cond:
-            if len(self._sessions) + self._pending >= self.limits.max_sessions:
+            if len(self._sessions) + len(self._closing) + self._pending >= self.limits.max_sessions:
                 self.stats.refused += 1
                 raise AdmissionError(
                     f"server full: {self.limits.max_sessions} of {self.limits.max_sessions} sessions in use"
@@ -149,9 +150,11 @@ class SessionManager:
             return len(self._sessions)
 
     def wait_until_gone(self, session_id: str, timeout: float) -> bool:
-        """Block until ``session_id`` is no longer registered (or ``timeout``)."""
+        """Block until ``session_id`` is fully closed (or ``timeout``); True if it is."""
         with self._cond:
-            return self._cond.wait_for(lambda: session_id not in self._sessions, timeout)
+            return self._cond.wait_for(
+                lambda: session_id not in self._sessions and session_id not in self._closing, timeout
+            )
 
     def detach(self, session_id: str) -> None:
         """The transport lost its connection: keep the session resumable for a while."""
@@ -187,9 +190,11 @@ class SessionManager:
             session = self._sessions.pop(session_id, None)
             if session is None:
                 return None
-            self._cond.notify_all()
+            self._closing.add(session_id)
         report = session.pipeline.stop(self.limits.join_timeout_s)
         with self._cond:
+            self._closing.discard(session_id)
+            self._cond.notify_all()
             self.stats.closed += 1
             self.stats.close_reasons[reason] = self.stats.close_reasons.get(reason, 0) + 1
             if report.stuck_threads:
