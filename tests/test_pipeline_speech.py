@@ -77,3 +77,18 @@ def test_typed_input_gets_a_spoken_reply(make_manager):
     assert any(isinstance(e, AudioChunk) for e in events)
     metrics = next(e for e in events if isinstance(e, TurnMetrics))
     assert "speech_end" not in metrics.stamps and "first_audio" in metrics.stamps
+
+
+@pytest.mark.timeout(60)
+def test_capture_at_44_1_khz_is_resampled_for_the_recognizer(make_manager):
+    """Browsers and sound cards often run at 44.1 kHz; the capture stage resamples."""
+    import soxr
+
+    manager = make_manager()
+    session = manager.create("test")
+    collector = EventCollector(session.pipeline)
+    text = SENTENCES[6]
+    audio_44k = soxr.resample(utterance(text), 16000, 44100).astype(np.int16)
+    Feeder(session.pipeline, rate=44100).play(audio_44k)
+    events = collector.wait_for(lambda ev: any(isinstance(e, FinalTranscript) for e in ev), timeout=30)
+    assert [e.text for e in events if isinstance(e, FinalTranscript)] == [text]
