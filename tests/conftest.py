@@ -6,8 +6,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-
 from helpers import SENTENCES, speech
+
 from voicechat.engines.base import Engines, RecognizerCallbacks
 from voicechat.engines.realtimestt_recognizer import RealtimeSTTRecognizer
 from voicechat.engines.scripted_llm import ScriptedLLM

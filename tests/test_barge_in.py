@@ -1,9 +1,9 @@
 """Barge-in: the user talks over the assistant."""
 
 import pytest
-
 from conftest import scripted_engines
 from helpers import SENTENCES, EventCollector, Feeder, utterance
+
 from voicechat.engines.scripted_llm import ScriptedLLM, scripted_reply
 from voicechat.engines.scripted_tts import ScriptedTTS
 from voicechat.events import AudioChunk, FinalTranscript, FlushPlayback, ReplyDone

@@ -5,9 +5,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from conftest import scripted_engines
 from helpers import EventCollector
+
 from voicechat.audio import AudioFrame
 from voicechat.engines.realtimestt_recognizer import realtimestt_handler_count
 from voicechat.engines.scripted_llm import ScriptedLLM
@@ -30,7 +30,8 @@ def join_new_threads(baseline: set[threading.Thread], timeout: float) -> list[st
 @pytest.mark.timeout(400)
 def test_two_hundred_sessions_leave_no_threads_or_handlers(make_manager):
     llm = ScriptedLLM(token_s=0.02, reply_words=60)
-    manager = make_manager(scripted_engines(llm=llm, partials=False), SessionLimits(max_sessions=WAVE, join_timeout_s=2.0))
+    limits = SessionLimits(max_sessions=WAVE, join_timeout_s=2.0)
+    manager = make_manager(scripted_engines(llm=llm, partials=False), limits)
     baseline = set(threading.enumerate())
     handlers = realtimestt_handler_count()
     mid_reply = 0

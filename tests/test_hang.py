@@ -3,10 +3,10 @@
 import time
 
 import pytest
-
 from conftest import scripted_engines
 from helpers import SENTENCES, EventCollector, Feeder, utterance
-from voicechat.engines.faults import FaultPlan
+
+from voicechat.engines.scripted_base import FaultPlan
 from voicechat.engines.scripted_llm import ScriptedLLM, scripted_reply
 from voicechat.events import ReplyDone
 from voicechat.session_manager import SessionLimits

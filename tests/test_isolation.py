@@ -1,11 +1,10 @@
 """Ten people at once: each transcript and reply derives only from its own audio."""
 
-import threading
 
 import pytest
-
 from conftest import scripted_engines
 from helpers import SENTENCES, EventCollector, Feeder, utterance
+
 from voicechat.engines.scripted_llm import ScriptedLLM, scripted_reply
 from voicechat.engines.scripted_tts import ScriptedTTS
 from voicechat.events import AssistantTextDelta, FinalTranscript, ReplyDone
@@ -19,11 +18,14 @@ def test_ten_concurrent_sessions_stay_isolated(make_manager):
     sessions = [manager.create("test") for _ in SENTENCES]
     collectors = [EventCollector(s.pipeline) for s in sessions]
     feeders = [Feeder(s.pipeline) for s in sessions]
-    threads = [f.play_in_background(utterance(text, before_s=0.2 + 0.05 * i)) for i, (f, text) in enumerate(zip(feeders, SENTENCES))]
+    threads = [
+        f.play_in_background(utterance(text, before_s=0.2 + 0.05 * i))
+        for i, (f, text) in enumerate(zip(feeders, SENTENCES, strict=True))
+    ]
     for t in threads:
         t.join(60)
 
-    for session, collector, text in zip(sessions, collectors, SENTENCES):
+    for session, collector, text in zip(sessions, collectors, SENTENCES, strict=True):
         events = collector.wait_for(lambda ev: any(isinstance(e, ReplyDone) for e in ev), timeout=60)
         finals = [e.text for e in events if isinstance(e, FinalTranscript)]
         assert finals == [text], f"session {session.id} heard {finals}"
@@ -34,4 +36,3 @@ def test_ten_concurrent_sessions_stay_isolated(make_manager):
         assert [m.content for m in prompts[-1] if m.role == "user"] == [text]
         # ...and the shared synthesizer spoke only this session's reply.
         assert " ".join(tts.texts[session.id]) == reply
-    assert threading.active_count() > 0

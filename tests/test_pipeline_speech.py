@@ -2,12 +2,18 @@
 
 import numpy as np
 import pytest
-
 from helpers import SENTENCES, EventCollector, Feeder, utterance
+
 from voicechat.engines.scripted_llm import scripted_reply
 from voicechat.events import (
-    AssistantTextDelta, AudioChunk, FinalTranscript, PartialTranscript, ReplyDone, StateChanged,
-    TurnMetrics, TurnState,
+    AssistantTextDelta,
+    AudioChunk,
+    FinalTranscript,
+    PartialTranscript,
+    ReplyDone,
+    StateChanged,
+    TurnMetrics,
+    TurnState,
 )
 
 STAGES = ["speech_end", "transcript_final", "first_token", "first_sentence", "first_audio"]
@@ -18,9 +24,9 @@ def first_index(events, kind):
 
 
 def back_to_listening(events):
-    return any(isinstance(e, ReplyDone) for e in events) and isinstance(
-        [e for e in events if isinstance(e, StateChanged)][-1], StateChanged
-    ) and [e for e in events if isinstance(e, StateChanged)][-1].state is TurnState.LISTENING
+    """The reply is done and the session is listening again."""
+    states = [e.state for e in events if isinstance(e, StateChanged)]
+    return any(isinstance(e, ReplyDone) for e in events) and states[-1] is TurnState.LISTENING
 
 
 @pytest.mark.timeout(60)
@@ -51,7 +57,8 @@ def test_spoken_turn_emits_every_event_in_order(make_manager):
     assert done.total_samples == len(pcm)
     assert [a.start_sample for a in audio] == list(np.cumsum([0] + [a.samples for a in audio])[:-1])
 
-    order = [first_index(events, k) for k in (PartialTranscript, FinalTranscript, AssistantTextDelta, AudioChunk, ReplyDone, TurnMetrics)]
+    kinds = (PartialTranscript, FinalTranscript, AssistantTextDelta, AudioChunk, ReplyDone, TurnMetrics)
+    order = [first_index(events, k) for k in kinds]
     assert order == sorted(order)
 
     metrics = next(e for e in events if isinstance(e, TurnMetrics))

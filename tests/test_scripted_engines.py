@@ -4,10 +4,10 @@ import threading
 
 import numpy as np
 import pytest
-
 from helpers import SENTENCES, speech
+
 from voicechat.engines.base import EngineError, GenerationParams, VoiceSettings
-from voicechat.engines.faults import FaultPlan
+from voicechat.engines.scripted_base import FaultPlan
 from voicechat.engines.scripted_llm import ScriptedLLM, scripted_reply
 from voicechat.engines.scripted_stt import ScriptedTranscriber
 from voicechat.engines.scripted_tts import ScriptedTTS

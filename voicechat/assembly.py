@@ -7,7 +7,7 @@ constructors, so the pipeline and session manager stay free of config types.
 from __future__ import annotations
 
 from voicechat.config import ConfigError, Settings
-from voicechat.engines.base import Engines, GenerationParams, RecognizerCallbacks, Recognizer, VoiceSettings
+from voicechat.engines.base import Engines, GenerationParams, Recognizer, RecognizerCallbacks, VoiceSettings
 from voicechat.pipeline import PipelineOptions
 from voicechat.session_manager import SessionLimits
 

@@ -12,6 +12,7 @@ import difflib
 import json
 import math
 import os
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +21,6 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 import annotated_types
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
-
-import tomllib
 
 ENV_PREFIX = "VOICECHAT_"
 ENV_DELIMITER = "__"

@@ -26,8 +26,17 @@ from voicechat.audio import AudioFrame
 from voicechat.bounded_queue import BoundedLRUQueue
 from voicechat.engines.base import Engines, GenerationParams, RecognizerCallbacks, VoiceSettings
 from voicechat.events import (
-    AssistantTextDelta, AudioChunk, ErrorEvent, Event, FinalTranscript, FlushPlayback,
-    PartialTranscript, ReplyDone, StateChanged, TurnMetrics, TurnState,
+    AssistantTextDelta,
+    AudioChunk,
+    ErrorEvent,
+    Event,
+    FinalTranscript,
+    FlushPlayback,
+    PartialTranscript,
+    ReplyDone,
+    StateChanged,
+    TurnMetrics,
+    TurnState,
 )
 from voicechat.history import ChatMessage, ConversationHistory
 from voicechat.jobs import EndOfReply, ReplyJob, SentenceJob
@@ -98,7 +107,9 @@ class SpeechPipelineManager:
 
         self.capture_q: BoundedLRUQueue[AudioFrame] = BoundedLRUQueue(opts.capture_queue_frames, "capture")
         self.reply_q: BoundedLRUQueue[ReplyJob] = BoundedLRUQueue(4, "reply")
-        self.sentence_q: BoundedLRUQueue[SentenceJob | EndOfReply] = BoundedLRUQueue(opts.sentence_queue_size, "sentence")
+        self.sentence_q: BoundedLRUQueue[SentenceJob | EndOfReply] = BoundedLRUQueue(
+            opts.sentence_queue_size, "sentence"
+        )
         self.outbox: BoundedLRUQueue[Event] = BoundedLRUQueue(opts.event_queue_size, "events", on_put=on_event)
 
         recognizer = engines.recognizer_factory(

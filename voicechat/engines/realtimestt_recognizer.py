@@ -78,12 +78,14 @@ class RealtimeSTTRecognizer:
         self._recorder = _create_recorder(options, log_level)
 
     # -- executors called from RealtimeSTT's threads ---------------------------
-    def _final_executor(self, audio: np.ndarray, language: str | None = None, use_prompt: bool = True, **_: Any) -> TranscriptionResult:
-        text = self._model.transcribe(audio, session_id=self.session_id, final=True, language=language)
-        return TranscriptionResult(text=text)
+    def _final_executor(self, audio: np.ndarray, language: str | None = None, **_: Any) -> TranscriptionResult:
+        return self._run_model(audio, language, final=True)
 
-    def _partial_executor(self, audio: np.ndarray, language: str | None = None, use_prompt: bool = True, **_: Any) -> TranscriptionResult:
-        text = self._model.transcribe(audio, session_id=self.session_id, final=False, language=language)
+    def _partial_executor(self, audio: np.ndarray, language: str | None = None, **_: Any) -> TranscriptionResult:
+        return self._run_model(audio, language, final=False)
+
+    def _run_model(self, audio: np.ndarray, language: str | None, final: bool) -> TranscriptionResult:
+        text = self._model.transcribe(audio, session_id=self.session_id, final=final, language=language)
         return TranscriptionResult(text=text)
 
     # -- Recognizer protocol ---------------------------------------------------

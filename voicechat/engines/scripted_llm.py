@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator, Sequence
 
 from voicechat.engines.base import GenerationParams, LanguageModel
-from voicechat.engines.faults import AbortRegistry, FaultPlan, wait_or_abort
+from voicechat.engines.scripted_base import FaultPlan, PacedEngine
 from voicechat.history import ChatMessage
 
 
@@ -26,8 +26,10 @@ def scripted_reply(user_text: str, reply_words: int) -> str:
     return " ".join(words)
 
 
-class ScriptedLLM(LanguageModel):
+class ScriptedLLM(PacedEngine, LanguageModel):
     """Streams ``scripted_reply`` word by word."""
+
+    what = "llm"
 
     def __init__(
         self,
@@ -36,45 +38,22 @@ class ScriptedLLM(LanguageModel):
         reply_words: int = 24,
         faults: FaultPlan | None = None,
     ) -> None:
-        self.first_token_s = first_token_s
-        self.token_s = token_s
+        super().__init__(first_token_s, token_s, faults)
         self.reply_words = reply_words
-        self.faults = faults or FaultPlan()
         self._lock = threading.Lock()
-        self._aborts = AbortRegistry()
         self.released: list[str] = []
         self.prompts: dict[str, list[Sequence[ChatMessage]]] = {}
 
     def stream(self, session_id: str, messages: Sequence[ChatMessage], params: GenerationParams) -> Iterator[str]:
-        abort = self._aborts.begin(session_id)
         with self._lock:
             self.prompts.setdefault(session_id, []).append(list(messages))
-        return self._generate(session_id, messages, params, abort)
 
-    def _generate(
-        self, session_id: str, messages: Sequence[ChatMessage], params: GenerationParams, abort: threading.Event
-    ) -> Iterator[str]:
-        try:
-            self.faults.on_call("llm")
+        def tokens() -> Iterator[str]:
             user = next((m.content for m in reversed(messages) if m.role == "user"), "")
             words = scripted_reply(user, self.reply_words).split()[: params.max_tokens]
-            if wait_or_abort(self.first_token_s, abort):
-                return
-            for i, word in enumerate(words):
-                if i and wait_or_abort(self.token_s, abort):
-                    return
-                if abort.is_set():
-                    return
-                yield word if i == 0 else " " + word
-        finally:
-            self._aborts.end(session_id, abort)
+            return (w if i == 0 else " " + w for i, w in enumerate(words))
 
-    def abort(self, session_id: str) -> None:
-        self._aborts.abort(session_id)
-
-    @property
-    def abort_calls(self) -> list[str]:
-        return self._aborts.calls
+        return self._paced(session_id, tokens)
 
     def release(self, session_id: str) -> None:
         self.abort(session_id)

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from voicechat.engines.base import RecognizerCallbacks, TranscriptionModel
-from voicechat.engines.faults import FaultPlan, wait_or_abort
+from voicechat.engines.scripted_base import FaultPlan, wait_or_abort
 
 HOP = 160  # 10 ms envelope frames at 16 kHz
 

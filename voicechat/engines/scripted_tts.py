@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from voicechat.engines.base import SpeechSynthesizer, VoiceSettings
-from voicechat.engines.faults import AbortRegistry, FaultPlan, wait_or_abort
+from voicechat.engines.scripted_base import FaultPlan, PacedEngine
 
 
 def tone_for(text: str, seconds: float, sample_rate: int) -> np.ndarray:
@@ -25,7 +25,9 @@ def tone_for(text: str, seconds: float, sample_rate: int) -> np.ndarray:
     return (np.sin(2 * np.pi * freq * t) * 8000).astype(np.int16)
 
 
-class ScriptedTTS(SpeechSynthesizer):
+class ScriptedTTS(PacedEngine, SpeechSynthesizer):
+    what = "tts"
+
     def __init__(
         self,
         sample_rate: int = 16000,
@@ -35,41 +37,21 @@ class ScriptedTTS(SpeechSynthesizer):
         chunk_ms: int = 40,
         faults: FaultPlan | None = None,
     ) -> None:
+        super().__init__(first_chunk_s, chunk_s, faults)
         self.sample_rate = sample_rate
-        self.first_chunk_s = first_chunk_s
-        self.chunk_s = chunk_s
         self.seconds_per_word = seconds_per_word
         self.chunk_samples = max(1, sample_rate * chunk_ms // 1000)
-        self.faults = faults or FaultPlan()
         self._lock = threading.Lock()
-        self._aborts = AbortRegistry()
         self.texts: dict[str, list[str]] = {}
 
     def synthesize(self, session_id: str, text: str, voice: VoiceSettings) -> Iterator[bytes]:
-        abort = self._aborts.begin(session_id)
         with self._lock:
             self.texts.setdefault(session_id, []).append(text)
-        return self._run(session_id, text, voice, abort)
 
-    def _run(self, session_id: str, text: str, voice: VoiceSettings, abort: threading.Event) -> Iterator[bytes]:
-        try:
-            self.faults.on_call("tts")
+        def chunks() -> Iterator[bytes]:
             seconds = self.seconds_per_word * max(1, len(text.split())) / voice.speed
             pcm = tone_for(text, seconds, self.sample_rate)
-            if wait_or_abort(self.first_chunk_s, abort):
-                return
             for i in range(0, len(pcm), self.chunk_samples):
-                if i and wait_or_abort(self.chunk_s, abort):
-                    return
-                if abort.is_set():
-                    return
                 yield pcm[i : i + self.chunk_samples].tobytes()
-        finally:
-            self._aborts.end(session_id, abort)
 
-    def abort(self, session_id: str) -> None:
-        self._aborts.abort(session_id)
-
-    @property
-    def abort_calls(self) -> list[str]:
-        return self._aborts.calls
+        return self._paced(session_id, chunks)

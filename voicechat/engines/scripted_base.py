@@ -1,13 +1,16 @@
-"""Fault injection and controlled delays for scripted engines.
+"""What the scripted engines share: fault injection, delays, per-session abort.
 
 Tests and benchmarks need engines that fail on a chosen call or hang for good,
-to prove that one session's broken engine call never harms another session.
+to prove that one session's broken engine call never harms another session,
+and engines whose compute time is a known, configurable delay.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from voicechat.engines.base import EngineError
 
@@ -79,3 +82,47 @@ class AbortRegistry:
             event = self._events.get(session_id)
         if event is not None:
             event.set()
+
+
+T = TypeVar("T")
+
+
+class PacedEngine:
+    """Base of the scripted LLM and TTS: a paced, abortable, faultable stream per call.
+
+    The first item comes after ``first_s`` (time to first token/chunk), then one
+    every ``step_s``; ``abort(session_id)`` ends that session's stream at once.
+    """
+
+    what = "engine"
+
+    def __init__(self, first_s: float, step_s: float, faults: FaultPlan | None) -> None:
+        self.first_s = first_s
+        self.step_s = step_s
+        self.faults = faults or FaultPlan()
+        self._aborts = AbortRegistry()
+
+    def _paced(self, session_id: str, make_items: Callable[[], Iterable[T]]) -> Iterator[T]:
+        # Registered now, not at the first next(): an abort before iteration counts.
+        return self._run(session_id, make_items, self._aborts.begin(session_id))
+
+    def _run(self, session_id: str, make_items: Callable[[], Iterable[T]], abort: threading.Event) -> Iterator[T]:
+        try:
+            self.faults.on_call(self.what)
+            items = make_items()
+            if wait_or_abort(self.first_s, abort):
+                return
+            for i, item in enumerate(items):
+                if (i and wait_or_abort(self.step_s, abort)) or abort.is_set():
+                    return
+                yield item
+        finally:
+            self._aborts.end(session_id, abort)
+
+    def abort(self, session_id: str) -> None:
+        self._aborts.abort(session_id)
+
+    @property
+    def abort_calls(self) -> list[str]:
+        """Every abort asked for, by session id, in order."""
+        return self._aborts.calls
