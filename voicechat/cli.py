@@ -1,6 +1,6 @@
 """Command line: `python run.py [command] [options]` (same as `python -m voicechat`).
 
-Commands: run (default), config, test. Configuration errors exit with code 2
+Commands: run (default), config, test, bench. Configuration errors exit with code 2
 and one line naming the key, the value and what is allowed, never a traceback.
 """
 
@@ -62,7 +62,18 @@ def test_main(argv: list[str]) -> int:
     return subprocess.call(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-COMMANDS = {"run": run_main, "config": config_main, "test": test_main}
+def bench_main(argv: list[str]) -> int:
+    """`bench NAME ...`: run one benchmark (see docs/benchmarks.md)."""
+    benches = {"sessions": "voicechat.bench.sessions"}
+    if not argv or argv[0] not in benches:
+        print(f"usage: run.py bench {{{','.join(benches)}}} [options]", file=sys.stderr)
+        return 2
+    import importlib
+
+    return importlib.import_module(benches[argv[0]]).main(argv[1:])
+
+
+COMMANDS = {"run": run_main, "config": config_main, "test": test_main, "bench": bench_main}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,5 +85,6 @@ def main(argv: list[str] | None = None) -> int:
         print("  run     talk to the assistant (default command)")
         print("  config  print the effective configuration and where each value came from")
         print("  test    run the test suite (pytest arguments pass through)")
+        print("  bench   run a benchmark: bench sessions [--sessions N] [--seconds S]")
         return 0
     return run_main(argv)

@@ -1,0 +1,51 @@
+"""The command line: run (text console), config errors, bench."""
+
+import io
+
+import pytest
+
+from voicechat.bench.sessions import run as bench_sessions
+from voicechat.cli import main
+from voicechat.config import load_config
+from voicechat.console import run_console
+from voicechat.engines.scripted_llm import scripted_reply
+
+
+@pytest.mark.timeout(60)
+def test_console_answers_each_line_in_its_own_turn(make_manager):
+    from voicechat.assembly import pipeline_options
+
+    settings = load_config(None, env={}).settings
+    manager = make_manager()
+    out = io.StringIO()
+    assert run_console(manager, pipeline_options(settings), io.StringIO("hello there\nwhat is up\n"), out) == 0
+    text = out.getvalue()
+    assert scripted_reply("hello there", 24) in text
+    assert scripted_reply("what is up", 24) in text  # not merged with the first question
+    assert len(manager) == 0
+
+
+def test_real_engines_not_yet_available_is_a_config_error(capsys, monkeypatch):
+    monkeypatch.delenv("VOICECHAT_CONFIG", raising=False)
+    assert main(["--config", "config.toml"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stt.engine" in err[0] and "--scripted" in err[0]
+
+
+def test_bad_override_exits_2_with_one_line(capsys):
+    assert main(["run", "--scripted", "--set", "sessions.max_sessions=0"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "sessions.max_sessions" in line and "0" in line
+
+
+def test_unknown_bench_is_refused(capsys):
+    assert main(["bench", "nope"]) == 2
+    assert "bench" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(60)
+def test_bench_sessions_measures_and_leaves_no_threads():
+    result = bench_sessions(sessions=3, seconds=0.2, partials=True)
+    assert result["threads_per_session"] >= 5  # four workers plus RealtimeSTT's own
+    assert result["threads_left_after_close"] == 0
+    assert result["create_ms_p50"] > 0 and result["close_ms_p50"] > 0

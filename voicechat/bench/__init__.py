@@ -1,0 +1,1 @@
+"""Benchmarks: `python run.py bench <name> ...`; results go to docs/benchmarks.md."""

@@ -1,0 +1,80 @@
+"""`python run.py bench sessions`: what one idle session costs.
+
+Creates N sessions with scripted models behind the real RealtimeSTT recognizer
+(the per-session part that is real today), then reports threads and RSS per
+session, create/close latency, and the CPU the idle sessions burn (RealtimeSTT's
+polling loops) over a measuring window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+
+import psutil
+
+from voicechat.assembly import build_engines, pipeline_options
+from voicechat.config import load_config
+from voicechat.session_manager import SessionLimits, SessionManager
+
+
+def run(sessions: int, seconds: float, partials: bool) -> dict[str, float]:
+    overrides = {
+        "stt.engine": "scripted", "llm.backend": "scripted", "tts.engine": "scripted",
+        "stt.partials": str(partials).lower(),
+    }
+    settings = load_config(None, env={}, overrides=overrides).settings
+    engines = build_engines(settings)
+    manager = SessionManager(engines, SessionLimits(max_sessions=sessions + 1), pipeline_options(settings))
+    manager.start()
+    proc = psutil.Process()
+    warm = manager.create("warm-up")  # imports and first-use costs are not per session
+    manager.close(warm.id)
+    threads0, rss0 = threading.active_count(), proc.memory_info().rss
+    create_s, close_s, ids = [], [], []
+    for _ in range(sessions):
+        t = time.perf_counter()
+        ids.append(manager.create("bench").id)
+        create_s.append(time.perf_counter() - t)
+    threads1, rss1 = threading.active_count(), proc.memory_info().rss
+    cpu0, wall0 = proc.cpu_times(), time.monotonic()
+    threading.Event().wait(seconds)  # the measuring window
+    cpu1, wall1 = proc.cpu_times(), time.monotonic()
+    for sid in ids:
+        t = time.perf_counter()
+        manager.close(sid, "bench")
+        close_s.append(time.perf_counter() - t)
+    leftover_threads = threading.active_count() - threads0
+    manager.shutdown()
+    engines.close()
+    busy = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (wall1 - wall0)
+    return {
+        "sessions": sessions,
+        "partials": partials,
+        "threads_per_session": (threads1 - threads0) / sessions,
+        "rss_mb_per_session": (rss1 - rss0) / sessions / 2**20,
+        "create_ms_p50": statistics.median(create_s) * 1000,
+        "close_ms_p50": statistics.median(close_s) * 1000,
+        "idle_cpu_percent_of_one_core": busy * 100,
+        "idle_cpu_percent_per_session": busy * 100 / sessions,
+        "threads_left_after_close": leftover_threads,
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="run.py bench sessions", description=__doc__)
+    parser.add_argument("--sessions", type=int, default=30)
+    parser.add_argument("--seconds", type=float, default=5.0, help="idle CPU measuring window")
+    parser.add_argument("--no-partials", action="store_true", help="disable RealtimeSTT's realtime (partials) lane")
+    parser.add_argument("--json", help="also write the result to this file")
+    args = parser.parse_args(argv)
+    result = run(args.sessions, args.seconds, not args.no_partials)
+    for key, value in result.items():
+        print(f"{key:32} {value:.2f}" if isinstance(value, float) else f"{key:32} {value}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
