@@ -11,7 +11,7 @@ import numpy as np
 
 from voicechat.audio import AudioFrame
 from voicechat.bounded_queue import QueueClosed
-from voicechat.events import Event
+from voicechat.events import Event, ReplyDone, StateChanged, TurnState
 from voicechat.pipeline import SpeechPipelineManager
 from voicechat.speech_samples import speech_16k, with_silence
 
@@ -72,17 +72,20 @@ class EventCollector:
                 raise AssertionError(f"condition not met within {timeout}s; last events: {kinds}")
             return list(self.events)
 
-    def of(self, kind: type) -> list:
-        with self._cond:
-            return [e for e in self.events if isinstance(e, kind)]
-
     def join(self, timeout: float = 5.0) -> bool:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
 
 def count(kind: type, n: int = 1) -> Callable[[list[Event]], bool]:
+    """Predicate for ``wait_for``: at least ``n`` events of ``kind`` arrived."""
     return lambda events: sum(isinstance(e, kind) for e in events) >= n
+
+
+def back_to_listening(events: list[Event]) -> bool:
+    """A reply is done and the session is listening again."""
+    states = [e.state for e in events if isinstance(e, StateChanged)]
+    return count(ReplyDone)(events) and bool(states) and states[-1] is TurnState.LISTENING
 
 
 class Feeder:

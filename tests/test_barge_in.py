@@ -2,7 +2,7 @@
 
 import pytest
 from conftest import scripted_engines
-from helpers import SENTENCES, EventCollector, Feeder, utterance
+from helpers import SENTENCES, EventCollector, Feeder, count, utterance
 
 from voicechat.engines.scripted_llm import ScriptedLLM, scripted_reply
 from voicechat.engines.scripted_tts import ScriptedTTS
@@ -40,7 +40,7 @@ def test_barge_in_flushes_aborts_and_keeps_only_what_was_played(make_manager):
     feeder = Feeder(pipeline)
     first, second = SENTENCES[0], SENTENCES[2]
     feeder.play(utterance(first, after_s=0.8))
-    collector.wait_for(lambda ev: any(isinstance(e, AudioChunk) for e in ev), timeout=30)
+    collector.wait_for(count(AudioChunk), timeout=30)
 
     feeder.play(utterance(second))  # barge-in: speech onset during the reply
     events = collector.wait_for(
@@ -84,9 +84,9 @@ def test_half_duplex_does_not_interrupt(make_manager):
     collector = EventCollector(session.pipeline)
     feeder = Feeder(session.pipeline)
     feeder.play(utterance(SENTENCES[0], after_s=0.8))
-    collector.wait_for(lambda ev: any(isinstance(e, AudioChunk) for e in ev), timeout=30)
+    collector.wait_for(count(AudioChunk), timeout=30)
     feeder.play(utterance(SENTENCES[3]))
-    events = collector.wait_for(lambda ev: any(isinstance(e, ReplyDone) for e in ev), timeout=30)
+    events = collector.wait_for(count(ReplyDone), timeout=30)
     assert not any(isinstance(e, FlushPlayback) for e in events)
     assert llm.abort_calls == []
     done = next(e for e in events if isinstance(e, ReplyDone))

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import scripted_engines
-from helpers import EventCollector
+from helpers import EventCollector, count
 
 from voicechat.audio import AudioFrame
 from voicechat.engines.realtimestt_recognizer import realtimestt_handler_count
@@ -44,7 +44,7 @@ def test_two_hundred_sessions_leave_no_threads_or_handlers(make_manager):
             return False
         collector = EventCollector(session.pipeline)
         session.pipeline.send_text(f"question number {i}")
-        collector.wait_for(lambda ev: any(isinstance(e, AudioChunk) for e in ev), timeout=30)
+        collector.wait_for(count(AudioChunk), timeout=30)
         assert session.pipeline.state.value in ("thinking", "assistant_speaking")
         manager.close(session.id, "churn mid-reply")
         assert collector.join(5), "outbox consumer was not released"

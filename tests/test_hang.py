@@ -4,7 +4,7 @@ import time
 
 import pytest
 from conftest import scripted_engines
-from helpers import SENTENCES, EventCollector, Feeder, utterance
+from helpers import SENTENCES, EventCollector, Feeder, back_to_listening, count, utterance
 
 from voicechat.engines.scripted_base import FaultPlan
 from voicechat.engines.scripted_llm import ScriptedLLM, scripted_reply
@@ -13,10 +13,6 @@ from voicechat.session_manager import SessionLimits
 
 JOIN_TIMEOUT = 1.0
 MARGIN = 2.0  # RealtimeSTT's own shutdown plus scheduling on a busy 2-core box
-
-
-def reply_done(ev):
-    return any(isinstance(e, ReplyDone) for e in ev)
 
 
 @pytest.mark.timeout(90)
@@ -31,7 +27,7 @@ def test_hung_llm_call_is_abandoned_and_reported(make_manager):
     assert faults.hung.wait(10), "the scripted hang never started"
 
     healthy.pipeline.send_text("are you there?")
-    healthy_events.wait_for(reply_done, timeout=20)
+    healthy_events.wait_for(count(ReplyDone), timeout=20)
 
     started = time.monotonic()
     report = manager.close(stuck.id, "test")
@@ -43,23 +39,23 @@ def test_hung_llm_call_is_abandoned_and_reported(make_manager):
 
     # The other session keeps completing turns, by voice too.
     Feeder(healthy.pipeline).play(utterance(SENTENCES[4]))
-    events = healthy_events.wait_for(lambda ev: sum(isinstance(e, ReplyDone) for e in ev) >= 2, timeout=30)
+    events = healthy_events.wait_for(count(ReplyDone, 2), timeout=30)
     assert [e for e in events if isinstance(e, ReplyDone)][-1].text == scripted_reply(SENTENCES[4], 24)
 
 
 @pytest.mark.timeout(60)
 def test_failing_engine_call_errors_its_turn_only(make_manager):
-    from voicechat.events import ErrorEvent, StateChanged, TurnState
+    from voicechat.events import ErrorEvent
 
     llm = ScriptedLLM(faults=FaultPlan(fail_on_call=1))
     manager = make_manager(scripted_engines(llm=llm))
     session = manager.create("test")
     events = EventCollector(session.pipeline)
     session.pipeline.send_text("first")
-    ev = events.wait_for(lambda ev: any(isinstance(e, ErrorEvent) for e in ev) and reply_done(ev))
+    ev = events.wait_for(lambda ev: count(ErrorEvent)(ev) and count(ReplyDone)(ev))
     error = next(e for e in ev if isinstance(e, ErrorEvent))
     assert error.stage == "llm" and "failed on call 1" in error.message
-    events.wait_for(lambda ev: [e for e in ev if isinstance(e, StateChanged)][-1].state is TurnState.LISTENING)
+    events.wait_for(back_to_listening)
     session.pipeline.send_text("second")
-    ev = events.wait_for(lambda ev: sum(isinstance(e, ReplyDone) for e in ev) >= 2)
+    ev = events.wait_for(count(ReplyDone, 2))
     assert [e for e in ev if isinstance(e, ReplyDone)][-1].text == scripted_reply("second", 24)

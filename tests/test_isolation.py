@@ -3,7 +3,7 @@
 
 import pytest
 from conftest import scripted_engines
-from helpers import SENTENCES, EventCollector, Feeder, utterance
+from helpers import SENTENCES, EventCollector, Feeder, count, utterance
 
 from voicechat.engines.scripted_llm import ScriptedLLM, scripted_reply
 from voicechat.engines.scripted_tts import ScriptedTTS
@@ -26,7 +26,7 @@ def test_ten_concurrent_sessions_stay_isolated(make_manager):
         t.join(60)
 
     for session, collector, text in zip(sessions, collectors, SENTENCES, strict=True):
-        events = collector.wait_for(lambda ev: any(isinstance(e, ReplyDone) for e in ev), timeout=60)
+        events = collector.wait_for(count(ReplyDone), timeout=60)
         finals = [e.text for e in events if isinstance(e, FinalTranscript)]
         assert finals == [text], f"session {session.id} heard {finals}"
         reply = "".join(e.text for e in events if isinstance(e, AssistantTextDelta))

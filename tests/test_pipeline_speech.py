@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from helpers import SENTENCES, EventCollector, Feeder, utterance
+from helpers import SENTENCES, EventCollector, Feeder, back_to_listening, count, utterance
 
 from voicechat.engines.scripted_llm import scripted_reply
 from voicechat.events import (
@@ -21,12 +21,6 @@ STAGES = ["speech_end", "transcript_final", "first_token", "first_sentence", "fi
 
 def first_index(events, kind):
     return next(i for i, e in enumerate(events) if isinstance(e, kind))
-
-
-def back_to_listening(events):
-    """The reply is done and the session is listening again."""
-    states = [e.state for e in events if isinstance(e, StateChanged)]
-    return any(isinstance(e, ReplyDone) for e in events) and states[-1] is TurnState.LISTENING
 
 
 @pytest.mark.timeout(60)
@@ -97,5 +91,5 @@ def test_capture_at_44_1_khz_is_resampled_for_the_recognizer(make_manager):
     text = SENTENCES[6]
     audio_44k = soxr.resample(utterance(text), 16000, 44100).astype(np.int16)
     Feeder(session.pipeline, rate=44100).play(audio_44k)
-    events = collector.wait_for(lambda ev: any(isinstance(e, FinalTranscript) for e in ev), timeout=30)
+    events = collector.wait_for(count(FinalTranscript), timeout=30)
     assert [e.text for e in events if isinstance(e, FinalTranscript)] == [text]

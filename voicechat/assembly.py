@@ -11,6 +11,9 @@ from voicechat.engines.base import Engines, GenerationParams, Recognizer, Recogn
 from voicechat.pipeline import PipelineOptions
 from voicechat.session_manager import SessionLimits
 
+# Overrides that select the scripted engines (`run.py --scripted`, `bench sessions`).
+SCRIPTED_ENGINES = {"stt.engine": "scripted", "llm.backend": "scripted", "tts.engine": "scripted"}
+
 
 def build_engines(settings: Settings) -> Engines:
     """The engines named in ``settings`` (loaded once, shared by every session)."""

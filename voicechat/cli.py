@@ -16,7 +16,6 @@ from pathlib import Path
 from voicechat.config import ConfigError, add_config_arguments, config_main, load_from_args
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTED = ("stt.engine=scripted", "llm.backend=scripted", "tts.engine=scripted")
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -32,7 +31,9 @@ def _run_parser() -> argparse.ArgumentParser:
 def run_main(argv: list[str]) -> int:
     args = _run_parser().parse_args(argv)
     if args.scripted:
-        args.set = [*SCRIPTED, *(args.set or [])]
+        from voicechat.assembly import SCRIPTED_ENGINES
+
+        args.set = [*(f"{k}={v}" for k, v in SCRIPTED_ENGINES.items()), *(args.set or [])]
     try:
         loaded = load_from_args(args)
         from voicechat.assembly import build_engines, pipeline_options, session_limits

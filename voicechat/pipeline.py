@@ -270,9 +270,10 @@ class SpeechPipelineManager:
             reply = self._reply
             if not self.is_current(generation) or reply is None or reply.generation != generation:
                 return None
-            if failed and not reply.full_text():
+            text = reply.full_text()
+            if failed and not text:
                 self.history.discard_last_user()
-            self._put(ReplyDone(generation, reply.full_text(), reply.total_samples))
+            self._put(ReplyDone(generation, text, reply.total_samples))
             self._put(TurnMetrics(generation, dict(self._stamps.pop(generation, {}))))
             if reply.total_samples and self._first_audio_at is not None:
                 end = self._first_audio_at + reply.total_samples / self.output_sample_rate

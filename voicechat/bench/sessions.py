@@ -16,16 +16,13 @@ import time
 
 import psutil
 
-from voicechat.assembly import build_engines, pipeline_options
+from voicechat.assembly import SCRIPTED_ENGINES, build_engines, pipeline_options
 from voicechat.config import load_config
 from voicechat.session_manager import SessionLimits, SessionManager
 
 
 def run(sessions: int, seconds: float, partials: bool) -> dict[str, float]:
-    overrides = {
-        "stt.engine": "scripted", "llm.backend": "scripted", "tts.engine": "scripted",
-        "stt.partials": str(partials).lower(),
-    }
+    overrides = {**SCRIPTED_ENGINES, "stt.partials": str(partials).lower()}
     settings = load_config(None, env={}, overrides=overrides).settings
     engines = build_engines(settings)
     manager = SessionManager(engines, SessionLimits(max_sessions=sessions + 1), pipeline_options(settings))
