@@ -109,8 +109,14 @@ class SpeechSynthesizer(Protocol):
 
     sample_rate: int
 
-    def synthesize(self, session_id: str, text: str, voice: VoiceSettings) -> Iterator[bytes]:
-        """Yield PCM16 chunks speaking ``text``."""
+    def synthesize(
+        self, session_id: str, text: str, voice: VoiceSettings, *, first_in_reply: bool = False
+    ) -> Iterator[bytes]:
+        """Yield PCM16 chunks speaking ``text``.
+
+        ``first_in_reply`` marks a reply's first sentence: a shared pool runs it
+        before later sentences of other replies, since it sets time to first audio.
+        """
         ...
 
     def abort(self, session_id: str) -> None:

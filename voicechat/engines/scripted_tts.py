@@ -44,7 +44,9 @@ class ScriptedTTS(PacedEngine, SpeechSynthesizer):
         self._lock = threading.Lock()
         self.texts: dict[str, list[str]] = {}
 
-    def synthesize(self, session_id: str, text: str, voice: VoiceSettings) -> Iterator[bytes]:
+    def synthesize(
+        self, session_id: str, text: str, voice: VoiceSettings, *, first_in_reply: bool = False
+    ) -> Iterator[bytes]:
         with self._lock:
             self.texts.setdefault(session_id, []).append(text)
 

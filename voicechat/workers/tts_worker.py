@@ -78,7 +78,8 @@ class TtsWorker(QueueWorker[TtsItem]):
         resampler = self._resampler_for(gen)
         self._last_index = job.index
         self.host.begin_sentence(gen, job.index, job.text)
-        for chunk in self.tts.synthesize(self.host.session_id, job.text, self.host.voice):
+        chunks = self.tts.synthesize(self.host.session_id, job.text, self.host.voice, first_in_reply=job.index == 0)
+        for chunk in chunks:
             if self.stop_event.is_set() or not self.host.emit_audio(gen, job.index, resampler.process(chunk)):
                 return  # stale or stopping: the pipeline already asked the engine to abort
         self.host.sentence_done(gen, job.index)
