@@ -1,0 +1,51 @@
+"""Tiny random-weight models shipped with the package, for tests, self-tests and benchmarks.
+
+They exercise the real engines (llama.cpp, faster-whisper/CTranslate2) without downloading weights;
+their output is gibberish by design.
+
+- ``assets/tiny-llama.gguf``: llama architecture, d 64, 2 layers, 4 heads, F32, SentencePiece vocabulary
+  with byte fallback and common English words, ChatML chat template (``<|im_end|>`` is end of turn).
+  Made by :func:`voicechat.tiny_models.gguf_maker.write_random_gguf` with its defaults; regeneration is
+  byte-identical (tests check it)::
+
+      python -m voicechat.tiny_models.gguf_maker voicechat/tiny_models/assets/tiny-llama.gguf
+
+  Larger ones for benchmarks, written in about a second, e.g.
+  ``python -m voicechat.tiny_models.gguf_maker big.gguf --dim 768 --layers 8 --heads 12 --dtype f16``.
+
+- ``assets/tiny-whisper/``: a CTranslate2 Whisper (d 64, 1 encoder + 1 decoder layer, 80 mel bins) with a
+  word-level vocabulary of English words plus Whisper's special, language and timestamp tokens. Made by
+  ``voicechat.tiny_models.make_whisper``, which needs torch, transformers, ctranslate2 and tokenizers.
+  transformers must not go into the project's venv (it imports torchaudio, which fails next to torch
+  2.13 here), so use a separate one::
+
+      python3 -m venv /tmp/whisper-maker
+      /tmp/whisper-maker/bin/pip install torch transformers ctranslate2 tokenizers numpy
+      PYTHONPATH=. /tmp/whisper-maker/bin/python -m voicechat.tiny_models.make_whisper \\
+          voicechat/tiny_models/assets/tiny-whisper
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TINY_DIR = Path(__file__).resolve().parent / "assets"
+
+
+def tiny_gguf_path() -> Path:
+    """The shipped tiny llama GGUF (about 0.8 MB)."""
+    return _existing(TINY_DIR / "tiny-llama.gguf")
+
+
+def tiny_whisper_path() -> Path:
+    """The shipped tiny CTranslate2 Whisper model directory (for faster_whisper.WhisperModel)."""
+    return _existing(TINY_DIR / "tiny-whisper")
+
+
+def _existing(path: Path) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing: the package was installed without its data files; reinstall voicechat "
+            "(setup.cfg package_data lists tiny_models/assets) or regenerate it as voicechat.tiny_models describes"
+        )
+    return path
