@@ -13,6 +13,7 @@ from voicechat.engines.realtimestt_recognizer import RealtimeSTTRecognizer
 from voicechat.engines.scripted_llm import ScriptedLLM
 from voicechat.engines.scripted_stt import ScriptedTranscriber
 from voicechat.engines.scripted_tts import ScriptedTTS
+from voicechat.engines.stt_scheduler import SttScheduler
 from voicechat.pipeline import PipelineOptions
 from voicechat.session_manager import SessionLimits, SessionManager
 
@@ -22,7 +23,7 @@ def scripted_engines(
     partials: bool = True,
 ) -> Engines:
     """Scripted models behind the real RealtimeSTT recognizer (real VAD/endpointing)."""
-    stt = transcriber or ScriptedTranscriber({t: speech(t) for t in SENTENCES})
+    stt = SttScheduler(transcriber or ScriptedTranscriber({t: speech(t) for t in SENTENCES}))
 
     def recognizer(session_id: str, callbacks: RecognizerCallbacks) -> RealtimeSTTRecognizer:
         return RealtimeSTTRecognizer(session_id, stt, callbacks, partials=partials, post_speech_silence_s=0.5)
@@ -45,11 +46,12 @@ def make_manager() -> Iterator:
 
     yield make
     for m in managers:
-        for engine in (m.engines.llm, m.engines.tts, m.engines.transcriber):
+        for engine in (m.engines.llm, m.engines.tts, m.engines.transcriber.model):
             faults = getattr(engine, "faults", None)
             if faults is not None:
                 faults.release()
         m.shutdown()
+        m.engines.close()
 
 
 @pytest.fixture

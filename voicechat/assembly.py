@@ -39,8 +39,9 @@ def build_engines(settings: Settings) -> Engines:
     from voicechat.engines.scripted_llm import ScriptedLLM
     from voicechat.engines.scripted_stt import ScriptedTranscriber
     from voicechat.engines.scripted_tts import ScriptedTTS
+    from voicechat.engines.stt_scheduler import SttScheduler
 
-    transcriber = ScriptedTranscriber(delay_s=stt.scripted_delay_s)
+    transcriber = SttScheduler(ScriptedTranscriber(delay_s=stt.scripted_delay_s))
     vad = settings.vad
 
     def recognizer(session_id: str, callbacks: RecognizerCallbacks) -> Recognizer:

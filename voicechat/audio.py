@@ -29,6 +29,14 @@ def pcm16_to_float(pcm: bytes | np.ndarray) -> np.ndarray:
     return x.astype(np.float32) / 32768.0
 
 
+def as_float32(audio: np.ndarray) -> np.ndarray:
+    """int16 samples scaled to [-1, 1]; float input converted to float32 without copying when it can."""
+    a = np.asarray(audio)
+    if a.dtype == np.int16:
+        return pcm16_to_float(a)
+    return a.astype(np.float32, copy=False)
+
+
 def float_to_pcm16(x: np.ndarray) -> np.ndarray:
     return (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16)
 

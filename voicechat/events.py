@@ -29,8 +29,11 @@ class StateChanged:
 
 @dataclass(frozen=True, slots=True)
 class PartialTranscript:
+    """Interim transcript of the utterance so far; ``stable`` is a prefix of ``text`` that will not change."""
+
     text: str
     generation: int
+    stable: str = ""
 
 
 @dataclass(frozen=True, slots=True)

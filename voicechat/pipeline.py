@@ -40,6 +40,7 @@ from voicechat.events import (
 )
 from voicechat.history import ChatMessage, ConversationHistory
 from voicechat.jobs import EndOfReply, ReplyJob, SentenceJob
+from voicechat.partial_stabilizer import PartialStabilizer
 from voicechat.reply_tracker import ReplyTracker
 from voicechat.turn_state import CancelReply, StartReply, Transition, TurnStateMachine
 from voicechat.workers.capture_worker import CaptureWorker
@@ -98,6 +99,7 @@ class SpeechPipelineManager:
 
         self._lock = threading.Lock()
         self._turns = TurnStateMachine(barge_in=opts.barge_in)
+        self._stabilizer = PartialStabilizer()
         self._reply: ReplyTracker | None = None
         self._stamps: dict[int, dict[str, float]] = {}
         self._utterance_stamps: dict[str, float] = {}
@@ -196,6 +198,8 @@ class SpeechPipelineManager:
     # -- recognizer callbacks (RealtimeSTT's threads) ---------------------------------
     def _on_speech_start(self) -> None:
         self.last_activity = time.monotonic()
+        with self._lock:
+            self._stabilizer.reset()
         self._transition(self._turns.speech_started)
 
     def _on_speech_end(self) -> None:
@@ -205,7 +209,8 @@ class SpeechPipelineManager:
 
     def _on_partial(self, text: str) -> None:
         with self._lock:
-            self._put(PartialTranscript(text, self._turns.generation))
+            partial = self._stabilizer.update(text)
+            self._put(PartialTranscript(partial.text, self._turns.generation, partial.stable))
 
     def _on_final(self, text: str) -> None:
         with self._lock:

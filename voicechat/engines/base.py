@@ -23,18 +23,47 @@ class EngineError(RuntimeError):
 
 
 # -- speech to text ------------------------------------------------------------
+@dataclass(frozen=True, slots=True, eq=False)
+class SpeechInput:
+    """One transcription request: float32 mono 16 kHz ``audio`` in [-1, 1]."""
+
+    session_id: str
+    audio: np.ndarray
+    final: bool
+    language: str | None = None
+
+
+@runtime_checkable
+class BatchTranscriber(Protocol):
+    """A speech-to-text model (faster-whisper in production), loaded once.
+
+    It sees batches, not sessions' threads: the shared ``SttScheduler`` decides
+    what runs, in which order and together with what.
+    """
+
+    def transcribe_batch(self, inputs: Sequence[SpeechInput]) -> list[str]:
+        """Return one transcript per input, in order."""
+        ...
+
+
 @runtime_checkable
 class TranscriptionModel(Protocol):
-    """One shared speech-to-text model (faster-whisper in production)."""
+    """What a session's recognizer talks to: the shared STT scheduler."""
 
     def transcribe(
         self, audio: np.ndarray, *, session_id: str, final: bool, language: str | None = None
     ) -> str:
-        """Transcribe float32 mono 16 kHz ``audio`` in [-1, 1].
+        """Transcribe float32 mono 16 kHz ``audio`` in [-1, 1] and wait for the text."""
+        ...
 
-        ``final=False`` marks a partial (in-progress) request, which a shared
-        scheduler may coalesce or run after finals.
-        """
+    def request_partial(
+        self, session_id: str, audio: np.ndarray, on_text: Callable[[str], None], language: str | None = None
+    ) -> None:
+        """Ask for an interim transcript without waiting; a newer request replaces an older one."""
+        ...
+
+    def cancel(self, session_id: str, *, partials_only: bool = False) -> None:
+        """Forget the session's queued requests (its utterance ended, or it closed)."""
         ...
 
 
@@ -75,6 +104,10 @@ class GenerationParams:
     top_p: float = 0.95
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
+    top_k: int = 0  # 0 = off
+    seed: int | None = None  # None = a fresh random seed per reply; fixed = reproducible sampling
+    repeat_penalty: float = 1.0  # 1.0 = off
+    ignore_eos: bool = False  # benchmarks: run to max_tokens even if the model ends its reply
 
 
 @runtime_checkable

@@ -1,9 +1,13 @@
 """Per-session recognizer over RealtimeSTT's AudioToTextRecorder.
 
 RealtimeSTT gives real voice activity detection (WebRTC + Silero) and
-endpointing. Its transcription executors are injected, so the recorder loads
-no model of its own: every session's audio goes to the one shared
-``TranscriptionModel``. Facts this relies on (measured, see docs/design.md):
+endpointing. Its final-transcription executor is injected, so the recorder
+loads no model of its own: every session's audio goes to the one shared STT
+scheduler. Partials do not use RealtimeSTT's realtime worker (a polling loop
+that costs about a third of a session's CPU and calls the model synchronously):
+the audio fed here drives them, through ``UtteranceBuffer``, as fire-and-forget
+requests that the scheduler may replace with newer ones.
+Facts this relies on (measured, see docs/design.md):
 
 * ``feed_audio(bytes)`` is not resampled: bytes must be 16 kHz mono PCM16.
 * Executors must return ``TranscriptionResult``; a plain str breaks its worker.
@@ -25,6 +29,7 @@ from RealtimeSTT import AudioToTextRecorder
 from RealtimeSTT.transcription_engines.base import TranscriptionResult
 
 from voicechat.engines.base import RecognizerCallbacks, TranscriptionModel
+from voicechat.utterance_buffer import UtteranceBuffer
 
 REALTIMESTT_LOGGER = "realtimestt"
 
@@ -50,10 +55,17 @@ class RealtimeSTTRecognizer:
         min_utterance_s: float = 0.3,
         pre_roll_s: float = 1.0,
         log_level: str = "WARNING",
+        partial_interval_s: float = 0.3,
     ) -> None:
         self.session_id = session_id
         self._model = model
+        self._callbacks = callbacks
+        self._language = language or None
         self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._partials = (
+            UtteranceBuffer(pre_roll_s=min(pre_roll_s, 0.5), interval_s=partial_interval_s) if partials else None
+        )
         options: dict[str, Any] = dict(
             use_microphone=False,
             spinner=False,
@@ -61,11 +73,9 @@ class RealtimeSTTRecognizer:
             language=language,
             level=getattr(logging, log_level),
             transcription_executor=self._final_executor,
-            realtime_transcription_executor=self._partial_executor,
-            enable_realtime_transcription=partials,
-            on_realtime_transcription_update=callbacks.on_partial,
-            on_recording_start=callbacks.on_speech_start,
-            on_recording_stop=callbacks.on_speech_end,
+            enable_realtime_transcription=False,
+            on_recording_start=self._speech_started,
+            on_recording_stop=self._speech_ended,
             silero_sensitivity=silero_sensitivity,
             webrtc_sensitivity=webrtc_sensitivity,
             post_speech_silence_duration=post_speech_silence_s,
@@ -77,21 +87,45 @@ class RealtimeSTTRecognizer:
         )
         self._recorder = _create_recorder(options, log_level)
 
-    # -- executors called from RealtimeSTT's threads ---------------------------
+    # -- called from RealtimeSTT's threads ----------------------------------------
     def _final_executor(self, audio: np.ndarray, language: str | None = None, **_: Any) -> TranscriptionResult:
-        return self._run_model(audio, language, final=True)
-
-    def _partial_executor(self, audio: np.ndarray, language: str | None = None, **_: Any) -> TranscriptionResult:
-        return self._run_model(audio, language, final=False)
-
-    def _run_model(self, audio: np.ndarray, language: str | None, final: bool) -> TranscriptionResult:
-        text = self._model.transcribe(audio, session_id=self.session_id, final=final, language=language)
+        text = self._model.transcribe(audio, session_id=self.session_id, final=True, language=language)
         return TranscriptionResult(text=text)
+
+    def _speech_started(self) -> None:
+        if self._partials is not None:
+            with self._lock:
+                self._partials.start()
+        self._callbacks.on_speech_start()
+
+    def _speech_ended(self) -> None:
+        if self._partials is not None:
+            with self._lock:
+                self._partials.stop()
+            self._model.cancel(self.session_id, partials_only=True)
+        self._callbacks.on_speech_end()
+
+    # -- partials --------------------------------------------------------------
+    def _request_partial(self, audio: np.ndarray, utterance: int) -> None:
+        def deliver(text: str) -> None:
+            with self._lock:
+                current = self._partials is not None and self._partials.active and self._partials.utterance == utterance
+            if current and text and not self._closed.is_set():
+                self._callbacks.on_partial(text)
+
+        self._model.request_partial(self.session_id, audio, deliver, self._language)
 
     # -- Recognizer protocol ---------------------------------------------------
     def feed(self, pcm16: bytes) -> None:
-        if not self._closed.is_set():
-            self._recorder.feed_audio(pcm16)
+        if self._closed.is_set():
+            return
+        self._recorder.feed_audio(pcm16)
+        if self._partials is not None:
+            with self._lock:
+                due = self._partials.add(pcm16)
+                utterance = self._partials.utterance
+            if due is not None:
+                self._request_partial(due, utterance)
 
     def next_final(self) -> str | None:
         """Block in RealtimeSTT until an utterance ends and is transcribed."""
@@ -106,6 +140,7 @@ class RealtimeSTTRecognizer:
         if self._closed.is_set():
             return
         self._closed.set()
+        self._model.cancel(self.session_id)
         self._recorder.abort()
         self._recorder.shutdown()
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from voicechat.engines.base import RecognizerCallbacks, TranscriptionModel
+from voicechat.audio import as_float32
+from voicechat.engines.base import RecognizerCallbacks, SpeechInput, TranscriptionModel
 from voicechat.engines.scripted_base import FaultPlan, wait_or_abort
 
 HOP = 160  # 10 ms envelope frames at 16 kHz
@@ -56,8 +57,8 @@ def prefix_similarity(query: np.ndarray, ref: np.ndarray, max_lag: int = 8) -> f
     return best
 
 
-class ScriptedTranscriber(TranscriptionModel):
-    """Template-matching transcriber with configurable delay and faults."""
+class ScriptedTranscriber:
+    """Template-matching transcriber (a ``BatchTranscriber``) with configurable delay and faults."""
 
     def __init__(
         self,
@@ -77,12 +78,12 @@ class ScriptedTranscriber(TranscriptionModel):
 
     def add_reference(self, text: str, audio: np.ndarray) -> None:
         """``audio``: 16 kHz mono, int16 or float."""
-        self._refs[text] = envelope(_as_float(audio))
+        self._refs[text] = envelope(as_float32(audio))
 
     def transcribe(self, audio: np.ndarray, *, session_id: str, final: bool, language: str | None = None) -> str:
         self.faults.on_call("stt")
         wait_or_abort(self.delay_s, self._closed)
-        audio = _as_float(audio)
+        audio = as_float32(audio)
         if final:
             self.final_calls.append(session_id)
         env = envelope(audio)
@@ -102,15 +103,11 @@ class ScriptedTranscriber(TranscriptionModel):
             return best_text
         return " ".join(words[: max(1, int(len(words) * covered))])
 
+    def transcribe_batch(self, inputs: Sequence[SpeechInput]) -> list[str]:
+        return [self.transcribe(i.audio, session_id=i.session_id, final=i.final, language=i.language) for i in inputs]
+
     def close(self) -> None:
         self._closed.set()
-
-
-def _as_float(audio: np.ndarray) -> np.ndarray:
-    a = np.asarray(audio)
-    if a.dtype == np.int16:
-        return a.astype(np.float32) / 32768.0
-    return a.astype(np.float32, copy=False)
 
 
 class EnergyRecognizer:
@@ -163,7 +160,7 @@ class EnergyRecognizer:
         audio = self._finals.get()
         if audio is None:
             return None
-        return self._model.transcribe(_as_float(audio), session_id=self.session_id, final=True)
+        return self._model.transcribe(as_float32(audio), session_id=self.session_id, final=True)
 
     def close(self) -> None:
         self._finals.put(None)
