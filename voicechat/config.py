@@ -141,10 +141,22 @@ class LlmSettings(_Section):
     n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU; -1 = all")
     n_seq_max: int = Field(8, ge=1, le=64, description="Sessions decoded together in one batch")
     n_threads: int = Field(0, ge=0, description="CPU threads for llama.cpp; 0 = automatic")
+    n_batch: int = Field(
+        512, ge=64, le=8192, description="Most tokens decoded in one llama.cpp step (all sessions together)"
+    )
+    prefill_chunk: int = Field(
+        256, ge=16, le=8192,
+        description="Most prompt tokens prefilled per step, so a long prompt never stalls other sessions' replies",
+    )
+    kv_unified: bool = Field(
+        True, description="One KV cache shared unevenly by all sessions (false: n_ctx split evenly per sequence)"
+    )
     temperature: float = Field(
         0.7, ge=0, le=2, description="Sampling temperature; higher = more varied replies"
     )
     top_p: float = Field(0.95, ge=0, le=1, description="Nucleus sampling probability mass")
+    top_k: int = Field(40, ge=0, description="Sample only among the k likeliest tokens; 0 = off")
+    seed: int = Field(-1, ge=-1, description="Sampling seed; -1 = random (a fixed seed makes replies reproducible)")
     max_tokens: int = Field(256, ge=1, le=8192, description="Longest reply in tokens")
     system_prompt: str = Field(
         "You are a friendly voice assistant. Answer in one to three short spoken sentences.",
