@@ -65,7 +65,7 @@ def test_main(argv: list[str]) -> int:
 
 def bench_main(argv: list[str]) -> int:
     """`bench NAME ...`: run one benchmark (see docs/benchmarks.md)."""
-    benches = {"sessions": "voicechat.bench.sessions"}
+    benches = {"sessions": "voicechat.bench.sessions", "tts": "voicechat.bench.tts"}
     if not argv or argv[0] not in benches:
         print(f"usage: run.py bench {{{','.join(benches)}}} [options]", file=sys.stderr)
         return 2

@@ -188,6 +188,15 @@ class TtsSettings(_Section):
     voice: str = Field("en-us", description="Voice name for the engine")
     speed: float = Field(1.0, ge=0.25, le=4, description="Speaking rate; 1 = normal")
     workers: int = Field(2, ge=1, le=32, description="Engine instances synthesizing in parallel")
+    chunk_ms: int = Field(
+        20, ge=5, le=200, description="Length of one synthesized audio chunk in ms; abort takes effect within one"
+    )
+    piper_voice_dir: str = Field(
+        "models/piper", description="Directory of Piper voices (NAME.onnx + NAME.onnx.json) for tts.engine = piper"
+    )
+    kokoro_dir: str = Field(
+        "models/kokoro-82m", description="Directory of the Kokoro-82M weights and voices/ for tts.engine = kokoro"
+    )
     scripted_first_chunk_s: float = Field(
         0.0, ge=0, description="Scripted engine: delay before the first audio chunk in seconds"
     )

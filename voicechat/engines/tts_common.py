@@ -1,0 +1,83 @@
+"""Helpers the TTS engine adapters share: chunk sizes and PCM re-chunking.
+
+Engines produce audio in whatever pieces their library gives (a whole sentence
+for Piper and Kokoro); the pool streams fixed-length chunks, so that abort can
+take effect within one chunk and clients get an even flow.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from voicechat.audio import StreamResampler, float_to_pcm16
+
+
+def chunk_bytes(sample_rate: int, chunk_ms: int) -> int:
+    """Bytes in one PCM16 mono chunk of ``chunk_ms`` (at least one sample)."""
+    return 2 * max(1, sample_rate * chunk_ms // 1000)
+
+
+def rechunk(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """Re-cut a PCM16 byte stream into ``size``-byte chunks (the last may be shorter)."""
+    buf = bytearray()
+    for piece in pieces:
+        buf += piece
+        while len(buf) >= size:
+            yield bytes(buf[:size])
+            del buf[:size]
+    if buf:
+        yield bytes(buf)
+
+
+def float_stream_to_pcm16(
+    pieces: Iterable[tuple[np.ndarray, int]], out_rate: int, size: int
+) -> Iterator[bytes]:
+    """Float audio pieces ``(samples, rate)`` -> PCM16 chunks at ``out_rate``.
+
+    One stateful resampler per stream (created on the first piece), flushed at
+    the end, so a voice whose native rate differs from the pool's rate is
+    converted without clicks between pieces.
+    """
+
+    def pcm() -> Iterator[bytes]:
+        resampler: StreamResampler | None = None
+        for samples, rate in pieces:
+            if resampler is None:
+                resampler = StreamResampler(rate, out_rate)
+            elif rate != resampler.in_rate:
+                raise ValueError(f"sample rate changed within one stream: {resampler.in_rate} -> {rate}")
+            yield resampler.process(float_to_pcm16(np.asarray(samples, dtype=np.float32).reshape(-1)).tobytes())
+        if resampler is not None:
+            yield resampler.process(b"", last=True)
+
+    return rechunk(pcm(), size)
+
+
+class RunningStreams:
+    """Stop flags of an engine's running streams, so ``stop()`` can end them from another thread.
+
+    Each stream gets its own flag (never one engine-wide flag that a later
+    stream would have to reset, which races with a stop arriving meanwhile).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flags: set[threading.Event] = set()
+
+    def begin(self) -> threading.Event:
+        flag = threading.Event()
+        with self._lock:
+            self._flags.add(flag)
+        return flag
+
+    def end(self, flag: threading.Event) -> None:
+        with self._lock:
+            self._flags.discard(flag)
+
+    def stop_all(self) -> None:
+        with self._lock:
+            for flag in self._flags:
+                flag.set()
