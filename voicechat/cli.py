@@ -1,6 +1,6 @@
 """Command line: `python run.py [command] [options]` (same as `python -m voicechat`).
 
-Commands: run (default), config, test, bench. Configuration errors exit with code 2
+Commands: run (default), config, test, bench, models. Configuration errors exit with code 2
 and one line naming the key, the value and what is allowed, never a traceback.
 """
 
@@ -65,7 +65,7 @@ def test_main(argv: list[str]) -> int:
 
 def bench_main(argv: list[str]) -> int:
     """`bench NAME ...`: run one benchmark (see docs/benchmarks.md)."""
-    benches = {"sessions": "voicechat.bench.sessions", "tts": "voicechat.bench.tts"}
+    benches = {"sessions": "voicechat.bench.sessions", "tts": "voicechat.bench.tts", "llm": "voicechat.bench.llm"}
     if not argv or argv[0] not in benches:
         print(f"usage: run.py bench {{{','.join(benches)}}} [options]", file=sys.stderr)
         return 2
@@ -74,7 +74,14 @@ def bench_main(argv: list[str]) -> int:
     return importlib.import_module(benches[argv[0]]).main(argv[1:])
 
 
-COMMANDS = {"run": run_main, "config": config_main, "test": test_main, "bench": bench_main}
+def models_main(argv: list[str]) -> int:
+    """`models list|download|verify`: the model manager (see voicechat/models_cli.py)."""
+    from voicechat.models_cli import main
+
+    return main(argv)
+
+
+COMMANDS = {"run": run_main, "config": config_main, "test": test_main, "bench": bench_main, "models": models_main}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,5 +94,6 @@ def main(argv: list[str] | None = None) -> int:
         print("  config  print the effective configuration and where each value came from")
         print("  test    run the test suite (pytest arguments pass through)")
         print("  bench   run a benchmark: bench sessions [--sessions N] [--seconds S]")
+        print("  models  list, download or verify model files: models list|download [NAME...]|verify")
         return 0
     return run_main(argv)

@@ -111,7 +111,10 @@ class SttSettings(_Section):
     engine: Literal["faster_whisper", "scripted"] = Field(
         "faster_whisper", description="Speech-to-text engine; scripted is a test double"
     )
-    model: str = Field("base.en", description="Whisper model name or local model directory")
+    model: str = Field(
+        "base.en",
+        description="Whisper model name (tiny.en, base.en, small.en: see `run.py models list`) or model directory",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where STT runs; auto picks CUDA when available"
     )
@@ -134,7 +137,10 @@ class LlmSettings(_Section):
         "llama_cpp",
         description="LLM backend: in-process llama.cpp, an OpenAI-compatible endpoint, or a test double",
     )
-    model: str = Field("models/llm.gguf", description="GGUF file for llama_cpp, or model name for openai")
+    model: str = Field(
+        "models/Qwen2.5-1.5B-Instruct-Q4_K_M.gguf",
+        description="GGUF file for llama_cpp (relative paths start at the project root), or model name for openai",
+    )
     n_ctx: int = Field(
         4096, ge=256, le=131072, description="Context size in tokens shared by all sequences"
     )
@@ -185,7 +191,10 @@ class TtsSettings(_Section):
     engine: Literal["espeak", "piper", "kokoro", "scripted"] = Field(
         "espeak", description="Text-to-speech engine; scripted is a test double"
     )
-    voice: str = Field("en-us", description="Voice name for the engine")
+    voice: str = Field(
+        "en-us",
+        description="Voice: espeak en-us; piper en_US-lessac-medium (or an .onnx path); kokoro af_heart",
+    )
     speed: float = Field(1.0, ge=0.25, le=4, description="Speaking rate; 1 = normal")
     workers: int = Field(2, ge=1, le=32, description="Engine instances synthesizing in parallel")
     chunk_ms: int = Field(
