@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -173,7 +173,37 @@ class LlmSettings(_Section):
     api_key: str = Field(
         "", description="API key for the endpoint (backend openai)", json_schema_extra=SECRET
     )
-    request_timeout_s: float = Field(30.0, gt=0, description="Timeout in seconds for one endpoint request")
+    request_timeout_s: float = Field(
+        30.0, gt=0,
+        description="Longest wait in seconds for the endpoint's next data (first token included) before giving up",
+    )
+    connect_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="Timeout in seconds for connecting to the endpoint"
+    )
+    retries: int = Field(
+        3, ge=0, le=20, description="Retries of an endpoint request that failed before its first token"
+    )
+    retry_backoff_s: float = Field(
+        0.5, gt=0, le=60, description="First retry delay in seconds; doubles per retry, with jitter"
+    )
+    retry_backoff_max_s: float = Field(8.0, gt=0, le=300, description="Longest retry delay in seconds")
+    breaker_failures: int = Field(
+        5, ge=1, le=1000, description="Failed requests within breaker_window_s that open the circuit breaker"
+    )
+    breaker_window_s: float = Field(
+        60.0, gt=0, le=86400, description="Window in seconds in which breaker_failures are counted"
+    )
+    breaker_cooldown_s: float = Field(
+        15.0, ge=0, le=3600,
+        description="Seconds an open circuit fails fast before one probe request is let through",
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_http_url(cls, value: str) -> str:
+        if value and not value.strip().startswith(("http://", "https://")):
+            raise ValueError("must be empty or an http(s) URL such as http://127.0.0.1:8080/v1")
+        return value.strip()
     history_max_tokens: int = Field(
         2048, ge=64, le=131072, description="Conversation history kept per session, in tokens"
     )
