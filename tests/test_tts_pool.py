@@ -169,11 +169,12 @@ def test_closing_or_dropping_an_iterator_cancels_its_job(gated) -> None:
     pool.synthesize("z", "Dropped before it ran.", VoiceSettings())  # never iterated: garbage at once
     kept = pool.synthesize("w", "Kept.", VoiceSettings())
     closed.close()  # type: ignore[attr-defined]
-    assert pool.stats().queued == 1
+    assert pool.stats().queued == 2  # the closed job left the queue; the dropped one is skipped when due
     gate.set()
     assert b"".join(kept) == solo(["Kept."])
     assert order == ["hold", "Kept."]
     assert b"".join(hold) == solo(["hold"])
+    assert pool.stats().cancelled == 2
 
 
 def test_voice_and_speed_are_per_session() -> None:
@@ -224,3 +225,31 @@ def test_a_failing_factory_fails_the_pool_and_shuts_down_what_it_made() -> None:
     with pytest.raises(EngineError, match="second engine"):
         TTSPool(factory, workers=2)
     assert pool_threads() == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_sessions_speak_through_the_pool(make_manager) -> None:
+    """Two sessions' replies go through one pool into their pipelines at the session rate."""
+    from conftest import scripted_engines
+    from helpers import EventCollector, back_to_listening
+
+    from voicechat.events import AssistantTextDelta, AudioChunk
+
+    pool = TTSPool(EspeakEngine, workers=2)
+    try:
+        manager = make_manager(scripted_engines(tts=pool), output_sample_rate=24000)
+        sessions = [manager.create("test") for _ in range(2)]
+        collectors = [EventCollector(s.pipeline) for s in sessions]
+        for i, s in enumerate(sessions):
+            s.pipeline.send_text(f"hello from session number {i}")
+        for collector in collectors:
+            events = collector.wait_for(back_to_listening, timeout=60)
+            audio = [e for e in events if isinstance(e, AudioChunk)]
+            words = len("".join(e.text for e in events if isinstance(e, AssistantTextDelta)).split())
+            assert audio and all(a.sample_rate == 24000 for a in audio)
+            secs = sum(a.samples for a in audio) / 24000
+            assert 0.15 < secs / words < 0.8  # real speech for the reply's words
+        assert pool.stats().failed == 0 and pool.stats().done >= 2
+    finally:
+        assert pool.close()

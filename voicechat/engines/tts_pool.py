@@ -107,10 +107,10 @@ class JobStream(Iterator[bytes]):
             self._pool._cancel_where(lambda job: job is self._job)
 
     def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - never raise from a finalizer (e.g. at interpreter exit)
-            pass
+        # A finalizer may run inside any code, even the pool's own locked sections, so it
+        # takes no lock: it only flags the job, which a worker then skips or stops.
+        if not self._finished:
+            self._job.cancel_now()
 
 
 class TTSPool(SpeechSynthesizer):
@@ -218,6 +218,9 @@ class TTSPool(SpeechSynthesizer):
                     return
                 job = self._queue.pop()
                 assert job is not None
+                if job.cancel.is_set():  # its iterator was dropped while it waited
+                    self._cancelled += 1
+                    continue
                 self._running[index] = job
             outcome = "cancelled"
             try:
