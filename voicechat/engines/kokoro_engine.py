@@ -83,6 +83,11 @@ class KokoroEngine:
         self._lock = threading.Lock()  # KPipeline caches voices in a dict: one synthesis at a time per instance
         self._running = RunningStreams()
 
+    @property
+    def model(self) -> Any:
+        """The loaded KModel, to pass as ``model=`` to a pool's other instances (one copy in memory)."""
+        return self._model
+
     def _pipeline(self, lang: str) -> Any:
         from kokoro import KPipeline
 
