@@ -31,7 +31,8 @@ def settings(**dotted: str) -> Settings:
 
 ONLY_LLM = dict(stt__engine="scripted", tts__engine="scripted")
 ONLY_STT = dict(llm__backend="scripted", tts__engine="scripted")
-NONE = dict(stt__engine="scripted", llm__backend="scripted", tts__engine="scripted")
+NO_STT_LLM = dict(stt__engine="scripted", llm__backend="scripted")
+NONE = dict(tts__engine="scripted", **NO_STT_LLM)
 
 
 def write(path: Path, content: bytes = b"x") -> Path:
@@ -167,10 +168,11 @@ def test_unknown_whisper_name_lists_the_known_ones(tmp_path):
 
 
 def test_piper_voice_name_resolves_and_problems_point_at_the_download(tmp_path):
-    piper = dict(tts__engine="piper", stt__engine="scripted", llm__backend="scripted")
-    problem, = check_models(settings(**piper), tmp_path)  # the espeak default "en-us" is no Piper voice
-    assert problem.key == "tts.voice" and "not a Piper voice name" in problem.reason
-    assert "models download piper-en_US-lessac-medium" in problem.fix
+    piper = dict(tts__engine="piper", **NO_STT_LLM)
+    first, _ = check_models(settings(**piper), tmp_path)  # the espeak default "en-us" is no Piper voice
+    assert first.key == "tts.voice" and first.path == "models/piper/en-us.onnx" and first.reason == "is missing"
+    assert "set tts.voice = 'en_US-lessac-medium'" in first.fix
+    assert "models download piper-en_US-lessac-medium" in first.fix
 
     config = settings(tts__voice="en_US-lessac-medium", **piper)
     assert [p.path for p in check_models(config, tmp_path)] == ["models/piper/en_US-lessac-medium.onnx",
@@ -180,8 +182,19 @@ def test_piper_voice_name_resolves_and_problems_point_at_the_download(tmp_path):
     assert store.resolve_piper_voice(config, tmp_path) == (str(onnx), str(onnx) + ".json")
 
 
+def test_voice_directories_follow_the_tts_settings(tmp_path):
+    write(tmp_path / "voices" / "tiny.onnx", b"onnx")
+    write(tmp_path / "voices" / "tiny.onnx.json", b"{}")
+    config = settings(tts__engine="piper", tts__voice="tiny", tts__piper_voice_dir="voices", **NO_STT_LLM)
+    assert store.resolve_piper_voice(config, tmp_path)[0] == str(tmp_path / "voices" / "tiny.onnx")
+    config = settings(tts__engine="kokoro", tts__voice="am_adam", tts__kokoro_dir="/elsewhere/kokoro", **NO_STT_LLM)
+    problem = check_models(config, tmp_path)[0]
+    assert problem.path == "/elsewhere/kokoro/config.json"
+    assert "tts.kokoro_dir = 'models/kokoro-82m'" in problem.fix and "download kokoro-82m-am_adam" in problem.fix
+
+
 def test_kokoro_needs_weights_config_and_the_voice(tmp_path):
-    config = settings(tts__engine="kokoro", tts__voice="af_heart", stt__engine="scripted", llm__backend="scripted")
+    config = settings(tts__engine="kokoro", tts__voice="af_heart", **NO_STT_LLM)
     problems = check_models(config, tmp_path)
     assert [p.path for p in problems] == ["models/kokoro-82m/config.json", "models/kokoro-82m/kokoro-v1_0.pth",
                                           "models/kokoro-82m/voices/af_heart.pt"]

@@ -129,6 +129,8 @@ def download_file(spec: ModelSpec, f: ModelFile, root: Path, *, endpoint: str | 
             and entry.get("size") == target.stat().st_size):
         return FileOutcome(f.local_path, target.stat().st_size, entry["sha256"], "already downloaded", True)
 
+    if offline_mode():  # before any request: offline means no network at all
+        raise DownloadError(offline_message([spec], root))
     url, meta = _metadata(spec, f, endpoint)
     etag: str = meta.etag
     if not force and target.is_file():
@@ -178,9 +180,8 @@ def download_file(spec: ModelSpec, f: ModelFile, root: Path, *, endpoint: str | 
 
 def download_model(spec: ModelSpec, root: Path, *, endpoint: str | None = None, force: bool = False,
                    bar_factory: BarFactory | None = None) -> list[FileOutcome]:
-    """All files of ``spec``; raises DownloadError at the first file that fails."""
-    if offline_mode():
-        raise DownloadError(offline_message([spec], root))
+    """All files of ``spec``; raises DownloadError at the first file that fails (or needs the
+    network while HF_HUB_OFFLINE=1: files already downloaded are fine offline)."""
     return [download_file(spec, f, root, endpoint=endpoint, force=force, bar_factory=bar_factory)
             for f in spec.files]
 

@@ -82,6 +82,7 @@ def _whisper(size: str, revision: str, size_mb: float, *, default: bool = False)
 PIPER_REPO = "rhasspy/piper-voices"
 PIPER_REVISION = "c3bf31a7c50ea738281519ca86ba2ee0f50a1882"
 PIPER_DIR = "piper"
+PIPER_EXAMPLE = "en_US-lessac-medium"
 _PIPER_VOICE = re.compile(r"^(?P<lang>[a-z]{2,3})_(?P<region>[A-Z]{2})-(?P<speaker>[A-Za-z0-9_]+)-"
                           r"(?P<quality>x_low|low|medium|high)$")
 
@@ -143,7 +144,7 @@ RECOMMENDED: tuple[ModelSpec, ...] = (
     _whisper("tiny.en", "main", 76),
     _whisper("base.en", "3d3d5dee26484f91867d81cb899cfcf72b96be6c", 148, default=True),
     _whisper("small.en", "main", 486),
-    _must(piper_voice("en_US-lessac-medium", 63.2, default=True)),
+    _must(piper_voice(PIPER_EXAMPLE, 63.2, default=True)),
     _must(kokoro()),
 )
 

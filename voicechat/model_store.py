@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -124,7 +124,8 @@ def download_fix(spec: ModelSpec, *, also_set: bool = False) -> str:
     return f"{fix} (and set {spec.settings_hint()})" if also_set else fix
 
 
-def _shown(path: Path, root: Path) -> str:
+def shown_path(path: Path, root: Path) -> str:
+    """``path`` relative to the project root when inside it, as messages show it."""
     try:
         return str(path.relative_to(root))
     except ValueError:
@@ -170,7 +171,7 @@ class _Problems:
         self.items: list[ModelProblem] = []
 
     def add(self, path: Path | str, reason: str) -> None:
-        shown = path if isinstance(path, str) else _shown(path, self.root)
+        shown = path if isinstance(path, str) else shown_path(path, self.root)
         self.items.append(ModelProblem(self.key, self.value, shown, reason, self.fix))
 
     def file(self, path: Path, manifest: Manifest, root: Path, *extra: Callable[[Path], str | None]) -> None:
@@ -223,20 +224,22 @@ def _locate_llm(value: str, root: Path, manifest: Manifest) -> _Located:
     return _Located((path,), tuple(out.items), spec)
 
 
-def _locate_piper(value: str, root: Path, manifest: Manifest) -> _Located:
-    spec = registry.piper_for(value)
-    if spec is not None:
-        onnx = models_dir(root) / spec.target
-    elif value.endswith(".onnx") or "/" in value:
-        onnx = _config_path(value, root)
-        spec = _spec_for_path("tts", onnx, root)
+def _locate_piper(value: str, voice_dir: str, root: Path, manifest: Manifest) -> _Located:
+    """As the Piper engine reads it: an ``.onnx`` path, or NAME -> ``<tts.piper_voice_dir>/NAME.onnx``."""
+    by_path = value.endswith(".onnx") or len(Path(value).parts) > 1
+    onnx = _config_path(value, root) if by_path else _config_path(voice_dir, root) / f"{value}.onnx"
+    in_models = _manifest_key(onnx.parent, root) == registry.PIPER_DIR
+    spec = registry.piper_for(onnx.name.removesuffix(".onnx")) if in_models else None
+    default = registry.piper_for(registry.PIPER_EXAMPLE)
+    assert default is not None
+    if spec:
+        fix = download_fix(spec)
+    elif by_path:
+        fix = "put the voice's .onnx and .onnx.json files there"
     else:
-        default = next(s for s in registry.RECOMMENDED if s.engine == ("tts.engine", "piper"))
-        out = _Problems("tts.voice", value, root, f"set tts.voice = {default.config_value!r} and "
-                        f"{download_fix(default)}")
-        out.add(value, "is not a Piper voice name (lang_REGION-name-quality) nor an .onnx path")
-        return _Located((), tuple(out.items), None)
-    fix = download_fix(spec) if spec else "put the voice's .onnx and .onnx.json files there"
+        fix = (f"put {value}.onnx and {value}.onnx.json in {voice_dir}, or set tts.voice = "
+               f"{registry.PIPER_EXAMPLE!r} (tts.piper_voice_dir = 'models/{registry.PIPER_DIR}') and "
+               f"{download_fix(default)}")
     out = _Problems("tts.voice", value, root, fix)
     config = onnx.with_name(onnx.name + ".json")
     out.file(onnx, manifest, root)
@@ -244,15 +247,19 @@ def _locate_piper(value: str, root: Path, manifest: Manifest) -> _Located:
     return _Located((onnx, config), tuple(out.items), spec)
 
 
-def _locate_kokoro(value: str, root: Path, manifest: Manifest) -> _Located:
-    spec = registry.kokoro_for(value)
-    if spec is None:
-        out = _Problems("tts.voice", value, root, f"set tts.voice = {registry.KOKORO_DEFAULT_VOICE!r} and "
-                        f"{download_fix(registry.lookup('kokoro-82m'))}")  # type: ignore[arg-type]
-        out.add(value, "is not a Kokoro voice name (like af_heart)")
-        return _Located((), tuple(out.items), None)
-    out = _Problems("tts.voice", value, root, download_fix(spec))
-    paths = tuple(models_dir(root) / f.local_path for f in spec.files)
+def _locate_kokoro(value: str, kokoro_dir: str, root: Path, manifest: Manifest) -> _Located:
+    """``<tts.kokoro_dir>``'s config.json and weights, and ``voices/<tts.voice>.pt``."""
+    directory = _config_path(kokoro_dir, root)
+    paths = (directory / "config.json", directory / "kokoro-v1_0.pth", directory / "voices" / f"{value}.pt")
+    known = registry.kokoro_for(value)
+    spec = known if _manifest_key(directory, root) == registry.KOKORO_DIR else None
+    if spec:
+        fix = download_fix(spec)
+    else:
+        fix = f"put Kokoro-82M's config.json, kokoro-v1_0.pth and voices/{value}.pt in {kokoro_dir}"
+        if known:
+            fix += f" (or set tts.kokoro_dir = 'models/{registry.KOKORO_DIR}' and {download_fix(known)})"
+    out = _Problems("tts.voice", value, root, fix)
     for path in paths:
         out.file(path, manifest, root, checks.json_reason if path.suffix == ".json" else _zip_reason)
     return _Located(paths, tuple(out.items), spec)
@@ -266,9 +273,9 @@ def _needed(settings: Settings, root: Path, manifest: Manifest) -> list[_Located
     if settings.llm.backend == "llama_cpp":
         found.append(_locate_llm(settings.llm.model, root, manifest))
     if settings.tts.engine == "piper":
-        found.append(_locate_piper(settings.tts.voice, root, manifest))
+        found.append(_locate_piper(settings.tts.voice, settings.tts.piper_voice_dir, root, manifest))
     elif settings.tts.engine == "kokoro":
-        found.append(_locate_kokoro(settings.tts.voice, root, manifest))
+        found.append(_locate_kokoro(settings.tts.voice, settings.tts.kokoro_dir, root, manifest))
     return found
 
 
@@ -311,7 +318,8 @@ def resolve_llm_model(settings: Settings, root: Path = PROJECT_ROOT) -> str:
 
 def resolve_piper_voice(settings: Settings, root: Path = PROJECT_ROOT) -> tuple[str, str]:
     """(model .onnx, config .onnx.json) for ``tts.voice`` with the Piper engine."""
-    onnx, config = _resolve(_locate_piper(settings.tts.voice, root, Manifest(models_dir(root))))
+    tts = settings.tts
+    onnx, config = _resolve(_locate_piper(tts.voice, tts.piper_voice_dir, root, Manifest(models_dir(root))))
     return str(onnx), str(config)
 
 
@@ -324,26 +332,9 @@ class KokoroFiles:
 
 def resolve_kokoro(settings: Settings, root: Path = PROJECT_ROOT) -> KokoroFiles:
     """Kokoro's config.json, weights and the voice file for ``tts.voice``."""
-    config, model, voice = _resolve(_locate_kokoro(settings.tts.voice, root, Manifest(models_dir(root))))
+    tts = settings.tts
+    config, model, voice = _resolve(_locate_kokoro(tts.voice, tts.kokoro_dir, root, Manifest(models_dir(root))))
     return KokoroFiles(str(config), str(model), str(voice))
-
-
-# --- local state of registry entries (for `models list` and `models verify`) -----------
-
-
-def spec_state(spec: ModelSpec, root: Path, manifest: Manifest) -> str:
-    """present / missing / incomplete / corrupt, from existence, recorded sizes and headers."""
-    paths = [(models_dir(root) / f.local_path, f.local_path) for f in spec.files]
-    present = [(p, rel) for p, rel in paths if p.is_file()]
-    if not present:
-        return "missing"
-    for path, rel in present:
-        reason = checks.readable_reason(path) or checks.size_reason(path, manifest.expected_size(rel))
-        if reason is None and path.suffix == ".gguf":
-            reason = checks.gguf_reason(path)
-        if reason:
-            return "corrupt"
-    return "present" if len(present) == len(paths) else "incomplete"
 
 
 def points_at(spec: ModelSpec, settings: Settings, root: Path = PROJECT_ROOT) -> bool:
@@ -359,50 +350,3 @@ def points_at(spec: ModelSpec, settings: Settings, root: Path = PROJECT_ROOT) ->
     if spec.kind in ("llm", "stt"):
         return _spec_for_path(spec.kind, _config_path(value, root), root) == spec
     return False
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    ok: list[str]
-    problems: list[str]
-    notes: list[str]
-
-
-def verify(specs: Iterable[ModelSpec], root: Path = PROJECT_ROOT) -> VerifyResult:
-    """Recompute sha256 of each spec's files and compare with the manifest."""
-    manifest = Manifest(models_dir(root))
-    ok: list[str] = []
-    problems: list[str] = []
-    notes: list[str] = []
-    for spec in specs:
-        for f in spec.files:
-            path = models_dir(root) / f.local_path
-            shown = _shown(path, root)
-            entry = manifest.get(f.local_path)
-            if not path.is_file():
-                problems.append(f"MISSING {shown} ({spec.name}): {download_fix(spec)}")
-            elif entry is None:
-                notes.append(f"UNRECORDED {shown} ({spec.name}): no checksum recorded; "
-                             f"{DOWNLOAD_COMMAND} {spec.name} records one")
-            else:
-                actual = sha256_file(path)
-                if actual != entry["sha256"]:
-                    problems.append(f"CORRUPT {shown} ({spec.name}): sha256 {actual[:16]}… differs from the "
-                                    f"recorded {str(entry['sha256'])[:16]}…; re-download with: "
-                                    f"{DOWNLOAD_COMMAND} --force {spec.name}")
-                else:
-                    ok.append(f"OK {shown} ({spec.name})")
-    return VerifyResult(ok, problems, notes)
-
-
-def recorded_specs(root: Path = PROJECT_ROOT) -> list[ModelSpec]:
-    """Registry entries with at least one file recorded in the manifest or present on disk."""
-    manifest = Manifest(models_dir(root))
-    names = {str(e.get("model")) for e in manifest.entries.values()}
-    out = [spec for spec in registry.RECOMMENDED
-           if spec.name in names or any((models_dir(root) / f.local_path).exists() for f in spec.files)]
-    for name in sorted(names - {s.name for s in out}):
-        spec = registry.lookup(name)
-        if spec is not None:
-            out.append(spec)
-    return out

@@ -12,6 +12,7 @@ import functools
 import sys
 from pathlib import Path
 
+from voicechat import model_inventory as inventory
 from voicechat import model_registry as registry
 from voicechat import model_store as store
 from voicechat.config import ConfigError, Settings, add_config_arguments, load_from_args
@@ -68,7 +69,7 @@ def _list(settings: Settings, root: Path) -> int:
     for column in ("Name", "Kind", "Size", "Local", "Setting", "In use"):
         table.add_column(column)
     for spec in registry.RECOMMENDED:
-        state = store.spec_state(spec, root, manifest)
+        state = inventory.spec_state(spec, root, manifest)
         label = spec.name + (" (optional)" if spec.optional else "") + (" *" if spec.default else "")
         table.add_row(label, spec.kind, registry.format_size(spec.size_bytes),
                       f"[{STATE_STYLE[state]}]{state}[/]", spec.settings_hint(),
@@ -89,8 +90,6 @@ def _download(settings: Settings, root: Path, args: argparse.Namespace, endpoint
         DownloadError,
         RichBar,
         download_model,
-        offline_message,
-        offline_mode,
         rich_progress,
     )
 
@@ -106,9 +105,6 @@ def _download(settings: Settings, root: Path, args: argparse.Namespace, endpoint
             for problem in store.check_models(settings, root):
                 err.print(f"needed: {problem}")
             return 0
-    if offline_mode():
-        err.print(f"voicechat: {offline_message(specs, root)}")
-        return 1
     failed = 0
     for spec in specs:
         out.print(f"[bold]{spec.name}[/]: {len(spec.files)} file(s), about {registry.format_size(spec.size_bytes)}, "
@@ -136,9 +132,9 @@ def _verify(settings: Settings, root: Path, args: argparse.Namespace) -> int:
     if args.names:
         specs = _specs_by_name(args.names)
     else:
-        specs = store.recorded_specs(root)
+        specs = inventory.recorded_specs(root)
         specs += [s for s in store.needed_specs(settings, root) if s.name not in {k.name for k in specs}]
-    result = store.verify(specs, root)
+    result = inventory.verify(specs, root)
     out, err = _console(), _console(stderr=True)
     for line in result.ok + result.notes:
         out.print(line, markup=False)
