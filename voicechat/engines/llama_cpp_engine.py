@@ -164,3 +164,7 @@ class LlamaCppEngine:
     @property
     def n_ctx_seq(self) -> int:
         return self._ctx.n_ctx_seq
+
+    @property
+    def n_threads(self) -> int:
+        return self._ctx.n_threads

@@ -1,0 +1,27 @@
+"""`run.py bench llm` runs end to end (on the tiny GGUF, tiny sizes: a smoke test, not a timing)."""
+
+from __future__ import annotations
+
+import json
+
+from voicechat.bench import llm as bench
+from voicechat.tiny_models import tiny_gguf_path
+
+
+def test_bench_llm_reports_batching_and_kv_reuse(tmp_path, capsys):
+    out = tmp_path / "llm.json"
+    argv = ["--model", str(tiny_gguf_path()), "--sessions", "1,2", "--tokens", "4", "--repeat", "1",
+            "--turns", "3", "--n-ctx", "2048", "--json", str(out)]
+    assert bench.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert [row["sessions"] for row in result["concurrency"]] == [1, 2]
+    for row in result["concurrency"]:
+        for mode in ("batched", "one_at_a_time"):
+            assert row[mode]["tokens_per_s"] > 0 and row[mode]["ttft_ms_p95"] >= row[mode]["ttft_ms_p50"] > 0
+    kept, baseline = result["conversation"]["kv_kept"], result["conversation"]["baseline_reprefill"]
+    assert [r["prompt_tokens"] for r in kept] == [r["prompt_tokens"] for r in baseline]
+    assert kept[0]["prefill_tokens"] == baseline[0]["prefill_tokens"] == kept[0]["prompt_tokens"]
+    for k, b in zip(kept[1:], baseline[1:], strict=True):
+        assert b["prefill_tokens"] == b["prompt_tokens"]  # the baseline re-prefills everything
+        assert k["prefill_tokens"] < k["prompt_tokens"] // 2  # the kept KV covers the history
+    assert "batched speedup" in capsys.readouterr().out

@@ -1,0 +1,237 @@
+"""`python run.py bench llm`: what continuous batching and per-session KV reuse buy.
+
+Two measurements, each against the baseline peers use, measured in the same run on the same
+engine:
+
+- concurrency: N sessions ask at once; aggregate tokens/s and time to first token (p50/p95),
+  batched (all N decode together) vs. one request at a time (the others wait their turn);
+- a conversation growing to 1000+ tokens of history: time to first token at each turn, with the
+  session's KV kept (only the new messages are prefilled) vs. the whole history re-prefilled.
+
+Without ``--model`` a random F16 GGUF (d 768, 8 layers, about 114 MB) is written once into the
+cache directory: random weights, real compute. Replies are forced to ``--tokens`` tokens (end of
+generation ignored) so every run does the same work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from voicechat.engines.base import GenerationParams
+from voicechat.engines.llama_cpp_engine import LlamaCppEngine
+from voicechat.engines.llama_scheduler import LlmEvent
+from voicechat.history import ChatMessage
+
+BENCH_SHAPE = {"dim": 768, "layers": 8, "heads": 12, "dtype": "f16", "ctx": 8192}
+SYSTEM = "You are a friendly voice assistant. Answer in one to three short spoken sentences."
+TOPICS = ["weather", "music", "people", "work", "time", "name", "day", "year"]
+
+
+def default_model() -> Path:
+    """The benchmark's random GGUF, written on first use (about a second)."""
+    from voicechat.tiny_models.gguf_maker import write_random_gguf
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "voicechat"
+    path = cache / "bench-llm-d768-l8-f16.gguf"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        write_random_gguf(tmp, **BENCH_SHAPE)
+        tmp.replace(path)
+    return path
+
+
+class FirstTokens:
+    """Records when each session's first token of the current request arrives."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._first: dict[str, float] = {}
+        self._finished: set[str] = set()
+
+    def __call__(self, event: LlmEvent) -> None:
+        with self._cond:
+            if event.kind == "token" and event.session_id not in self._first:
+                self._first[event.session_id] = time.perf_counter()
+            elif event.kind == "finished":
+                self._finished.add(event.session_id)
+                self._cond.notify_all()
+
+    def reset(self, session_id: str) -> None:
+        with self._cond:
+            self._first.pop(session_id, None)
+            self._finished.discard(session_id)
+
+    def first(self, session_id: str) -> float:
+        with self._cond:
+            return self._first[session_id]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+@dataclass
+class Round:
+    tokens_per_s: list[float] = field(default_factory=list)
+    ttft_s: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "tokens_per_s": sorted(self.tokens_per_s)[len(self.tokens_per_s) // 2],  # median over repeats
+            "ttft_ms_p50": percentile(self.ttft_s, 50) * 1000,
+            "ttft_ms_p95": percentile(self.ttft_s, 95) * 1000,
+        }
+
+
+def user_prompt(i: int) -> list[ChatMessage]:
+    topic = TOPICS[i % len(TOPICS)]
+    return [ChatMessage("system", SYSTEM), ChatMessage("user", f"Session {i}: tell me about the {topic} today.")]
+
+
+def concurrency_round(engine: LlamaCppEngine, marks: FirstTokens, n: int, tokens: int, batched: bool,
+                      tag: str) -> tuple[float, list[float]]:
+    """N sessions arriving together; returns aggregate tokens/s and each one's time to first token."""
+    params = GenerationParams(temperature=0.0, max_tokens=tokens, ignore_eos=True)
+    ids = [f"{tag}-{i}" for i in range(n)]
+    for sid in ids:
+        marks.reset(sid)
+    t0 = time.perf_counter()
+    if batched:
+        streams = [engine.stream(sid, user_prompt(i), params) for i, sid in enumerate(ids)]
+        for stream in streams:
+            for _ in stream:
+                pass
+    else:  # one request at a time: the others wait their turn
+        for i, sid in enumerate(ids):
+            for _ in engine.stream(sid, user_prompt(i), params):
+                pass
+    elapsed = time.perf_counter() - t0
+    for sid in ids:
+        engine.release(sid)
+    return n * tokens / elapsed, [marks.first(sid) - t0 for sid in ids]
+
+
+def conversation(engine: LlamaCppEngine, marks: FirstTokens, turns: int, reply_tokens: int,
+                 keep_kv: bool) -> list[dict[str, float]]:
+    """One session talking for ``turns`` turns; the history grows by ~100 tokens a turn."""
+    params = GenerationParams(temperature=0.0, max_tokens=reply_tokens, ignore_eos=True)
+    sid = "conversation-kv" if keep_kv else "conversation-baseline"
+    messages = [ChatMessage("system", SYSTEM)]
+    rows = []
+    for turn in range(1, turns + 1):
+        topic = TOPICS[turn % len(TOPICS)]
+        messages.append(ChatMessage("user", (
+            f"Turn {turn}. I would like to know more about the {topic} where I live, and what people "
+            f"think about it this year; also tell me what I should do about my work and time today, "
+            f"because I have to think about it now. Question {turn}: what is your good advice?")))
+        if not keep_kv:
+            engine.release(sid)  # the peers' way: nothing kept, the whole history prefilled again
+        marks.reset(sid)
+        prompt_tokens = len(engine.prompt_tokens(sid, messages, params))
+        t0 = time.perf_counter()
+        reply = "".join(engine.stream(sid, messages, params))
+        rows.append({
+            "turn": turn,
+            "prompt_tokens": prompt_tokens,
+            "prefill_tokens": engine.last_prefill_tokens(sid) or 0,
+            "ttft_ms": (marks.first(sid) - t0) * 1000,
+        })
+        messages.append(ChatMessage("assistant", reply.strip() or "okay"))
+    engine.release(sid)
+    return rows
+
+
+def run(model: Path, sessions: list[int], tokens: int, repeat: int, turns: int, threads: int,
+        n_ctx: int) -> dict:
+    marks = FirstTokens()
+    engine = LlamaCppEngine(model, n_ctx=n_ctx, n_seq_max=max(sessions), n_threads=threads, on_event=marks)
+    try:
+        concurrency_round(engine, marks, 1, 8, True, "warm-up")
+        rows = []
+        for n in sessions:
+            batched, sequential = Round(), Round()
+            for r in range(repeat):
+                for mode, acc in ((True, batched), (False, sequential)):
+                    tps, ttft = concurrency_round(engine, marks, n, tokens, mode, f"n{n}-{mode}-{r}")
+                    acc.tokens_per_s.append(tps)
+                    acc.ttft_s += ttft
+            rows.append({"sessions": n, "batched": batched.summary(), "one_at_a_time": sequential.summary()})
+        kept = conversation(engine, marks, turns, 32, keep_kv=True)
+        baseline = conversation(engine, marks, turns, 32, keep_kv=False)
+        stats = engine.stats()
+        n_threads = engine.n_threads
+    finally:
+        engine.close()
+    by_n = {row["sessions"]: row["batched"]["tokens_per_s"] for row in rows}
+    result = {
+        "model": str(model),
+        "model_mb": round(model.stat().st_size / 2**20, 1),
+        "threads": n_threads,
+        "tokens_per_reply": tokens,
+        "repeat": repeat,
+        "concurrency": rows,
+        "conversation": {"kv_kept": kept, "baseline_reprefill": baseline},
+        "decode_tokens_per_s_overall": round(stats.tokens_per_s, 1),
+    }
+    if 1 in by_n and max(sessions) > 1:
+        result["batched_speedup_max_vs_1"] = by_n[max(sessions)] / by_n[1]
+    result["ttft_turn_last_vs_1"] = kept[-1]["ttft_ms"] / kept[0]["ttft_ms"]
+    result["baseline_ttft_turn_last_vs_1"] = baseline[-1]["ttft_ms"] / baseline[0]["ttft_ms"]
+    return result
+
+
+def print_report(result: dict) -> None:
+    print(f"model {result['model']} ({result['model_mb']} MB), {result['threads']} threads, "
+          f"{result['tokens_per_reply']} tokens per reply, median of {result['repeat']}")
+    print(f"{'sessions':>8} | {'batched tok/s':>13} {'TTFT p50':>9} {'p95':>7} | "
+          f"{'one-at-a-time tok/s':>19} {'TTFT p50':>9} {'p95':>7}")
+    for row in result["concurrency"]:
+        b, s = row["batched"], row["one_at_a_time"]
+        print(f"{row['sessions']:>8} | {b['tokens_per_s']:>13.1f} {b['ttft_ms_p50']:>7.0f}ms {b['ttft_ms_p95']:>5.0f}ms"
+              f" | {s['tokens_per_s']:>19.1f} {s['ttft_ms_p50']:>7.0f}ms {s['ttft_ms_p95']:>5.0f}ms")
+    if "batched_speedup_max_vs_1" in result:
+        print(f"batched speedup, most sessions vs one: {result['batched_speedup_max_vs_1']:.2f}x (target >= 3x)")
+    print(f"{'turn':>4} {'prompt':>6} | {'KV kept: prefill':>16} {'TTFT':>8} | {'baseline: prefill':>17} {'TTFT':>8}")
+    conv = result["conversation"]
+    for kept, base in zip(conv["kv_kept"], conv["baseline_reprefill"], strict=True):
+        print(f"{kept['turn']:>4} {kept['prompt_tokens']:>6} | {kept['prefill_tokens']:>16} {kept['ttft_ms']:>6.0f}ms"
+              f" | {base['prefill_tokens']:>17} {base['ttft_ms']:>6.0f}ms")
+    print(f"TTFT last turn / turn 1: KV kept {result['ttft_turn_last_vs_1']:.2f}x (target <= 1.5x), "
+          f"baseline {result['baseline_ttft_turn_last_vs_1']:.2f}x")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="run.py bench llm", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="GGUF file (default: a random d768 8-layer F16 model)")
+    parser.add_argument("--sessions", default="1,2,4,8", help="comma-separated concurrency levels")
+    parser.add_argument("--tokens", type=int, default=64, help="tokens generated per reply")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds per concurrency level (median reported)")
+    parser.add_argument("--turns", type=int, default=10, help="turns of the growing conversation")
+    parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = automatic)")
+    parser.add_argument("--n-ctx", type=int, default=8192, help="context size shared by all sessions")
+    parser.add_argument("--json", help="also write the result to this file")
+    args = parser.parse_args(argv)
+    try:
+        sessions = sorted({int(s) for s in args.sessions.split(",") if s.strip()})
+    except ValueError:
+        parser.error(f"--sessions must be comma-separated integers, got {args.sessions!r}")
+    if not sessions or min(sessions) < 1:
+        parser.error("--sessions needs positive integers")
+    model = args.model or default_model()
+    if not model.is_file():
+        parser.error(f"--model {model}: no such GGUF file")
+    result = run(model, sessions, args.tokens, args.repeat, args.turns, args.threads, args.n_ctx)
+    print_report(result)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
