@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
+import ctranslate2
 import llama_cpp
 import numpy as np
 import pytest
+from faster_whisper import WhisperModel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voicechat.tiny_models import tiny_gguf_path
+from voicechat.speech_samples import SpeechSynthesisUnavailable, speech_16k
+from voicechat.tiny_models import tiny_gguf_path, tiny_whisper_path
 from voicechat.tiny_models.gguf_maker import BOS_ID, EOS_ID, IM_END_ID, IM_START_ID, write_random_gguf
+from voicechat.tiny_models.make_whisper import whisper_vocabulary
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +100,71 @@ def test_low_level_batch_decodes_eight_sequences_independently():
         llama_cpp.llama_batch_free(batch)
         llama_cpp.llama_free(ctx)
         llama_cpp.llama_model_free(model)
+
+
+# --- Whisper ---------------------------------------------------------------------------------------
+
+WHISPER_IDS = {
+    "<|endoftext|>": 50257, "<|startoftranscript|>": 50258, "<|en|>": 50259, "<|de|>": 50261,
+    "<|translate|>": 50358, "<|transcribe|>": 50359, "<|startoflm|>": 50360, "<|startofprev|>": 50361,
+    "<|nospeech|>": 50362, "<|notimestamps|>": 50363, "<|0.00|>": 50364, "<|30.00|>": 51864,
+}
+
+
+@pytest.fixture(scope="module")
+def whisper() -> WhisperModel:
+    return WhisperModel(str(tiny_whisper_path()), device="cpu", compute_type="int8", cpu_threads=1,
+                        local_files_only=True)
+
+
+@pytest.fixture(scope="module")
+def two_seconds() -> np.ndarray:
+    try:
+        audio = speech_16k("Hello, could you tell me what the weather is like tomorrow?")
+    except SpeechSynthesisUnavailable as exc:
+        pytest.skip(str(exc))
+    assert len(audio) >= 32000
+    return audio[:32000].astype(np.float32) / 32768
+
+
+def test_shipped_whisper_vocabulary_is_the_makers_layout():
+    shipped = json.loads((tiny_whisper_path() / "vocabulary.json").read_text())
+    assert shipped == whisper_vocabulary()
+
+
+def test_whisper_is_multilingual_with_whisper_special_token_ids(whisper):
+    assert whisper.model.is_multilingual and whisper.model.n_mels == 80
+    assert {t: whisper.hf_tokenizer.token_to_id(t) for t in WHISPER_IDS} == WHISPER_IDS
+
+
+def test_whisper_tokenizer_round_trips_words(whisper):
+    ids = whisper.hf_tokenizer.encode("Hello, how are you today?", add_special_tokens=False).ids
+    assert len(ids) == 7 and max(ids) < WHISPER_IDS["<|endoftext|>"]
+    assert whisper.hf_tokenizer.decode(ids) == "hello, how are you today?"
+
+
+@pytest.mark.parametrize("compute_type", ["float32", "int8"])
+def test_whisper_transcribes_speech_to_a_few_vocabulary_words(compute_type, two_seconds):
+    model = WhisperModel(str(tiny_whisper_path()), device="cpu", compute_type=compute_type, cpu_threads=1,
+                         local_files_only=True)
+    segments, info = model.transcribe(two_seconds)
+    words = " ".join(s.text for s in segments).split()
+    assert info.language == "en"
+    assert 1 <= len(words) <= 30
+    vocabulary = set(whisper_vocabulary())
+    assert all("▁" + w in vocabulary for w in words), words
+
+
+def test_whisper_batched_generate_and_language_detection(whisper, two_seconds):
+    features = whisper.feature_extractor(two_seconds)
+    features = np.pad(features, ((0, 0), (0, 3000 - features.shape[1])))
+    batch = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack([features] * 3), dtype=np.float32))
+    ids = WHISPER_IDS
+    prompt = [ids["<|startoftranscript|>"], ids["<|en|>"], ids["<|transcribe|>"], ids["<|notimestamps|>"]]
+    results = whisper.model.generate(batch, [prompt] * 3, beam_size=1, max_length=64, return_no_speech_prob=True)
+    sequences = [r.sequences_ids[0] for r in results]
+    assert len(sequences) == 3 and sequences[0] == sequences[1] == sequences[2]
+    assert 1 <= len(sequences[0]) < 32  # ended with <|endoftext|>, well before the length limit
+    assert whisper.hf_tokenizer.decode(sequences[0]).strip()
+    languages = whisper.model.detect_language(batch)
+    assert [langs[0][0] for langs in languages] == ["<|en|>"] * 3

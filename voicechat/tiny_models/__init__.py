@@ -13,11 +13,15 @@ their output is gibberish by design.
   Larger ones for benchmarks, written in about a second, e.g.
   ``python -m voicechat.tiny_models.gguf_maker big.gguf --dim 768 --layers 8 --heads 12 --dtype f16``.
 
-- ``assets/tiny-whisper/``: a CTranslate2 Whisper (d 64, 1 encoder + 1 decoder layer, 80 mel bins) with a
-  word-level vocabulary of English words plus Whisper's special, language and timestamp tokens. Made by
-  ``voicechat.tiny_models.make_whisper``, which needs torch, transformers, ctranslate2 and tokenizers.
-  transformers must not go into the project's venv (it imports torchaudio, which fails next to torch
-  2.13 here), so use a separate one::
+- ``assets/tiny-whisper/``: a CTranslate2 Whisper (d 64, 1 encoder + 1 decoder layer, 80 mel bins, int8
+  weights, about 6.4 MB) with Whisper v2's multilingual token layout, so special tokens have their real ids
+  (``<|endoftext|>`` 50257, ``<|startoftranscript|>`` 50258, ``<|en|>`` 50259, ``<|transcribe|>`` 50359,
+  ``<|notimestamps|>`` 50363, ``<|0.00|>`` 50364); text tokens are whole words (English words, then
+  pseudo-words). Its weights are random but nudged so transcripts are a few English words that end, and
+  language detection says "en" (see ``make_whisper``). Made by ``voicechat.tiny_models.make_whisper``
+  (byte-identical on regeneration here), which needs torch, transformers, ctranslate2 and tokenizers.
+  transformers must not go into the project's venv (it imports torchaudio, which fails next to torch 2.13
+  here), so use a separate one::
 
       python3 -m venv /tmp/whisper-maker
       /tmp/whisper-maker/bin/pip install torch transformers ctranslate2 tokenizers numpy
@@ -33,7 +37,7 @@ TINY_DIR = Path(__file__).resolve().parent / "assets"
 
 
 def tiny_gguf_path() -> Path:
-    """The shipped tiny llama GGUF (about 0.8 MB)."""
+    """The shipped tiny llama GGUF (779 kB)."""
     return _existing(TINY_DIR / "tiny-llama.gguf")
 
 

@@ -19,6 +19,8 @@ from typing import Literal
 import gguf
 import numpy as np
 
+from voicechat.tiny_models.words import CHAT_WORDS
+
 # ChatML, spelled exactly as llama-cpp-python's CHATML_CHAT_TEMPLATE so it recognises the format
 # ("chatml", stop at <|im_end|>); llama.cpp's own template detection knows <|im_start|> too.
 CHAT_TEMPLATE = (
@@ -29,15 +31,6 @@ CHAT_TEMPLATE = (
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
 UNK_ID, BOS_ID, EOS_ID, IM_START_ID, IM_END_ID = range(len(SPECIAL_TOKENS))
 
-_WORDS = """
-the be to of and a in that have I it for not on with he as you do at this but his by from they we say
-her she or an will my one all would there their what so up out if about who get which go me when make can
-like time no just him know take people into year your good some could them see other than then now look
-only come its over think also back after use two how our work first well way even new want because any
-these give day most us is are was were has had been am hello hi yes okay thanks please sorry sure right
-here where why very much more tell ask help talk name today tomorrow weather music play stop start again
-let what's I'm it's don't can't that's
-""".split()
 _PUNCTUATION = list(".,!?;:'\"-()")
 WORD_LOGIT_SCALE = 4.0
 
@@ -97,7 +90,7 @@ def spm_vocabulary() -> tuple[list[str], list[float], list[int]]:
     pieces += [chr(c) for c in range(ord("a"), ord("z") + 1)]
     pieces += [chr(c) for c in range(ord("A"), ord("Z") + 1)]
     pieces += [str(d) for d in range(10)] + _PUNCTUATION
-    for word in _WORDS:
+    for word in CHAT_WORDS:
         marked = "▁" + word
         pieces += [marked[:n] for n in range(2, len(marked) + 1)]
     seen = set(tokens)
@@ -114,7 +107,7 @@ def spm_vocabulary() -> tuple[list[str], list[float], list[int]]:
 def _output_row_scales(tokens: list[str]) -> np.ndarray:
     """Per-token scale of the output matrix rows: whole words, sentence punctuation and end-of-turn
     get larger logits, so sampled gibberish reads as words (speakable by TTS) and turns end."""
-    favoured = {"▁" + w for w in _WORDS} | set(".,!?") | {SPECIAL_TOKENS[IM_END_ID]}
+    favoured = {"▁" + w for w in CHAT_WORDS} | set(".,!?") | {SPECIAL_TOKENS[IM_END_ID]}
     return np.array([WORD_LOGIT_SCALE if t in favoured else 1.0 for t in tokens], dtype=np.float32)
 
 
