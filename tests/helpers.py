@@ -13,20 +13,9 @@ from voicechat.audio import AudioFrame
 from voicechat.bounded_queue import QueueClosed
 from voicechat.events import Event, ReplyDone, StateChanged, TurnState
 from voicechat.pipeline import SpeechPipelineManager
-from voicechat.speech_samples import speech_16k, with_silence
+from voicechat.speech_samples import SAMPLE_SENTENCES, speech_16k, with_silence
 
-SENTENCES = [
-    "The quick brown fox jumps over the lazy dog.",
-    "Please tell me a short story about the sea.",
-    "What time does the next train leave for Berlin?",
-    "My favourite colour is green because it reminds me of forests.",
-    "Could you explain how a rainbow forms after the rain?",
-    "I would like to book a table for two at seven tonight.",
-    "How many moons does the planet Jupiter have?",
-    "Remind me to call my sister tomorrow morning.",
-    "Why is the sky blue during the day but red at sunset?",
-    "Let us play a word game with animals and cities.",
-]
+SENTENCES = SAMPLE_SENTENCES
 
 
 @lru_cache(maxsize=None)

@@ -1,6 +1,9 @@
-"""The command line: run (text console), config errors, bench."""
+"""The command line: run (text console), config errors, missing models, selftest, bench."""
 
 import io
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -25,11 +28,26 @@ def test_console_answers_each_line_in_its_own_turn(make_manager):
     assert len(manager) == 0
 
 
-def test_real_engines_not_yet_available_is_a_config_error(capsys, monkeypatch):
+def test_missing_models_stop_start_up_with_exit_2_and_the_fix(capsys, monkeypatch, tmp_path):
     monkeypatch.delenv("VOICECHAT_CONFIG", raising=False)
-    assert main(["--config", "config.toml"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "stt.engine" in err[0] and "--scripted" in err[0]
+    missing = tmp_path / "absent.gguf"
+    assert main(["--config", "config.toml", "--set", f"llm.model={missing}"]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "llm.model" in err
+    assert "stt.model" in err and "python run.py models download whisper-base.en" in err
+
+
+@pytest.mark.timeout(90)
+def test_selftest_runs_every_real_engine_on_the_tiny_models():
+    """What a new user runs after set-up: a real spoken turn, a timing table, exit 0."""
+    result = subprocess.run(
+        [sys.executable, "run.py", "selftest"], capture_output=True, text=True, timeout=80,
+        env={**os.environ, "VOICECHAT_SKIP_BOOTSTRAP": "1", "COLUMNS": "160"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "selftest passed" in result.stdout
+    for stage in ("end of speech -> final transcript", "final transcript -> first LLM token", "voice to voice"):
+        assert stage in result.stdout
 
 
 def test_bad_override_exits_2_with_one_line(capsys):

@@ -6,58 +6,167 @@ constructors, so the pipeline and session manager stay free of config types.
 
 from __future__ import annotations
 
-from voicechat.config import ConfigError, Settings
-from voicechat.engines.base import Engines, GenerationParams, Recognizer, RecognizerCallbacks, VoiceSettings
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from voicechat.config import Settings
+from voicechat.engines.base import (
+    BatchTranscriber,
+    Engines,
+    GenerationParams,
+    LanguageModel,
+    Recognizer,
+    RecognizerCallbacks,
+    RecognizerFactory,
+    SpeechSynthesizer,
+    TranscriptionModel,
+    VoiceSettings,
+)
+from voicechat.engines.stt_scheduler import SttScheduler
 from voicechat.pipeline import PipelineOptions
 from voicechat.session_manager import SessionLimits
+
+T = TypeVar("T")
 
 # Overrides that select the scripted engines (`run.py --scripted`, `bench sessions`).
 SCRIPTED_ENGINES = {"stt.engine": "scripted", "llm.backend": "scripted", "tts.engine": "scripted"}
 
 
 def build_engines(settings: Settings) -> Engines:
-    """The engines named in ``settings`` (loaded once, shared by every session)."""
-    stt, llm, tts = settings.stt, settings.llm, settings.tts
-    unavailable = [
-        (key, value)
-        for key, value, ready in (
-            ("stt.engine", stt.engine, stt.engine == "scripted"),
-            ("llm.backend", llm.backend, llm.backend == "scripted"),
-            ("tts.engine", tts.engine, tts.engine == "scripted"),
-        )
-        if not ready
-    ]
-    if unavailable:
-        key, value = unavailable[0]
-        raise ConfigError(
-            f"{key} = {value!r} is not available in this build yet (only 'scripted' engines are wired in); "
-            "run with --scripted, or set stt.engine, llm.backend and tts.engine to 'scripted'",
-            key=key, value=value,
-        )
+    """The engines named in ``settings``, each loaded once and shared by every session.
 
+    Model files are checked first (``require_models``), so a missing one stops
+    start-up with one line per problem instead of a traceback from deep inside an
+    engine. Engines built before a later one fails are closed again.
+    """
+    from voicechat.model_store import require_models
+
+    require_models(settings)
+    loads: dict[str, float] = {}
+    built: list[object] = []
+    try:
+        transcriber = _timed(loads, "stt", lambda: _build_stt(settings), built)
+        llm = _timed(loads, "llm", lambda: _build_llm(settings), built)
+        tts = _timed(loads, "tts", lambda: _build_tts(settings), built)
+    except BaseException:
+        for engine in reversed(built):
+            close = getattr(engine, "close", None)
+            if callable(close):
+                close()
+        raise
+    return Engines(
+        transcriber=transcriber,
+        recognizer_factory=_recognizer_factory(settings, transcriber),
+        llm=llm,
+        tts=tts,
+        extra={"load_s": loads},
+    )
+
+
+def _timed(loads: dict[str, float], name: str, build: Callable[[], T], built: list[object]) -> T:
+    started = time.monotonic()
+    engine = build()
+    loads[name] = time.monotonic() - started
+    built.append(engine)
+    return engine
+
+
+def _build_stt(settings: Settings) -> SttScheduler:
+    stt = settings.stt
+    if stt.engine == "scripted":
+        from voicechat.engines.scripted_stt import ScriptedTranscriber
+
+        model: BatchTranscriber = ScriptedTranscriber(delay_s=stt.scripted_delay_s)
+    else:
+        from voicechat.engines.whisper_model import FasterWhisperModel
+        from voicechat.model_store import resolve_stt_model
+
+        model = FasterWhisperModel(
+            resolve_stt_model(settings), device=stt.device, compute_type=stt.compute_type,
+            cpu_threads=stt.cpu_threads, num_workers=stt.num_workers,
+            beam_size=stt.beam_size, partial_beam_size=stt.partial_beam_size,
+        )
+    return SttScheduler(model, workers=stt.num_workers, max_batch=stt.max_batch)
+
+
+def _recognizer_factory(settings: Settings, transcriber: TranscriptionModel) -> RecognizerFactory:
     from voicechat.engines.realtimestt_recognizer import RealtimeSTTRecognizer
-    from voicechat.engines.scripted_llm import ScriptedLLM
-    from voicechat.engines.scripted_stt import ScriptedTranscriber
-    from voicechat.engines.scripted_tts import ScriptedTTS
-    from voicechat.engines.stt_scheduler import SttScheduler
 
-    transcriber = SttScheduler(ScriptedTranscriber(delay_s=stt.scripted_delay_s))
-    vad = settings.vad
+    stt, vad = settings.stt, settings.vad
 
     def recognizer(session_id: str, callbacks: RecognizerCallbacks) -> Recognizer:
         return RealtimeSTTRecognizer(
             session_id, transcriber, callbacks,
-            language=stt.language, partials=stt.partials,
+            language=stt.language, partials=stt.partials, partial_interval_s=stt.partial_interval_s,
             silero_sensitivity=vad.silero_sensitivity, webrtc_sensitivity=vad.webrtc_sensitivity,
             post_speech_silence_s=vad.post_speech_silence_s, min_utterance_s=vad.min_utterance_s,
             pre_roll_s=vad.pre_roll_s, log_level=settings.logging.realtimestt_level,
         )
 
-    return Engines(
-        transcriber=transcriber,
-        recognizer_factory=recognizer,
-        llm=ScriptedLLM(first_token_s=llm.scripted_first_token_s, token_s=llm.scripted_token_s),
-        tts=ScriptedTTS(first_chunk_s=tts.scripted_first_chunk_s, chunk_s=tts.scripted_chunk_s),
+    return recognizer
+
+
+def _build_llm(settings: Settings) -> LanguageModel:
+    llm = settings.llm
+    if llm.backend == "scripted":
+        from voicechat.engines.scripted_llm import ScriptedLLM
+
+        return ScriptedLLM(first_token_s=llm.scripted_first_token_s, token_s=llm.scripted_token_s)
+    if llm.backend == "openai":
+        from voicechat.circuit_breaker import CircuitBreaker
+        from voicechat.engines.openai_engine import OpenAIChatEngine, RetryPolicy
+
+        return OpenAIChatEngine(
+            llm.endpoint, model=llm.model, api_key=llm.api_key,
+            connect_timeout_s=llm.connect_timeout_s, read_timeout_s=llm.request_timeout_s,
+            retry=RetryPolicy(
+                retries=llm.retries, backoff_s=llm.retry_backoff_s, max_backoff_s=llm.retry_backoff_max_s
+            ),
+            breaker=CircuitBreaker(
+                "language model", failure_threshold=llm.breaker_failures,
+                window_s=llm.breaker_window_s, cooldown_s=llm.breaker_cooldown_s,
+            ),
+        )
+    from voicechat.engines.llama_cpp_engine import LlamaCppEngine
+    from voicechat.model_store import resolve_llm_model
+
+    return LlamaCppEngine(
+        resolve_llm_model(settings), n_ctx=llm.n_ctx, n_seq_max=llm.n_seq_max, n_threads=llm.n_threads,
+        n_gpu_layers=llm.n_gpu_layers, n_batch=llm.n_batch, prefill_chunk=llm.prefill_chunk,
+        kv_unified=llm.kv_unified, chat_template=llm.chat_template,
+    )
+
+
+def _build_tts(settings: Settings) -> SpeechSynthesizer:
+    t = settings.tts
+    if t.engine == "scripted":
+        from voicechat.engines.scripted_tts import ScriptedTTS
+
+        return ScriptedTTS(first_chunk_s=t.scripted_first_chunk_s, chunk_s=t.scripted_chunk_s)
+    from voicechat.engines.tts_pool import TTSPool
+    from voicechat.model_store import PROJECT_ROOT
+
+    if t.engine == "espeak":
+        from voicechat.engines.espeak_engine import EspeakEngine
+
+        return TTSPool(lambda: EspeakEngine(t.voice, t.speed, chunk_ms=t.chunk_ms), workers=t.workers)
+    if t.engine == "piper":
+        from voicechat.engines.piper_engine import PiperEngine, PiperVoices
+
+        voice_dir = PROJECT_ROOT / t.piper_voice_dir
+        voices = PiperVoices(voice_dir)
+        return TTSPool(
+            lambda: PiperEngine(t.voice, voice_dir, t.speed, t.chunk_ms, voices=voices), workers=t.workers
+        )
+    from voicechat.engines.kokoro_engine import KokoroEngine
+
+    kokoro_dir = PROJECT_ROOT / t.kokoro_dir
+    first = KokoroEngine(t.voice, kokoro_dir, t.speed, t.chunk_ms)
+    made = iter([first])  # the pool's first worker takes this one; the others share its model
+    return TTSPool(
+        lambda: next(made, None) or KokoroEngine(t.voice, kokoro_dir, t.speed, t.chunk_ms, model=first.model),
+        workers=t.workers,
     )
 
 
@@ -72,7 +181,10 @@ def pipeline_options(settings: Settings, **overrides: object) -> PipelineOptions
     options = dict(
         system_prompt=llm.system_prompt,
         history_max_tokens=llm.history_max_tokens,
-        generation=GenerationParams(llm.temperature, llm.top_p, llm.max_tokens),
+        generation=GenerationParams(
+            temperature=llm.temperature, top_p=llm.top_p, max_tokens=llm.max_tokens, top_k=llm.top_k,
+            seed=None if llm.seed < 0 else llm.seed,
+        ),
         voice=VoiceSettings(settings.tts.voice, settings.tts.speed),
         output_sample_rate=audio.output_sample_rate,
         capture_queue_frames=frames,

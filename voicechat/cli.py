@@ -29,6 +29,9 @@ def _run_parser() -> argparse.ArgumentParser:
 
 
 def run_main(argv: list[str]) -> int:
+    from voicechat.engines.base import EngineError
+    from voicechat.model_store import MissingModelError
+
     args = _run_parser().parse_args(argv)
     if args.scripted:
         from voicechat.assembly import SCRIPTED_ENGINES
@@ -42,6 +45,9 @@ def run_main(argv: list[str]) -> int:
         engines = build_engines(settings)
     except ConfigError as err:
         print(f"voicechat: config error: {err}", file=sys.stderr)
+        return 2
+    except (MissingModelError, EngineError) as err:
+        print(err if isinstance(err, MissingModelError) else f"voicechat: cannot start: {err}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from voicechat.console import run_console
@@ -65,13 +71,23 @@ def test_main(argv: list[str]) -> int:
 
 def bench_main(argv: list[str]) -> int:
     """`bench NAME ...`: run one benchmark (see docs/benchmarks.md)."""
-    benches = {"sessions": "voicechat.bench.sessions", "tts": "voicechat.bench.tts", "llm": "voicechat.bench.llm"}
+    benches = {
+        "sessions": "voicechat.bench.sessions", "stt": "voicechat.bench.stt",
+        "tts": "voicechat.bench.tts", "llm": "voicechat.bench.llm",
+    }
     if not argv or argv[0] not in benches:
         print(f"usage: run.py bench {{{','.join(benches)}}} [options]", file=sys.stderr)
         return 2
     import importlib
 
     return importlib.import_module(benches[argv[0]]).main(argv[1:])
+
+
+def selftest_main(argv: list[str]) -> int:
+    """`selftest`: the real engines on the shipped tiny models, one spoken turn, a timing table."""
+    from voicechat.selftest import main
+
+    return main(argv)
 
 
 def models_main(argv: list[str]) -> int:
@@ -81,7 +97,10 @@ def models_main(argv: list[str]) -> int:
     return main(argv)
 
 
-COMMANDS = {"run": run_main, "config": config_main, "test": test_main, "bench": bench_main, "models": models_main}
+COMMANDS = {
+    "run": run_main, "config": config_main, "test": test_main, "bench": bench_main, "models": models_main,
+    "selftest": selftest_main,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,11 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in COMMANDS:
         return COMMANDS[argv[0]](argv[1:])
     if argv and argv[0] in ("-h", "--help"):
-        print("usage: run.py [run|config|test] [options]\n")
-        print("  run     talk to the assistant (default command)")
-        print("  config  print the effective configuration and where each value came from")
-        print("  test    run the test suite (pytest arguments pass through)")
-        print("  bench   run a benchmark: bench sessions [--sessions N] [--seconds S]")
-        print("  models  list, download or verify model files: models list|download [NAME...]|verify")
+        print("usage: run.py [run|config|test|selftest|bench|models] [options]\n")
+        print("  run       talk to the assistant (default command)")
+        print("  config    print the effective configuration and where each value came from")
+        print("  test      run the test suite (pytest arguments pass through)")
+        print("  selftest  check the install: real engines on tiny bundled models, one spoken turn")
+        print("  bench     run a benchmark: bench sessions|stt|tts|llm [options] (see docs/benchmarks.md)")
+        print("  models    list, download or verify model files: models list|download [NAME...]|verify")
         return 0
     return run_main(argv)

@@ -125,6 +125,14 @@ class SttSettings(_Section):
     num_workers: int = Field(1, ge=1, le=16, description="Transcriptions that may run in parallel")
     language: str = Field("en", description="Spoken language code; empty = detect")
     partials: bool = Field(True, description="Send interim transcripts while the user speaks")
+    partial_interval_s: float = Field(
+        0.3, ge=0.05, le=5, description="Seconds of new speech between interim transcripts"
+    )
+    beam_size: int = Field(5, ge=1, le=16, description="Beam size for final transcripts")
+    partial_beam_size: int = Field(1, ge=1, le=16, description="Beam size for interim transcripts (1 = greedy)")
+    max_batch: int = Field(
+        8, ge=1, le=64, description="Most utterances (of different sessions) decoded together in one batch"
+    )
     scripted_delay_s: float = Field(
         0.0, ge=0, description="Scripted engine: delay per transcript in seconds"
     )

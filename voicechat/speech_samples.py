@@ -16,6 +16,19 @@ from pathlib import Path
 import numpy as np
 import soxr
 
+# Distinct sentences, so a transcript or reply that crosses sessions is visible (tests, benchmarks).
+SAMPLE_SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Please tell me a short story about the sea.",
+    "What time does the next train leave for Berlin?",
+    "My favourite colour is green because it reminds me of forests.",
+    "Could you explain how a rainbow forms after the rain?",
+    "I would like to book a table for two at seven tonight.",
+    "How many moons does the planet Jupiter have?",
+    "Remind me to call my sister tomorrow morning.",
+    "Why is the sky blue during the day but red at sunset?",
+    "Let us play a word game with animals and cities.",
+]
 
 class SpeechSynthesisUnavailable(RuntimeError):
     pass
