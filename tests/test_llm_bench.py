@@ -21,7 +21,8 @@ def test_bench_llm_reports_batching_and_kv_reuse(tmp_path, capsys):
     kept, baseline = result["conversation"]["kv_kept"], result["conversation"]["baseline_reprefill"]
     assert [r["prompt_tokens"] for r in kept] == [r["prompt_tokens"] for r in baseline]
     assert kept[0]["prefill_tokens"] == baseline[0]["prefill_tokens"] == kept[0]["prompt_tokens"]
-    for k, b in zip(kept[1:], baseline[1:], strict=True):
+    for prev, k, b in zip(kept, kept[1:], baseline[1:], strict=False):
         assert b["prefill_tokens"] == b["prompt_tokens"]  # the baseline re-prefills everything
-        assert k["prefill_tokens"] < k["prompt_tokens"] // 2  # the kept KV covers the history
+        assert k["prefill_tokens"] <= k["prompt_tokens"] - prev["prompt_tokens"]  # the history came from KV
+    assert kept[-1]["prefill_tokens"] < kept[-1]["prompt_tokens"] // 2
     assert "batched speedup" in capsys.readouterr().out

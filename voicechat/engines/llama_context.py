@@ -38,9 +38,15 @@ def _init_backend() -> None:
 
 
 def default_threads() -> int:
-    """llama.cpp is fastest on physical cores: all of a small machine, half of a big one's CPUs."""
+    """One core left for speech (STT/TTS run beside the LLM) on a small machine; half the CPUs
+    (about the physical cores) on a big one.
+
+    Why: llama.cpp's threads wait for each other at every layer, so one of them descheduled by a
+    busy neighbour stalls them all: measured here on 2 shared cores, 2 threads ran ten times
+    slower than 1 while another process was busy.
+    """
     cpus = os.cpu_count() or 2
-    return cpus if cpus <= 4 else cpus // 2
+    return max(1, cpus - 1) if cpus <= 4 else cpus // 2
 
 
 @dataclass(frozen=True, slots=True)

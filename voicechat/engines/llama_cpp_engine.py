@@ -140,6 +140,8 @@ class LlamaCppEngine:
                 tokens = self._ctx.tokenize(self._template.render(current))
             except ChatTemplateError as exc:
                 raise EngineError(str(exc)) from exc
+            if not tokens:
+                raise EngineError(f"the chat template ({self._template.source}) rendered an empty prompt")
             if len(tokens) <= limit:
                 break
             shorter = drop_oldest_turn(current)
