@@ -54,13 +54,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="cpu_threads for CTranslate2 (0 = automatic)")
     parser.add_argument("--beam-size", type=int, default=5)
+    parser.add_argument(
+        "--max-tokens", type=int, default=32,
+        help="tokens decoded per utterance (random models never stop by themselves; a spoken sentence is ~20-30)",
+    )
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
     if args.model is None:
         from voicechat.tiny_models import tiny_whisper_path
 
         args.model = str(tiny_whisper_path())
-    model = FasterWhisperModel(args.model, device="cpu", cpu_threads=args.threads, beam_size=args.beam_size)
+    model = FasterWhisperModel(
+        args.model, device="cpu", cpu_threads=args.threads, beam_size=args.beam_size,
+        max_new_tokens=args.max_tokens,
+    )
     results = [measure(model, int(n), args.rounds) for n in args.sessions.split(",")]
     for r in results:
         print(
@@ -69,5 +76,6 @@ def main(argv: list[str]) -> int:
         )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"model": args.model, "beam_size": args.beam_size, "results": results}, f, indent=2)
+            report = {"model": args.model, "beam_size": args.beam_size, "max_tokens": args.max_tokens}
+            json.dump({**report, "results": results}, f, indent=2)
     return 0

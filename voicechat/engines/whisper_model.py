@@ -43,6 +43,7 @@ class FasterWhisperModel:
         num_workers: int = 1,
         beam_size: int = 5,
         partial_beam_size: int = 1,
+        max_new_tokens: int | None = None,
         download_root: str | None = None,
     ) -> None:
         from faster_whisper import WhisperModel
@@ -60,6 +61,7 @@ class FasterWhisperModel:
         self.name = model
         self.beam_size = beam_size
         self.partial_beam_size = partial_beam_size
+        self.max_new_tokens = max_new_tokens
         self._window = WINDOW_S * SAMPLE_RATE
         self._tokenizers: dict[str | None, object] = {}
         self._tokenizer_lock = threading.Lock()
@@ -103,7 +105,7 @@ class FasterWhisperModel:
             encoded,
             prompts,
             beam_size=self.beam_size if final else self.partial_beam_size,
-            max_length=whisper.max_length,
+            max_length=min(whisper.max_length, len(prompts[0]) + (self.max_new_tokens or whisper.max_length)),
             suppress_blank=True,
             suppress_tokens=_suppressed(tokenizer),
             return_scores=True,
