@@ -64,3 +64,11 @@ def test_snapshot_reports_sessions_and_queues(make_manager):
     (entry,) = snap["per_session"]
     assert entry["id"] == s.id and entry["state"] == "listening"
     assert set(entry["queues"]) == {"capture", "reply", "sentence", "events"}
+
+
+def test_sessions_write_nothing_to_stdout(make_manager, capfd):
+    """RealtimeSTT prints on every recorder close; a terminal UI owns stdout, so those lines go to its logger."""
+    manager = make_manager()
+    session = manager.create("test")
+    manager.close(session.id)
+    assert capfd.readouterr().out == ""

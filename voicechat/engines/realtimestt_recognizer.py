@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 from RealtimeSTT import AudioToTextRecorder
+from RealtimeSTT.core import shutdown as _rt_shutdown
+from RealtimeSTT.core import transcription_api as _rt_transcription_api
 from RealtimeSTT.transcription_engines.base import TranscriptionResult
 
 from voicechat.engines.base import RecognizerCallbacks, TranscriptionModel
@@ -36,6 +38,17 @@ REALTIMESTT_LOGGER = "realtimestt"
 # The realtimestt logger is process-wide, so creating recorders (which touch
 # it) is serialised to know exactly which handler each one added.
 _LOGGER_LOCK = threading.Lock()
+
+
+def _prints_to_log(*args: object, **_: object) -> None:
+    logging.getLogger(REALTIMESTT_LOGGER).debug(" ".join(str(a) for a in args))
+
+
+# RealtimeSTT prints to stdout in two modules (for example "RealtimeSTT shutting down"
+# at every recorder close), which would tear the terminal UI's screen. A module-level
+# ``print`` shadows the builtin for those modules only: the lines go to its logger.
+for _module in (_rt_shutdown, _rt_transcription_api):
+    _module.print = _prints_to_log  # type: ignore[attr-defined]
 
 
 class RealtimeSTTRecognizer:
