@@ -18,6 +18,7 @@ def test_bench_llm_reports_batching_and_kv_reuse(tmp_path, capsys):
     for row in result["concurrency"]:
         for mode in ("batched", "one_at_a_time"):
             assert row[mode]["tokens_per_s"] > 0 and row[mode]["ttft_ms_p95"] >= row[mode]["ttft_ms_p50"] > 0
+        assert row["raw_decode_tokens_per_s"] > 0
     kept, baseline = result["conversation"]["kv_kept"], result["conversation"]["baseline_reprefill"]
     assert [r["prompt_tokens"] for r in kept] == [r["prompt_tokens"] for r in baseline]
     assert kept[0]["prefill_tokens"] == baseline[0]["prefill_tokens"] == kept[0]["prompt_tokens"]
