@@ -168,3 +168,16 @@ def test_template_globals_and_errors_name_their_source():
     strict = ChatTemplate("{{ raise_exception('roles must alternate') }}", source="model.gguf")
     with pytest.raises(ChatTemplateError, match="roles must alternate"):
         strict.render([ChatMessage("user", "x")])
+
+
+def test_text_aligned_prefix_follows_the_text_not_the_tokenization() -> None:
+    from voicechat.engines.llm_batching import text_aligned_prefix
+
+    pieces = [b"", b"<|im_start|>", b"user\n", b"hi", b"<|im_start|>", b"assistant\n", b" Hel", b"lo", b" there"]
+    rendered = b"<|im_start|>user\nhi<|im_start|>assistant\nHello there<|im_end|>\n<|im_start|>user\nok"
+    k, offset = text_aligned_prefix(pieces, rendered)
+    assert k == len(pieces)  # the reply's own tokens, its stripped leading space forgiven at the line start
+    assert rendered[offset:].startswith(b"<|im_end|>")
+    k, offset = text_aligned_prefix(pieces, b"<|im_start|>user\nbye")
+    assert (k, offset) == (3, len(b"<|im_start|>user\n"))
+    assert text_aligned_prefix([b" x"], b"x") == (0, 0)  # a missing space only at a line start

@@ -157,8 +157,28 @@ def test_a_new_turn_prefills_only_the_new_messages(make_engine):
     assert prefilled < len(second_prompt) // 2
     assert events.of("alice", "admitted")[-1].detail == f"reused={len(second_prompt) - prefilled}"
     # The reused KV gives exactly what a fresh session computing the whole prompt gives.
-    fresh = "".join(engine.stream("fresh", turn2, params))
+    fresh = "".join(engine.stream_tokens("fresh", second_prompt, params))
     assert reply2 == fresh and events.tokens("fresh") == events.tokens("alice")[-len(events.tokens("fresh")):]
+
+
+def test_the_generated_reply_is_not_prefilled_again_on_the_next_turn(make_engine):
+    """The history stores the reply as (stripped) text; its tokens in the KV are kept anyway."""
+    engine, events = make_engine()
+    params = GenerationParams(temperature=0.0, max_tokens=32, ignore_eos=True)
+    turn1 = PROMPTS["alice"]
+    reply = "".join(engine.stream("alice", turn1, params))
+    generated = len(events.tokens("alice"))
+    assert generated == 32 and reply.strip()
+    turn2 = follow_up(turn1, reply, "and tomorrow?")
+    second = engine.prompt_tokens("alice", turn2, params)
+    reply2 = "".join(engine.stream("alice", turn2, params))
+    prefilled = engine.last_prefill_tokens("alice")
+    first = engine.prompt_tokens("fresh", turn1, params)
+    # Only the reply's last token (sampled, never decoded) and the new messages are prefilled.
+    assert prefilled is not None and prefilled <= len(second) - len(first) - (generated - 1)
+    # The prompt holds the reply's own tokens, and the KV it reused is not stale.
+    assert second[len(first) : len(first) + generated] == events.tokens("alice")[:generated]
+    assert reply2 == "".join(engine.stream_tokens("fresh", second, params))
 
 
 def test_history_trimming_keeps_the_kv_consistent(make_engine):
@@ -175,7 +195,7 @@ def test_history_trimming_keeps_the_kv_consistent(make_engine):
         admitted = events.of("alice", "admitted")[-1]
         reused = int(admitted.detail.removeprefix("reused="))
         assert reused + engine.last_prefill_tokens("alice") == len(prompt)
-        fresh = "".join(engine.stream(f"fresh{turn}", messages, params))
+        fresh = "".join(engine.stream_tokens(f"fresh{turn}", prompt, params))
         assert reply == fresh, f"turn {turn}: the session's cached KV went stale"
         history.add_assistant(reply or "ok")
     assert history.trimmed_messages > 0  # the test did exercise trimming

@@ -146,10 +146,14 @@ class LlamaContext:
         raw = ll.llama_model_chat_template(self._model, None)
         return raw.decode("utf-8", errors="replace") if raw else None
 
-    def tokenize(self, text: str) -> list[int]:
-        """Tokens of a rendered prompt: special tokens parsed, BOS added unless the text has it."""
-        data = text.encode("utf-8")
-        add_bos = self.add_bos and not (self.bos_text and text.startswith(self.bos_text))
+    def tokenize(self, text: str | bytes, *, continuation: bool = False) -> list[int]:
+        """Tokens of a rendered prompt: special tokens parsed, BOS added unless the text has it.
+
+        ``continuation``: the text continues tokens already in a sequence (no BOS).
+        """
+        data = text.encode("utf-8") if isinstance(text, str) else text
+        bos = self.bos_text.encode("utf-8") if self.bos_text else b""
+        add_bos = self.add_bos and not continuation and not (bos and data.startswith(bos))
         size = len(data) + 8
         while True:
             buf = (ll.llama_token * size)()
@@ -158,14 +162,18 @@ class LlamaContext:
                 return list(buf[:n])
             size = -n
 
-    def piece(self, token: int) -> bytes:
-        """The bytes one generated token stands for (special tokens render as nothing)."""
+    def piece(self, token: int, *, special: bool = False) -> bytes:
+        """The bytes one token stands for (special tokens render as nothing unless ``special``)."""
         buf = ctypes.create_string_buffer(64)
-        n = ll.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        n = ll.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
         if n < 0:
             buf = ctypes.create_string_buffer(-n)
-            n = ll.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+            n = ll.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
         return buf.raw[:n]
+
+    @property
+    def bos(self) -> int:
+        return int(ll.llama_vocab_bos(self._vocab))
 
     def is_eog(self, token: int) -> bool:
         return bool(ll.llama_vocab_is_eog(self._vocab, token))

@@ -18,7 +18,7 @@ from voicechat.engines.base import EngineError, GenerationParams
 from voicechat.engines.chat_template import CHATML_TEMPLATE, ChatTemplate, ChatTemplateError
 from voicechat.engines.llama_context import LlamaContext
 from voicechat.engines.llama_scheduler import BatchScheduler, GenRequest, LlmEvent, LlmStats, StreamEnd
-from voicechat.engines.llm_batching import drop_oldest_turn, reply_room
+from voicechat.engines.llm_batching import drop_oldest_turn, reply_room, text_aligned_prefix
 from voicechat.history import ChatMessage
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,8 @@ class LlamaCppEngine:
             self._ctx.close()
             raise EngineError(str(exc)) from exc
         self._lock = threading.Lock()  # the vocabulary must outlive every tokenize call
+        # Each session's latest request and its rendered prompt (its tokens are in the KV).
+        self._previous: dict[str, tuple[GenRequest, str]] = {}
         self._closed = False
         self._scheduler = BatchScheduler(self._ctx, prefill_chunk=min(prefill_chunk, n_batch), on_event=on_event)
         log.info(
@@ -102,7 +104,19 @@ class LlamaCppEngine:
         with self._lock:
             if self._closed:
                 raise EngineError("the language model is shut down")
-            req = GenRequest(session_id, self._prompt_tokens(session_id, messages, params), params)
+            tokens, rendered = self._render(session_id, messages, params)
+            req = GenRequest(session_id, tokens, params)
+            self._previous[session_id] = (req, rendered)
+        self._scheduler.submit(req)
+        return _ReplyStream(self._scheduler, req)
+
+    def stream_tokens(self, session_id: str, prompt: Sequence[int], params: GenerationParams) -> Iterator[str]:
+        """Stream a reply to an already tokenized prompt (tests and benchmarks compare runs with it)."""
+        with self._lock:
+            if self._closed:
+                raise EngineError("the language model is shut down")
+            req = GenRequest(session_id, list(prompt), params)
+            self._previous.pop(session_id, None)
         self._scheduler.submit(req)
         return _ReplyStream(self._scheduler, req)
 
@@ -110,6 +124,8 @@ class LlamaCppEngine:
         self._scheduler.abort(session_id)
 
     def release(self, session_id: str) -> None:
+        with self._lock:
+            self._previous.pop(session_id, None)
         self._scheduler.release(session_id)
 
     def close(self) -> None:
@@ -127,9 +143,11 @@ class LlamaCppEngine:
         with self._lock:
             if self._closed:
                 raise EngineError("the language model is shut down")
-            return self._prompt_tokens(session_id, messages, params)
+            return self._render(session_id, messages, params)[0]
 
-    def _prompt_tokens(self, session_id: str, messages: Sequence[ChatMessage], params: GenerationParams) -> list[int]:
+    def _render(
+        self, session_id: str, messages: Sequence[ChatMessage], params: GenerationParams
+    ) -> tuple[list[int], str]:
         if not messages:
             raise EngineError("no messages to answer")
         limit = self._ctx.n_ctx_seq - reply_room(params.max_tokens, self._ctx.n_ctx_seq)
@@ -137,7 +155,8 @@ class LlamaCppEngine:
         dropped = 0
         while True:
             try:
-                tokens = self._ctx.tokenize(self._template.render(current))
+                rendered = self._template.render(current)
+                tokens = self._ctx.tokenize(rendered)
             except ChatTemplateError as exc:
                 raise EngineError(str(exc)) from exc
             if not tokens:
@@ -154,7 +173,35 @@ class LlamaCppEngine:
             current = shorter
         if dropped:
             log.info("session %s: context full, dropped the %d oldest message(s)", session_id, dropped)
-        return tokens
+        return self._continue_previous(session_id, rendered, tokens), rendered
+
+    def _continue_previous(self, session_id: str, rendered: str, tokens: list[int]) -> list[int]:
+        """Keep the previous turn's tokens, its generated reply included, where the new prompt goes on.
+
+        Re-tokenizing a reply's text rarely gives the tokens the model generated, so by tokens
+        alone every turn would prefill the previous reply again. When the new prompt's text
+        starts with the previous prompt's text and then the reply's text (compared piece by
+        piece), and what follows starts with an end-of-turn token, the prompt becomes the
+        previous prompt's tokens, the reply's own tokens and the rest tokenized; the scheduler
+        then reuses all of them from the KV. Anything else (trimmed history, a reply cut by a
+        barge-in mid-token) gets the plain tokenization.
+        """
+        previous = self._previous.get(session_id)
+        if previous is None:
+            return tokens
+        req, previous_text = previous
+        prompt_len = len(req.prompt)
+        if not req.done or len(req.kv) < prompt_len or not rendered.startswith(previous_text):
+            return tokens
+        # The reply's tokens in the KV, plus the one that ended it (sampled, never decoded).
+        reply = req.kv[prompt_len:] + ([req.last_token] if req.last_token is not None else [])
+        data = rendered.encode("utf-8")
+        start = len(previous_text.encode("utf-8"))
+        keep, offset = text_aligned_prefix([self._ctx.piece(t) for t in reply], data, start)
+        rest = self._ctx.tokenize(data[offset:], continuation=True)
+        if keep == 0 or not rest or not self._ctx.is_eog(rest[0]):
+            return tokens
+        return req.prompt + reply[:keep] + rest
 
     def stats(self) -> LlmStats:
         return self._scheduler.stats()

@@ -74,6 +74,7 @@ class GenRequest:
     kv: list[int] = field(default_factory=list)  # tokens in the sequence's KV, in order
     pending: list[int] = field(default_factory=list)  # prompt tokens still to prefill
     next_token: int | None = None  # sampled, not yet decoded
+    last_token: int | None = None  # the latest sampled token (the one that ended the reply, at the end)
     generated: int = 0
     sampler: Sampler | None = None
     text: Utf8Pieces = field(default_factory=Utf8Pieces)
@@ -309,6 +310,7 @@ class BatchScheduler:
 
     def _on_token(self, req: GenRequest, token: int) -> None:
         req.generated += 1
+        req.last_token = token
         self._emit("token", req.session_id, token)
         if self._ctx.is_eog(token) and not req.params.ignore_eos:
             self._finish(req, "eog")

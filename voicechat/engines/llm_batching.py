@@ -200,6 +200,32 @@ def reusable_prefix(cached: Sequence[int], prompt: Sequence[int]) -> int:
     return max(n, 0)
 
 
+def text_aligned_prefix(pieces: Sequence[bytes], rendered: bytes, start: int = 0) -> tuple[int, int]:
+    """How much of a sequence's tokens the new prompt can keep when compared as *text*.
+
+    A reply's generated tokens are rarely what tokenizing its text again gives, so a
+    token-by-token comparison with the next turn's prompt stops at the start of the
+    previous reply and the whole reply is prefilled again. Compared by the bytes each
+    token stands for (``pieces``), the rendered prompt usually continues exactly where
+    the sequence ends. A piece's leading space may be missing at the start of a line
+    (histories store replies stripped): the model keeps the space it generated.
+    Returns ``(k, offset)``: the first ``k`` pieces stand for ``rendered[start:offset]``;
+    the caller tokenizes only ``rendered[offset:]``.
+    """
+    end = start
+    k = 0
+    for piece in pieces:
+        bare = piece.lstrip(b" ")
+        if rendered.startswith(piece, end):
+            end += len(piece)
+        elif bare and bare != piece and rendered[end - 1 : end] == b"\n" and rendered.startswith(bare, end):
+            end += len(bare)
+        else:
+            break
+        k += 1
+    return k, end
+
+
 def reply_room(max_tokens: int, n_ctx_seq: int) -> int:
     """Context kept free for the reply: its max tokens, but at most half of the context."""
     return max(1, min(max_tokens, n_ctx_seq // 2))
