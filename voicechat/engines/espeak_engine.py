@@ -21,13 +21,13 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Protocol
+from typing import IO
 
 from RealtimeTTS.engines.base_engine import BaseEngine
 
 from voicechat.audio import StreamResampler
 from voicechat.engines.base import EngineError, VoiceSettings
-from voicechat.engines.tts_common import RunningStreams, chunk_bytes
+from voicechat.engines.tts_common import RunningStreams, StopFlag, chunk_bytes
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,6 @@ MIN_WPM, MAX_WPM = 80, 900  # espeak-ng ignores slower rates; faster ones stop b
 PA_INT16 = 8  # pyaudio.paInt16, without importing PortAudio for a constant
 _VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+/-]{0,63}")  # no '.', so no path tricks
 _VOICES_HINT = "see the installed voices with `espeak-ng --voices`"
-
-
-class StopFlag(Protocol):
-    def is_set(self) -> bool: ...
 
 
 def espeak_wpm(speed: float) -> int:
@@ -208,12 +204,9 @@ class EspeakEngine(BaseEngine):
     def _run(self, text: str, voice: str, wpm: int, cancel: StopFlag | None) -> Iterator[bytes]:
         args = [self.executable, "--stdin", "--stdout", "-v", voice, "-s", str(wpm)]
         proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        flag = self._running.begin()
+        stop = self._running.begin(cancel)  # checked before every read: a killed espeak still leaves buffered audio
         with self._lock:
             self._procs.add(proc)
-
-        def stopped() -> bool:  # checked before every read: a killed espeak still leaves buffered audio
-            return flag.is_set() or (cancel is not None and cancel.is_set())
 
         stdout = proc.stdout
         assert proc.stdin is not None and stdout is not None
@@ -225,12 +218,12 @@ class EspeakEngine(BaseEngine):
                 pass  # it exited at once; its stderr says why
             fmt = read_wav_header(stdout)
             if fmt is None:
-                self._raise_failure(proc, voice, stopped())
+                self._raise_failure(proc, voice, stop.is_set())
                 return
             resampler = StreamResampler(fmt.sample_rate, ESPEAK_SAMPLE_RATE)
             carry = b""
             while True:
-                if stopped():
+                if stop.is_set():
                     return
                 data = read_exact(stdout, self.chunk_bytes)
                 if not data:
@@ -246,7 +239,7 @@ class EspeakEngine(BaseEngine):
                 yield tail
         finally:
             _kill(proc)
-            self._running.end(flag)
+            self._running.end(stop)
             with self._lock:
                 self._procs.discard(proc)
 

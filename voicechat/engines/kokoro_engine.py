@@ -18,22 +18,18 @@ import importlib.util
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from voicechat.engines.base import EngineError, VoiceSettings
-from voicechat.engines.tts_common import RunningStreams, chunk_bytes, float_stream_to_pcm16
+from voicechat.engines.tts_common import RunningStreams, StopFlag, StreamStop, chunk_bytes
 
 KOKORO_REPO = "hexgrad/Kokoro-82M"
 KOKORO_SAMPLE_RATE = 24000
 DEFAULT_KOKORO_DIR = "models/kokoro-82m"
 WEIGHT_FILES = ("config.json", "kokoro-v1_0.pth")
 PACKAGES = ("kokoro", "torch")
-
-
-class StopFlag(Protocol):
-    def is_set(self) -> bool: ...
 
 
 def voice_file(model_dir: str | Path, voice: str) -> Path:
@@ -108,26 +104,15 @@ class KokoroEngine:
     def _run(self, text: str, name: str, path: Path, speed: float, cancel: StopFlag | None) -> Iterator[bytes]:
         from RealtimeTTS.engines.kokoro_engine import get_lang_code_from_voice
 
-        flag = self._running.begin()
-
-        def stopped() -> bool:
-            return flag.is_set() or (cancel is not None and cancel.is_set())
-
-        def pieces() -> Iterator[tuple[np.ndarray, int]]:
+        def pieces(stop: StreamStop) -> Iterator[tuple[np.ndarray, int]]:
             with self._lock:
                 for result in self._pipeline(get_lang_code_from_voice(name))(text, voice=str(path), speed=speed):
-                    if stopped():
+                    if stop.is_set():
                         return
                     if result.audio is not None:
                         yield result.audio.cpu().numpy(), KOKORO_SAMPLE_RATE
 
-        try:
-            for out in float_stream_to_pcm16(pieces(), KOKORO_SAMPLE_RATE, self.chunk_bytes):
-                if stopped():
-                    return
-                yield out
-        finally:
-            self._running.end(flag)
+        return self._running.float_to_pcm16(pieces, KOKORO_SAMPLE_RATE, self.chunk_bytes, cancel)
 
     def stop(self) -> None:
         self._running.stop_all()

@@ -17,22 +17,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from voicechat.engines.base import EngineError, VoiceSettings
-from voicechat.engines.tts_common import RunningStreams, chunk_bytes, float_stream_to_pcm16
+from voicechat.engines.tts_common import RunningStreams, StopFlag, StreamStop, chunk_bytes
 
 if TYPE_CHECKING:
     from piper import PiperVoice
 
 DEFAULT_VOICE_DIR = "models/piper"
 EXAMPLE_VOICE = "en_US-lessac-medium"
-
-
-class StopFlag(Protocol):
-    def is_set(self) -> bool: ...
 
 
 def voice_files(voice: str, voice_dir: str | Path) -> tuple[Path, Path]:
@@ -116,25 +112,14 @@ class PiperEngine:
     def _run(self, piper_voice: PiperVoice, text: str, speed: float, cancel: StopFlag | None) -> Iterator[bytes]:
         from piper import SynthesisConfig
 
-        flag = self._running.begin()
-
-        def stopped() -> bool:
-            return flag.is_set() or (cancel is not None and cancel.is_set())
-
-        def pieces() -> Iterator[tuple[np.ndarray, int]]:
+        def pieces(stop: StreamStop) -> Iterator[tuple[np.ndarray, int]]:
             syn = SynthesisConfig(length_scale=piper_voice.config.length_scale / speed)
             for chunk in piper_voice.synthesize(text, syn_config=syn):
-                if stopped():
+                if stop.is_set():
                     return
                 yield chunk.audio_float_array, chunk.sample_rate
 
-        try:
-            for out in float_stream_to_pcm16(pieces(), self.sample_rate, self.chunk_bytes):
-                if stopped():
-                    return
-                yield out
-        finally:
-            self._running.end(flag)
+        return self._running.float_to_pcm16(pieces, self.sample_rate, self.chunk_bytes, cancel)
 
     def stop(self) -> None:
         """End this instance's running streams at their next chunk (an ONNX run is not interruptible)."""

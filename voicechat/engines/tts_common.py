@@ -8,11 +8,18 @@ take effect within one chunk and clients get an even flow.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 import numpy as np
 
 from voicechat.audio import StreamResampler, float_to_pcm16
+
+
+class StopFlag(Protocol):
+    """Anything with ``is_set()``: a ``threading.Event`` or a pool job's cancel flag."""
+
+    def is_set(self) -> bool: ...
 
 
 def chunk_bytes(sample_rate: int, chunk_ms: int) -> int:
@@ -56,8 +63,19 @@ def float_stream_to_pcm16(
     return rechunk(pcm(), size)
 
 
+class StreamStop:
+    """A running stream's stop condition: its own flag (the engine's ``stop()``) or the caller's cancel."""
+
+    def __init__(self, cancel: StopFlag | None = None) -> None:
+        self.flag = threading.Event()
+        self._cancel = cancel
+
+    def is_set(self) -> bool:
+        return self.flag.is_set() or (self._cancel is not None and self._cancel.is_set())
+
+
 class RunningStreams:
-    """Stop flags of an engine's running streams, so ``stop()`` can end them from another thread.
+    """Stop conditions of an engine's running streams, so ``stop()`` can end them from another thread.
 
     Each stream gets its own flag (never one engine-wide flag that a later
     stream would have to reset, which races with a stop arriving meanwhile).
@@ -65,19 +83,36 @@ class RunningStreams:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._flags: set[threading.Event] = set()
+        self._streams: set[StreamStop] = set()
 
-    def begin(self) -> threading.Event:
-        flag = threading.Event()
+    def begin(self, cancel: StopFlag | None = None) -> StreamStop:
+        stop = StreamStop(cancel)
         with self._lock:
-            self._flags.add(flag)
-        return flag
+            self._streams.add(stop)
+        return stop
 
-    def end(self, flag: threading.Event) -> None:
+    def end(self, stop: StreamStop) -> None:
         with self._lock:
-            self._flags.discard(flag)
+            self._streams.discard(stop)
 
     def stop_all(self) -> None:
         with self._lock:
-            for flag in self._flags:
-                flag.set()
+            for stop in self._streams:
+                stop.flag.set()
+
+    def float_to_pcm16(
+        self,
+        pieces: Callable[[StreamStop], Iterable[tuple[np.ndarray, int]]],
+        out_rate: int,
+        size: int,
+        cancel: StopFlag | None,
+    ) -> Iterator[bytes]:
+        """Run one stream of float pieces (from ``pieces(stop)``) as PCM16 chunks, ending once stopped."""
+        stop = self.begin(cancel)
+        try:
+            for out in float_stream_to_pcm16(pieces(stop), out_rate, size):
+                if stop.is_set():
+                    return
+                yield out
+        finally:
+            self.end(stop)
