@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from voicechat.bench import percentile
 from voicechat.engines.base import GenerationParams
 from voicechat.engines.llama_context import BatchToken, LlamaContext
 from voicechat.engines.llama_cpp_engine import LlamaCppEngine
@@ -78,12 +78,6 @@ class TokenTimes:
             end = max(self._times[sid][-1] for sid in ids)
             count = sum(1 for sid in ids for t in self._times[sid] if t > start)
         return count / (end - start) if end > start else 0.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def median(values: list[float]) -> float:

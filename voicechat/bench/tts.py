@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from voicechat.bench import percentile
 from voicechat.engines.base import VoiceSettings
 from voicechat.engines.tts_pool import PoolEngine, TTSPool
 
@@ -37,11 +38,6 @@ class JobTiming:
     first_chunk_s: float
     total_s: float
     audio_s: float
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def run_jobs(pool: TTSPool, jobs: int, in_flight: int, voice: VoiceSettings) -> tuple[list[JobTiming], float]:
