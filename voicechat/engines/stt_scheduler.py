@@ -37,7 +37,7 @@ class _Request:
 
 @dataclass
 class SttStats:
-    """Counters for /metrics and benchmarks (read without the lock: approximate)."""
+    """Counters for /metrics and benchmarks (updated under the scheduler's lock)."""
 
     batches: int = 0
     finals: int = 0
@@ -134,9 +134,10 @@ class SttScheduler:
                 request.future.cancel()
                 return request.future
             replaced = self._schedule.submit(Job(speech.session_id, speech.final, request))
+            if replaced is not None:
+                self.stats.partials_dropped += 1
             self._cond.notify()
         if replaced is not None:
-            self.stats.partials_dropped += 1
             replaced.payload.future.cancel()
         return request.future
 
@@ -159,20 +160,24 @@ class SttScheduler:
             if len(texts) != len(batch):
                 raise EngineError(f"model returned {len(texts)} transcripts for {len(batch)} inputs")
         except Exception as exc:  # every caller of the batch learns of the failure
-            self.stats.errors += 1
+            self._record(batch, started, failed=True)
             log.warning("stt batch of %d failed: %s", len(batch), exc)
             for r in batch:
                 r.future.set_exception(exc)
             return
-        finally:
-            self.stats.busy_s += time.monotonic() - started
-        stats = self.stats
-        stats.batches += 1
-        stats.batch_sizes[len(batch)] += 1
+        self._record(batch, started, failed=False)
         for r, text in zip(batch, texts, strict=True):
-            if r.input.final:
-                stats.finals += 1
-            else:
-                stats.partials += 1
             r.future.set_result(text.strip())
 
+    def _record(self, batch: Sequence[_Request], started: float, *, failed: bool) -> None:
+        with self._cond:  # several workers decode at once
+            stats = self.stats
+            stats.busy_s += time.monotonic() - started
+            if failed:
+                stats.errors += 1
+                return
+            stats.batches += 1
+            stats.batch_sizes[len(batch)] += 1
+            finals = sum(r.input.final for r in batch)
+            stats.finals += finals
+            stats.partials += len(batch) - finals
