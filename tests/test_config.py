@@ -249,7 +249,7 @@ def test_bad_value_from_file_names_file(tmp_path: Path) -> None:
     path = write(tmp_path, "[server]\nport = 70000\n")
     msg = str(error_of(config_path=path, env={}))
     assert f"server.port = 70000 (from {path})" in msg
-    assert "an integer from 1 to 65535" in msg
+    assert "an integer from 0 to 65535" in msg
 
 
 def test_bad_literal_lists_choices() -> None:

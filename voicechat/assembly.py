@@ -25,6 +25,8 @@ from voicechat.engines.base import (
 )
 from voicechat.engines.stt_scheduler import SttScheduler
 from voicechat.pipeline import PipelineOptions
+from voicechat.server.connection import ConnectionLimits
+from voicechat.server.server import ServerConfig
 from voicechat.session_manager import SessionLimits
 
 T = TypeVar("T")
@@ -195,3 +197,23 @@ def pipeline_options(settings: Settings, **overrides: object) -> PipelineOptions
     )
     options.update(overrides)
     return PipelineOptions(**options)  # type: ignore[arg-type]
+
+
+def server_config(settings: Settings) -> ServerConfig:
+    """The LAN server's settings, plus the model names /health/detailed reports."""
+    server, limits = settings.server, settings.limits
+    llm_model = settings.llm.model if settings.llm.backend != "scripted" else "scripted"
+    return ServerConfig(
+        host=server.host, port=server.port, tls=server.tls, cert_file=server.cert_file,
+        key_file=server.key_file, token=server.token, data_dir=server.data_dir,
+        allowed_origins=tuple(server.allowed_origins),
+        limits=ConnectionLimits(
+            max_messages_per_second=limits.max_messages_per_second, max_frame_bytes=limits.max_frame_bytes,
+            max_text_chars=limits.max_text_chars,
+        ),
+        models={
+            "stt": settings.stt.model if settings.stt.engine != "scripted" else "scripted",
+            "llm": f"{settings.llm.backend}: {llm_model}",
+            "tts": f"{settings.tts.engine}: {settings.tts.voice}",
+        },
+    )

@@ -26,8 +26,9 @@ class BoundedLRUQueue(Generic[T]):
     """Thread-safe FIFO with a capacity, evict-oldest-on-full, and close().
 
     ``name`` labels the eviction counter in metrics. ``on_put`` (optional) is
-    called after every successful put, outside the lock, so an asyncio consumer
-    can be woken with ``loop.call_soon_threadsafe`` instead of polling.
+    called after every successful put and once on ``close()``, outside the lock,
+    so an asyncio consumer can be woken with ``loop.call_soon_threadsafe``
+    instead of polling, and learns of the close the same way.
     """
 
     def __init__(self, maxsize: int, name: str = "queue", on_put: Callable[[], None] | None = None) -> None:
@@ -118,6 +119,8 @@ class BoundedLRUQueue(Generic[T]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        if self._on_put is not None:
+            self._on_put()
 
     # -- introspection -------------------------------------------------------
     @property

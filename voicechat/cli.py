@@ -25,6 +25,10 @@ def _run_parser() -> argparse.ArgumentParser:
         "--scripted", action="store_true",
         help="use scripted engines (no model files needed): a quick way to try the pipeline",
     )
+    parser.add_argument(
+        "--console", action="store_true",
+        help="also talk to one session by typing in this terminal (the LAN server runs beside it)",
+    )
     return parser
 
 
@@ -39,7 +43,7 @@ def run_main(argv: list[str]) -> int:
         args.set = [*(f"{k}={v}" for k, v in SCRIPTED_ENGINES.items()), *(args.set or [])]
     try:
         loaded = load_from_args(args)
-        from voicechat.assembly import build_engines, pipeline_options, session_limits
+        from voicechat.assembly import build_engines
 
         settings = loaded.settings
         engines = build_engines(settings)
@@ -50,17 +54,19 @@ def run_main(argv: list[str]) -> int:
         print(err if isinstance(err, MissingModelError) else f"voicechat: cannot start: {err}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from voicechat.console import run_console
-    from voicechat.session_manager import SessionManager
+    import time
 
-    options = pipeline_options(settings)
-    manager = SessionManager(engines, session_limits(settings), options)
-    manager.start()
+    from voicechat.serve import leftover_threads, serve
+
     try:
-        return run_console(manager, options)
+        return serve(settings, engines, console=args.console)
     finally:
-        manager.shutdown()
+        started = time.monotonic()
         engines.close()
+        left = leftover_threads()
+        logging.getLogger("voicechat").info(
+            "engines closed in %.2f s; threads left: %s", time.monotonic() - started, ", ".join(left) or "none"
+        )
 
 
 def test_main(argv: list[str]) -> int:

@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from voicechat.events import AudioChunk, Event, TurnMetrics
+from voicechat.events import AudioChunk, ErrorEvent, Event, TurnMetrics
 
 PROTOCOL_VERSION = 1
 KIND_CLIENT_AUDIO = 1
@@ -173,7 +173,7 @@ def encode_event(event: Event) -> str | bytes:
         value = getattr(event, f.name)
         body[f.name] = value.value if isinstance(value, enum.Enum) else value
     if isinstance(event, TurnMetrics):
-        body["latency_ms"] = _latencies(event)
+        body["latency_ms"] = turn_latencies_ms(event)
     return json.dumps(body, separators=(",", ":"))
 
 
@@ -192,11 +192,14 @@ def decode_server_audio(data: bytes) -> ServerAudio:
 
 def _event_type(event: object) -> str:
     """CamelCase class name -> snake_case type: PartialTranscript -> partial_transcript."""
+    if isinstance(event, ErrorEvent):
+        return "error"  # one error type on the wire, whether a stage or the protocol failed
     name = type(event).__name__
     return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
 
 
-def _latencies(metrics: TurnMetrics) -> dict[str, float]:
+def turn_latencies_ms(metrics: TurnMetrics) -> dict[str, float]:
+    """A turn's stage latencies in milliseconds (the wire's ``latency_ms``, the metrics' histograms)."""
     pairs = {
         "stt": ("speech_end", "transcript_final"),
         "llm_first_token": ("transcript_final", "first_token"),

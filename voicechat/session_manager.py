@@ -51,6 +51,9 @@ class Session:
     created_at: float = field(default_factory=time.monotonic)
     connected: bool = True
     disconnected_at: float | None = None
+    # Whatever the transport keeps with the session across reconnects (the
+    # WebSocket server keeps the signal that wakes its writer here).
+    transport: object | None = None
 
     @property
     def idle_s(self) -> float:
@@ -65,6 +68,7 @@ class ManagerStats:
     forced_terminations: int = 0
     stuck_threads: list[str] = field(default_factory=list)
     close_reasons: dict[str, int] = field(default_factory=dict)
+    evicted_closed: dict[str, int] = field(default_factory=dict)  # queue evictions of closed sessions
 
 
 class SessionManager:
@@ -192,7 +196,10 @@ class SessionManager:
                 return None
             self._closing.add(session_id)
         report = session.pipeline.stop(self.limits.join_timeout_s)
+        queues = session.pipeline.queue_stats()
         with self._cond:
+            for name, q in queues.items():
+                self.stats.evicted_closed[name] = self.stats.evicted_closed.get(name, 0) + q["evicted"]
             self._closing.discard(session_id)
             self._cond.notify_all()
             self.stats.closed += 1
@@ -241,6 +248,16 @@ class SessionManager:
                 self.close(session_id, reason)
 
     # -- health ----------------------------------------------------------------
+    def queue_evictions(self) -> dict[str, int]:
+        """Items evicted per queue name since start, live and closed sessions together."""
+        with self._cond:
+            totals = dict(self.stats.evicted_closed)
+            live = [s.pipeline for s in self._sessions.values()]
+        for pipeline in live:
+            for name, q in pipeline.queue_stats().items():
+                totals[name] = totals.get(name, 0) + q["evicted"]
+        return totals
+
     def snapshot(self) -> dict[str, object]:
         with self._cond:
             sessions = list(self._sessions.values())

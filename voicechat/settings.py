@@ -220,7 +220,7 @@ class ServerSettings(_Section):
     """Network server for browser clients."""
 
     host: str = Field("0.0.0.0", description="Address to listen on")
-    port: int = Field(8765, ge=1, le=65535, description="TCP port to listen on")
+    port: int = Field(8765, ge=0, le=65535, description="TCP port to listen on (0 = any free port)")
     tls: Literal["auto", "on", "off"] = Field(
         "auto",
         description="HTTPS/WSS (browsers need it for a microphone off localhost); auto: server decides",

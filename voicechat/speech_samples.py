@@ -28,6 +28,16 @@ SAMPLE_SENTENCES = [
     "Remind me to call my sister tomorrow morning.",
     "Why is the sky blue during the day but red at sunset?",
     "Let us play a word game with animals and cities.",
+    "Turn off the kitchen lights at eleven.",
+    "Do penguins really live only in the southern half of the world?",
+    "Read me the news headlines, please.",
+    "Which mountain is the tallest in Africa, and how long does the climb take?",
+    "Set a timer for twelve minutes.",
+    "Translate good evening into Spanish and French.",
+    "I think the orchestra played the second movement far too slowly last night.",
+    "Add eggs, milk and bread to my shopping list.",
+    "How far away is the moon?",
+    "Tell me something surprising about octopuses and their three hearts.",
 ]
 
 class SpeechSynthesisUnavailable(RuntimeError):

@@ -1,0 +1,88 @@
+"""`python run.py`: the LAN server (and optionally the text console) until SIGINT/SIGTERM.
+
+The main thread owns the lifecycle: it starts the SessionManager and the
+VoiceServer, prints how to join (URL with token, QR code, certificate
+fingerprint), then waits on an event that the signal handlers set. Shutdown
+runs in order (server: tell clients and close; sessions: stop and join;
+engines: free models) and ends well inside 10 seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+from typing import TextIO
+
+from voicechat.assembly import pipeline_options, server_config, session_limits
+from voicechat.config import Settings
+from voicechat.engines.base import Engines
+from voicechat.server import ServerError, VoiceServer
+from voicechat.server.access import qr_text
+from voicechat.server.tls import TlsError, cert_fingerprint
+from voicechat.session_manager import SessionManager
+
+log = logging.getLogger(__name__)
+
+
+def banner(server: VoiceServer) -> str:
+    """How to join: every URL (token included), the first one as a QR code, the certificate's fingerprint."""
+    urls = server.urls()
+    lines = ["", "voicechat is listening. Open this on a device on your network:"]
+    lines += [f"  {url}" for url in urls]
+    if not server.is_local_only():
+        lines += ["", qr_text(urls[0])]
+    if server.cert_file is not None:
+        lines += [
+            "The certificate is self-signed unless you configured one: the browser will warn once.",
+            f"  its SHA-256 fingerprint: {cert_fingerprint(server.cert_file)}",
+        ]
+    lines.append("Ctrl-C stops the server.")
+    return "\n".join(lines)
+
+
+def leftover_threads() -> list[str]:
+    """Threads other than the main one still alive (after shutdown there should be none)."""
+    main = threading.main_thread()
+    return sorted(t.name for t in threading.enumerate() if t is not main and t.is_alive())
+
+
+def serve(settings: Settings, engines: Engines, console: bool = False, out: TextIO = sys.stdout) -> int:
+    """Run until a signal (or the console's end); 0 on a clean stop, 2 when the server cannot start."""
+    # websockets logs every plain HTTP answer (page, health, metrics) as a "rejected" handshake.
+    logging.getLogger("websockets.server").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
+    options = pipeline_options(settings)
+    manager = SessionManager(engines, session_limits(settings), options)
+    server = VoiceServer(manager, options, server_config(settings))
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s received: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    manager.start()
+    try:
+        try:
+            server.start()
+        except (ServerError, TlsError) as err:
+            print(f"voicechat: {err}", file=sys.stderr)
+            return 2
+        print(banner(server), file=out, flush=True)
+        if console:
+            from voicechat.console import run_console
+
+            run_console(manager, options)
+        else:
+            stop.wait()
+        return 0
+    finally:
+        started = time.monotonic()
+        server.stop()
+        manager.shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        log.info("stopped in %.2f s", time.monotonic() - started)

@@ -1,0 +1,121 @@
+"""Prometheus metrics for one server (its own registry: no process-global state).
+
+Counters that follow the conversation (turns, stage latencies, errors) are fed
+by ``observe(event)`` from whichever transport pumps a session's events; the
+rest (sessions, queue evictions, threads, memory, circuit breakers) is read
+from the SessionManager and the process at scrape time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import psutil
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from voicechat.circuit_breaker import BreakerState, CircuitBreaker
+from voicechat.engines.base import Engines
+from voicechat.events import ErrorEvent, Event, TurnMetrics
+from voicechat.protocol import turn_latencies_ms
+from voicechat.session_manager import SessionManager
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+
+
+def engine_breakers(engines: Engines) -> dict[str, CircuitBreaker]:
+    """The circuit breakers of the shared engines that have one, by stage."""
+    found = {}
+    for stage, engine in (("stt", engines.transcriber), ("llm", engines.llm), ("tts", engines.tts)):
+        breaker = getattr(engine, "breaker", None)
+        if isinstance(breaker, CircuitBreaker):
+            found[stage] = breaker
+    return found
+
+
+class _LiveCollector(Collector):
+    """Values read at scrape time from the session registry, the engines and the process."""
+
+    def __init__(self, manager: SessionManager) -> None:
+        self.manager = manager
+        self.process = psutil.Process()
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        snap = self.manager.snapshot()
+        yield GaugeMetricFamily("voicechat_sessions_active", "Sessions currently open", value=snap["sessions"])
+        yield GaugeMetricFamily("voicechat_sessions_max", "Sessions admitted at most", value=snap["max_sessions"])
+        for name, help_text in (
+            ("created", "Sessions created"), ("closed", "Sessions closed"),
+            ("refused", "Sessions refused (server full)"),
+            ("forced_terminations", "Sessions whose threads did not stop in time and were abandoned"),
+        ):
+            yield CounterMetricFamily(f"voicechat_sessions_{name}", help_text, value=snap[name])
+        states = GaugeMetricFamily("voicechat_sessions_by_state", "Open sessions per turn state", labels=["state"])
+        counts: dict[str, int] = {}
+        for s in snap["per_session"]:  # type: ignore[union-attr]
+            counts[s["state"]] = counts.get(s["state"], 0) + 1
+        for state in ("listening", "user_speaking", "thinking", "assistant_speaking"):
+            states.add_metric([state], counts.get(state, 0))
+        yield states
+        evictions = CounterMetricFamily(
+            "voicechat_queue_evictions", "Items evicted from full bounded queues", labels=["queue"]
+        )
+        for queue, n in sorted(self.manager.queue_evictions().items()):
+            evictions.add_metric([queue], n)
+        yield evictions
+        yield GaugeMetricFamily("voicechat_threads", "Threads in the process", value=threading.active_count())
+        yield GaugeMetricFamily(
+            "voicechat_process_rss_bytes", "Resident memory of the process", value=self.process.memory_info().rss
+        )
+        breakers = GaugeMetricFamily(
+            "voicechat_engine_circuit_state", "Engine circuit breaker: 0 closed, 1 half-open, 2 open",
+            labels=["stage"],
+        )
+        for stage, breaker in engine_breakers(self.manager.engines).items():
+            breakers.add_metric([stage], BREAKER_VALUE[breaker.state])
+        yield breakers
+
+
+class ServerMetrics:
+    """The server's registry and the conversation counters."""
+
+    def __init__(self, manager: SessionManager) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_LiveCollector(manager))
+        r = self.registry
+        self.turns = Counter("voicechat_turns", "Replies completed (turn metrics sent)", registry=r)
+        self.latency = Histogram(
+            "voicechat_stage_latency_seconds", "Per-turn latency by stage", ["stage"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.errors = Counter("voicechat_errors", "Errors reported by sessions, per stage", ["stage"], registry=r)
+        self.protocol_errors = Counter(
+            "voicechat_protocol_errors", "Frames or messages refused, per error code", ["code"], registry=r
+        )
+        self.connections = Gauge("voicechat_ws_connections", "Open WebSocket connections", registry=r)
+        self.connections_total = Counter(
+            "voicechat_ws_connections_opened", "WebSocket connections accepted", registry=r
+        )
+        self.closes = Counter(
+            "voicechat_ws_closes", "WebSocket connections closed by the server, per close code", ["code"], registry=r
+        )
+        self.audio_in = Counter("voicechat_audio_frames_received", "Client audio frames received", registry=r)
+        self.audio_out = Counter("voicechat_audio_frames_sent", "Reply audio frames sent", registry=r)
+        self.http = Counter("voicechat_http_requests", "HTTP requests, per path and status", ["path", "status"],
+                            registry=r)
+
+    def observe(self, event: Event) -> None:
+        """Count one session event on its way to a client."""
+        if isinstance(event, TurnMetrics):
+            self.turns.inc()
+            for stage, ms in turn_latencies_ms(event).items():
+                self.latency.labels(stage).observe(ms / 1000.0)
+        elif isinstance(event, ErrorEvent):
+            self.errors.labels(event.stage).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
