@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from voicechat.config import Settings
 from voicechat.engines.base import (
@@ -28,6 +28,9 @@ from voicechat.pipeline import PipelineOptions
 from voicechat.server.connection import ConnectionLimits
 from voicechat.server.server import ServerConfig
 from voicechat.session_manager import SessionLimits
+
+if TYPE_CHECKING:
+    import numpy as np
 
 T = TypeVar("T")
 
@@ -79,7 +82,7 @@ def _build_stt(settings: Settings) -> SttScheduler:
     if stt.engine == "scripted":
         from voicechat.engines.scripted_stt import ScriptedTranscriber
 
-        model: BatchTranscriber = ScriptedTranscriber(delay_s=stt.scripted_delay_s)
+        model: BatchTranscriber = ScriptedTranscriber(_sample_references(), delay_s=stt.scripted_delay_s)
     else:
         from voicechat.engines.whisper_model import FasterWhisperModel
         from voicechat.model_store import resolve_stt_model
@@ -90,6 +93,16 @@ def _build_stt(settings: Settings) -> SttScheduler:
             beam_size=stt.beam_size, partial_beam_size=stt.partial_beam_size,
         )
     return SttScheduler(model, workers=stt.num_workers, max_batch=stt.max_batch)
+
+
+def _sample_references() -> dict[str, np.ndarray]:
+    """The sample sentences' audio, so scripted STT recognises them (benchmarks, browser tests, demos)."""
+    from voicechat.speech_samples import SAMPLE_SENTENCES, SpeechSynthesisUnavailable, speech_16k
+
+    try:
+        return {text: speech_16k(text) for text in SAMPLE_SENTENCES}
+    except SpeechSynthesisUnavailable:
+        return {}  # without espeak-ng every utterance gets a fingerprint instead
 
 
 def _recognizer_factory(settings: Settings, transcriber: TranscriptionModel) -> RecognizerFactory:

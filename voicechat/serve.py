@@ -53,7 +53,7 @@ def leftover_threads() -> list[str]:
 def serve(settings: Settings, engines: Engines, console: bool = False, out: TextIO = sys.stdout) -> int:
     """Run until a signal (or the console's end); 0 on a clean stop, 2 when the server cannot start."""
     # websockets logs every plain HTTP answer (page, health, metrics) as a "rejected" handshake.
-    logging.getLogger("websockets.server").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
+    logging.getLogger("voicechat.server.websockets").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
     options = pipeline_options(settings)
     manager = SessionManager(engines, session_limits(settings), options)
     server = VoiceServer(manager, options, server_config(settings))

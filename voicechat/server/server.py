@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 import websockets
 from websockets.asyncio.server import Server, ServerConnection
+from websockets.exceptions import ConnectionClosed
 
 from voicechat.pipeline import PipelineOptions
 from voicechat.protocol import encode_message
@@ -42,6 +43,20 @@ from voicechat.server.tls import (
 from voicechat.session_manager import SessionManager
 
 log = logging.getLogger(__name__)
+
+
+class _QuietHandshakeFailures(logging.Filter):
+    """A client that leaves mid-handshake (browsers' speculative connections, scanners) is not an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() == "opening handshake failed" and record.exc_info:
+            error = record.exc_info[1]
+            if isinstance(error, (ConnectionClosed, EOFError, TimeoutError, ssl.SSLError, ConnectionError)) or (
+                isinstance(error.__cause__ if error else None, (EOFError, TimeoutError, ssl.SSLError, OSError))
+            ):
+                log.debug("client left during the opening handshake: %s", error)
+                return False
+        return True
 
 
 class ServerError(Exception):
@@ -82,6 +97,9 @@ class VoiceServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
+        self._ws_log = logging.getLogger("voicechat.server.websockets")
+        if not any(isinstance(f, _QuietHandshakeFailures) for f in self._ws_log.filters):
+            self._ws_log.addFilter(_QuietHandshakeFailures())
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -154,7 +172,7 @@ class VoiceServer:
         limits = self.config.limits
         async with websockets.serve(
             self._handle, self.config.host, self.config.port, ssl=self.ssl,
-            process_request=routes.handle, server_header="voicechat",
+            process_request=routes.handle, server_header="voicechat", logger=self._ws_log,
             max_size=limits.max_frame_bytes, max_queue=64, compression=None,
             ping_interval=20, ping_timeout=20, close_timeout=2,
         ) as server:
