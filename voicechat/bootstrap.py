@@ -40,7 +40,7 @@ APT_PACKAGES: list[str] = [
     "cmake",
     "git",
 ]
-BROWSER_PACKAGES: list[str] = ["chromium"]
+BROWSER_PACKAGES: list[str] = ["chromium", "fonts-dejavu-core"]  # a font, or screenshots show boxes
 BUILD_TOOLS = ("gcc", "g++", "cmake")
 
 
