@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
@@ -62,3 +66,41 @@ def http_json(server: VoiceServer, path: str) -> dict[str, Any]:
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def server_process(data_dir: Path, *settings: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`python run.py --scripted` in its own process (no GIL shared with the test's clients).
+
+    Yields the WebSocket URL (the OS picks the port; the banner names it) and the process.
+    """
+    cmd = [
+        sys.executable, "run.py", "--scripted", "--set", "server.host=127.0.0.1", "--set", "server.port=0",
+        "--set", f"server.data_dir={data_dir}", "--set", f"server.token={TOKEN}", "--set", "logging.level=INFO",
+    ]
+    for setting in settings:
+        cmd += ["--set", setting]
+    env = {**os.environ, "VOICECHAT_SKIP_BOOTSTRAP": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = None
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if match := re.search(r"http://127\.0\.0\.1:(\d+)/", line):
+                url = f"ws://127.0.0.1:{match.group(1)}/ws"
+                break
+        if url is None:
+            proc.wait(timeout=10)
+            raise AssertionError(f"server did not start: {proc.stderr.read()[-3000:] if proc.stderr else ''}")
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

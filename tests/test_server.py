@@ -17,6 +17,7 @@ from server_helpers import (
     http_json,
     run,
     running_server,
+    server_process,
     ws_url,
 )
 
@@ -147,15 +148,13 @@ def test_abuse_closes_only_that_connection(make_manager, tmp_path):
         run(scenario(server))
 
 
-def test_twenty_clients_each_hear_only_their_own_conversation(make_manager, tmp_path):
-    from voicechat.session_manager import SessionLimits
-
+def test_twenty_clients_each_hear_only_their_own_conversation(tmp_path):
+    """20 browsers' worth of real-time speech into a server process (real VAD; STT and LLM scripted)."""
     n = 20
-    manager = make_manager(scripted_engines(llm=ScriptedLLM(reply_words=12)), SessionLimits(max_sessions=n))
     assert len(set(SENTENCES[:n])) == n
 
-    async def speak(server, text: str):
-        async with client(server) as c:
+    async def speak(url: str, text: str):
+        async with VoiceClient(url, TOKEN) as c:
             await c.wait_type("session")
             await c.stream(utterance(text, after_s=0.5))
             silence = c.keep_streaming_silence()
@@ -163,17 +162,17 @@ def test_twenty_clients_each_hear_only_their_own_conversation(make_manager, tmp_
             silence.cancel()
             return c.received
 
-    async def scenario(server):
-        return await asyncio.gather(*(speak(server, SENTENCES[i]) for i in range(n)))
+    async def scenario(url: str):
+        return await asyncio.gather(*(speak(url, SENTENCES[i]) for i in range(n)))
 
-    with running_server(manager, tmp_path) as server:
-        results = run(scenario(server))
+    with server_process(tmp_path, f"sessions.max_sessions={n}") as (url, _proc):
+        results = run(scenario(url))
     for text, received in zip(SENTENCES[:n], results, strict=True):
         finals = [m["text"] for m in received.of_type("final_transcript")]
         assert finals == [text]
-        assert [m["text"] for m in received.of_type("reply_done")] == [scripted_reply(text, 12)]
+        assert [m["text"] for m in received.of_type("reply_done")] == [scripted_reply(text, 24)]
         deltas = "".join(m["text"] for m in received.of_type("assistant_text_delta"))
-        assert deltas.strip() == scripted_reply(text, 12)
+        assert deltas.strip() == scripted_reply(text, 24)
         assert received.audio, "no reply audio"
         assert {a.generation for _t, a in received.audio} == {received.of_type("reply_done")[0]["generation"]}
 
@@ -206,6 +205,40 @@ def test_resume_keeps_the_conversation(make_manager, tmp_path):
     assert resumed["history"][1]["text"].startswith("You said: remember the blue door")
     assert fresh["resumed"] is False and fresh["session_id"] != session["session_id"] and fresh["resume_error"]
     assert fresh["history"] == []
+
+
+def test_leaving_mid_reply_keeps_what_was_heard(make_manager, tmp_path):
+    from voicechat.session_manager import SessionLimits
+
+    manager = make_manager(
+        scripted_engines(llm=ScriptedLLM(reply_words=300, token_s=0.005)), SessionLimits(resume_grace_s=30)
+    )
+
+    async def scenario(server):
+        async with client(server, playback_reports=True) as first:
+            (session,) = await first.wait_type("session")
+            await first.send_json(type="text", text="tell me everything")
+            await first.wait_for(lambda r: len(r.audio) >= 3)
+            generation = first.received.audio[0][1].generation
+            # Heard about the first words' worth, then the phone's screen went off.
+            await first.send_json(type="playback", generation=generation, played_samples=16000, finished=False)
+            await first.send_json(type="ping")
+            await first.wait_type("pong")
+        async with client(server, resume=session["resume_token"]) as again:
+            (resumed,) = await again.wait_type("session")
+            await again.send_json(type="ping")
+            await again.wait_type("pong")
+            return resumed, again.received
+
+    with running_server(manager, tmp_path) as server:
+        resumed, received = run(scenario(server))
+    assert resumed["resumed"] and resumed["state"] == "listening"
+    user, assistant = resumed["history"]
+    assert user == {"role": "user", "text": "tell me everything"}
+    heard = assistant["text"]
+    assert heard and scripted_reply("tell me everything", 300).startswith(heard.rstrip(".…"))
+    assert len(heard) < len(scripted_reply("tell me everything", 300)) / 2
+    assert not received.of_type("reply_done")  # the cut reply does not go on playing after the resume
 
 
 def test_metrics_count_what_happened(make_manager, tmp_path):

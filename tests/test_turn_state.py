@@ -86,8 +86,18 @@ def test_typed_input_interrupts_and_answers():
     assert t.state is S.THINKING
 
 
+def test_listener_leaving_cancels_the_reply_and_listens():
+    m = TurnStateMachine()
+    start = spoken_turn(m)
+    m.audio_started(start.generation)
+    t = m.listener_left()
+    assert [type(a) for a in t.actions] == [CancelReply]
+    assert t.actions[0].cancelled == start.generation and t.state is S.LISTENING and not m.reply_active
+    assert not m.listener_left().actions  # nothing playing: nothing to cancel
+
+
 inputs = st.lists(
-    st.sampled_from(["start", "end", "final", "empty", "text", "audio", "finished", "stale"]), max_size=50
+    st.sampled_from(["start", "end", "final", "empty", "text", "audio", "finished", "stale", "left"]), max_size=50
 )
 
 
@@ -102,12 +112,13 @@ def test_invariants_hold_for_any_input_sequence(steps, barge_in):
             "final": lambda: m.transcript_final("words"), "empty": lambda: m.transcript_final(""),
             "text": lambda: m.text_input("typed"), "audio": lambda: m.audio_started(m.generation),
             "finished": lambda: m.reply_finished(m.generation), "stale": lambda: m.reply_finished(m.generation - 1),
+            "left": m.listener_left,
         }[step]()
         assert m.generation >= last_gen  # generations never go back
         for a in t.actions:
             assert a.generation > last_gen  # every action names a fresh generation
             if isinstance(a, CancelReply):
-                assert barge_in or step == "text"
+                assert barge_in or step in ("text", "left")
         starts = [a for a in t.actions if isinstance(a, StartReply)]
         assert len(starts) <= 1
         if starts:

@@ -168,6 +168,10 @@ class SpeechPipelineManager:
             aborted = self._apply(self._turns.text_input(text))
         self._abort_engines(aborted)
 
+    def listener_left(self) -> None:
+        """The transport lost its client: stop a reply nobody hears; the history keeps what was heard."""
+        self._transition(self._turns.listener_left)
+
     def set_muted(self, muted: bool) -> None:
         self.capture.muted = muted
 

@@ -170,6 +170,7 @@ class SessionManager:
             session.disconnected_at = time.monotonic()
             session.pipeline.set_muted(True)
             self._cond.notify_all()
+        session.pipeline.listener_left()
         if self.limits.resume_grace_s <= 0:
             self.close(session_id, "disconnected")
 

@@ -122,6 +122,15 @@ class TurnStateMachine:
             self.state = TurnState.LISTENING
         return Transition(prev, self.state, self.generation)
 
+    def listener_left(self) -> Transition:
+        """The client went away: a reply nobody can hear ends here, like a barge-in."""
+        prev = self.state
+        if not self.reply_active:
+            return self._stay(prev)
+        cancel = self._cancel()
+        self.state = TurnState.LISTENING
+        return Transition(prev, self.state, self.generation, (cancel,))
+
     # -- helpers ---------------------------------------------------------------
     def _cancel(self) -> CancelReply:
         cancelled = self.generation

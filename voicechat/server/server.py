@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import websockets
 from websockets.asyncio.server import Server, ServerConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage
 
 from voicechat.pipeline import PipelineOptions
 from voicechat.protocol import encode_message
@@ -46,16 +46,23 @@ log = logging.getLogger(__name__)
 
 
 class _QuietHandshakeFailures(logging.Filter):
-    """A client that leaves mid-handshake (browsers' speculative connections, scanners) is not an error."""
+    """Clients that leave mid-handshake or send malformed HTTP are not server errors: one line, no traceback.
+
+    Browsers open speculative connections and drop them; scanners send anything.
+    Exceptions raised by our own code (routes) keep their traceback.
+    """
+
+    CLIENT_SIDE = (ConnectionClosed, InvalidMessage, InvalidHandshake, EOFError, TimeoutError, ssl.SSLError,
+                   ConnectionError)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.getMessage() == "opening handshake failed" and record.exc_info:
-            error = record.exc_info[1]
-            if isinstance(error, (ConnectionClosed, EOFError, TimeoutError, ssl.SSLError, ConnectionError)) or (
-                isinstance(error.__cause__ if error else None, (EOFError, TimeoutError, ssl.SSLError, OSError))
-            ):
-                log.debug("client left during the opening handshake: %s", error)
-                return False
+        if record.getMessage() != "opening handshake failed" or not record.exc_info:
+            return True
+        error = record.exc_info[1]
+        if isinstance(error, self.CLIENT_SIDE):
+            cause = error.__cause__ if error is not None else None
+            log.info("refused a connection: %s%s", error, f" ({cause})" if cause else "")
+            return False
         return True
 
 
