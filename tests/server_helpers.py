@@ -31,7 +31,7 @@ def running_server(
     config.setdefault("limits", ConnectionLimits())
     server = VoiceServer(
         manager, options or manager.options,
-        ServerConfig(host="127.0.0.1", port=0, tls=config.pop("tls", "off"), data_dir=str(data_dir),
+        ServerConfig(host=config.pop("host", "127.0.0.1"), port=0, tls=config.pop("tls", "off"), data_dir=str(data_dir),
                      token=config.pop("token", TOKEN), **config),
     )
     server.start()

@@ -24,6 +24,8 @@ from server_helpers import (
 from voicechat.engines.scripted_llm import ScriptedLLM, scripted_reply
 from voicechat.protocol import CLIENT_AUDIO_HEADER, encode_client_audio
 from voicechat.server.connection import ConnectionLimits
+from voicechat.server.routes import HttpRoutes
+from voicechat.server.tls import cert_fingerprint
 from voicechat.ws_client import VoiceClient
 
 
@@ -324,3 +326,40 @@ def test_tls_with_self_signed_certificate(make_manager, tmp_path):
         assert server.scheme == "https" and server.cert_file is not None
         assert server.urls()[0].startswith("https://")
         run(scenario(server))
+
+
+def test_metrics_and_detailed_health_need_the_token_from_the_lan(make_manager, tmp_path):
+    from types import SimpleNamespace
+
+    from websockets.datastructures import Headers
+    from websockets.http11 import Request
+
+    with running_server(make_manager(), tmp_path) as server:
+        routes = HttpRoutes(TOKEN, server.metrics, server.detailed_health, lambda: False)
+        lan = SimpleNamespace(remote_address=("192.168.1.23", 50000))
+        local = SimpleNamespace(remote_address=("127.0.0.1", 50000))
+
+        def status(conn, path: str, auth: str | None = None) -> int:
+            headers = Headers({"Authorization": auth} if auth else {})
+            return run(routes.handle(conn, Request(path, headers))).status_code
+
+        for path in ("/metrics", "/health/detailed"):
+            assert status(lan, path) == 401
+            assert status(lan, path, "Bearer wrong") == 401
+            assert status(lan, f"{path}?token=wrong") == 401
+            assert status(lan, path, f"Bearer {TOKEN}") == 200
+            assert status(lan, f"{path}?token={TOKEN}") == 200
+            assert status(local, path) == 200
+        assert status(lan, "/health") == 200
+
+
+def test_banner_shows_every_join_url_a_qr_code_and_the_fingerprint(make_manager, tmp_path):
+    from voicechat.serve import banner
+
+    with running_server(make_manager(), tmp_path, host="0.0.0.0", tls="auto") as server:
+        text = banner(server)
+    assert server.scheme == "https"
+    for url in server.urls():
+        assert url in text and url.endswith(f"#token={TOKEN}")
+    assert "▀" in text or "█" in text  # the QR code, drawn with half blocks
+    assert cert_fingerprint(server.cert_file) in text
