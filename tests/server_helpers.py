@@ -78,7 +78,7 @@ def server_process(data_dir: Path, *settings: str) -> Iterator[tuple[str, subpro
     Yields the WebSocket URL (the OS picks the port; the banner names it) and the process.
     """
     cmd = [
-        sys.executable, "run.py", "--scripted", "--set", "server.host=127.0.0.1", "--set", "server.port=0",
+        sys.executable, "run.py", "--scripted", "--no-tui", "--set", "server.host=127.0.0.1", "--set", "server.port=0",
         "--set", f"server.data_dir={data_dir}", "--set", f"server.token={TOKEN}", "--set", "logging.level=INFO",
     ]
     for setting in settings:

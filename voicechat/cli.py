@@ -25,6 +25,14 @@ def _run_parser() -> argparse.ArgumentParser:
         "--scripted", action="store_true",
         help="use scripted engines (no model files needed): a quick way to try the pipeline",
     )
+    audio = parser.add_argument_group("local audio (terminal UI)")
+    audio.add_argument("--input-device", help="microphone: name, part of a name, or index (see `run.py devices`)")
+    audio.add_argument("--output-device", help="speaker: name, part of a name, or index")
+    audio.add_argument("--audio-in", metavar="FILE.wav", help="use a WAV file as the microphone (no sound hardware)")
+    audio.add_argument("--audio-out", metavar="FILE.wav", help="write what the speaker would play to a WAV file")
+    audio.add_argument("--half-duplex", action="store_true",
+                       help="never let speech interrupt the assistant (vad.barge_in=false): for loud speakers")
+    audio.add_argument("--no-tui", action="store_true", help="serve the LAN only, even when a microphone exists")
     parser.add_argument(
         "--console", action="store_true",
         help="also talk to one session by typing in this terminal (the LAN server runs beside it)",
@@ -41,6 +49,11 @@ def run_main(argv: list[str]) -> int:
         from voicechat.assembly import SCRIPTED_ENGINES
 
         args.set = [*(f"{k}={v}" for k, v in SCRIPTED_ENGINES.items()), *(args.set or [])]
+    for flag, key in (("input_device", "audio.input_device"), ("output_device", "audio.output_device")):
+        if getattr(args, flag):
+            args.set = [*(args.set or []), f"{key}={getattr(args, flag)}"]
+    if args.half_duplex:
+        args.set = [*(args.set or []), "vad.barge_in=false"]
     try:
         loaded = load_from_args(args)
         from voicechat.assembly import build_engines
@@ -53,13 +66,30 @@ def run_main(argv: list[str]) -> int:
     except (MissingModelError, EngineError) as err:
         print(err if isinstance(err, MissingModelError) else f"voicechat: cannot start: {err}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import time
 
-    from voicechat.serve import leftover_threads, serve
+    from voicechat.audio_io import AudioDeviceError
+    from voicechat.serve import leftover_threads, open_local_audio, serve
 
     try:
-        return serve(settings, engines, console=args.console)
+        audio = None if args.console else open_local_audio(settings, args.audio_in, args.audio_out, args.no_tui)
+    except (AudioDeviceError, OSError) as err:
+        engines.close()
+        print(f"voicechat: {err}", file=sys.stderr)
+        return 2
+    log_file = settings.logging.file
+    if audio is not None and not log_file:  # the full-screen UI owns the terminal: log to a file
+        from voicechat.server.access import default_data_dir
+
+        data_dir = default_data_dir(settings.server.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        log_file = str(data_dir / "voicechat.log")
+    logging.basicConfig(
+        level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        filename=log_file or None,
+    )
+    try:
+        return serve(settings, engines, console=args.console, audio=audio)
     finally:
         started = time.monotonic()
         engines.close()
@@ -96,6 +126,15 @@ def selftest_main(argv: list[str]) -> int:
     return main(argv)
 
 
+def devices_main(argv: list[str]) -> int:
+    """`devices`: the sound devices sounddevice sees, with the defaults marked."""
+    from voicechat.audio_io import format_devices, list_devices
+
+    devices = list_devices()
+    print(format_devices(devices) if devices else "no sound devices found (a headless box: the LAN server still works)")
+    return 0
+
+
 def models_main(argv: list[str]) -> int:
     """`models list|download|verify`: the model manager (see voicechat/models_cli.py)."""
     from voicechat.models_cli import main
@@ -105,7 +144,7 @@ def models_main(argv: list[str]) -> int:
 
 COMMANDS = {
     "run": run_main, "config": config_main, "test": test_main, "bench": bench_main, "models": models_main,
-    "selftest": selftest_main,
+    "selftest": selftest_main, "devices": devices_main,
 }
 
 
@@ -114,12 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in COMMANDS:
         return COMMANDS[argv[0]](argv[1:])
     if argv and argv[0] in ("-h", "--help"):
-        print("usage: run.py [run|config|test|selftest|bench|models] [options]\n")
+        print("usage: run.py [run|config|test|selftest|bench|models|devices] [options]\n")
         print("  run       talk to the assistant (default command)")
         print("  config    print the effective configuration and where each value came from")
         print("  test      run the test suite (pytest arguments pass through)")
         print("  selftest  check the install: real engines on tiny bundled models, one spoken turn")
         print("  bench     run a benchmark: bench sessions|stt|tts|llm [options] (see docs/benchmarks.md)")
         print("  models    list, download or verify model files: models list|download [NAME...]|verify")
+        print("  devices   list microphones and speakers (for --input-device / --output-device)")
         return 0
     return run_main(argv)

@@ -14,10 +14,12 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
 from voicechat.assembly import pipeline_options, server_config, session_limits
+from voicechat.audio_io import AudioIO
 from voicechat.config import Settings
 from voicechat.engines.base import Engines
 from voicechat.server import ServerError, VoiceServer
@@ -50,8 +52,29 @@ def leftover_threads() -> list[str]:
     return sorted(t.name for t in threading.enumerate() if t is not main and t.is_alive())
 
 
-def serve(settings: Settings, engines: Engines, console: bool = False, out: TextIO = sys.stdout) -> int:
-    """Run until a signal (or the console's end); 0 on a clean stop, 2 when the server cannot start."""
+def open_local_audio(settings: Settings, audio_in: str | None, audio_out: str | None, no_tui: bool) -> AudioIO | None:
+    """The terminal UI's audio: a WAV file, the sound card, or None (a headless box, or --no-tui).
+
+    Raises AudioDeviceError when a named device does not exist.
+    """
+    from voicechat.audio_io import FileIO, SoundDeviceIO, has_input_device
+
+    if audio_in:
+        return FileIO(Path(audio_in), Path(audio_out) if audio_out else None,
+                      output_rate=settings.audio.output_sample_rate)
+    if no_tui:
+        return None
+    if not has_input_device():
+        print("voicechat: no microphone found: serving the LAN only (see `python run.py devices`)", file=sys.stderr)
+        return None
+    return SoundDeviceIO(settings.audio.input_device, settings.audio.output_device)
+
+
+def serve(
+    settings: Settings, engines: Engines, console: bool = False, out: TextIO = sys.stdout,
+    audio: AudioIO | None = None,
+) -> int:
+    """Run until a signal, the console's end or the TUI's quit key; 0 on a clean stop, 2 when it cannot start."""
     # websockets logs every plain HTTP answer (page, health, metrics) as a "rejected" handshake.
     logging.getLogger("voicechat.server.websockets").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
     options = pipeline_options(settings)
@@ -72,6 +95,12 @@ def serve(settings: Settings, engines: Engines, console: bool = False, out: Text
             print(f"voicechat: {err}", file=sys.stderr)
             return 2
         print(banner(server), file=out, flush=True)
+        if audio is not None:
+            from voicechat.tui_app import TuiApp
+
+            devices = (settings.audio.input_device or "default", settings.audio.output_device or "default")
+            return TuiApp(manager, options, server, audio, stop, echo_gate=settings.audio.echo_gate,
+                          devices=devices).run()
         if console:
             from voicechat.console import run_console
 

@@ -45,6 +45,11 @@ class AudioSettings(_Section):
     output_device: str = Field(
         "", description="Local speaker (sounddevice name or index); empty = system default"
     )
+    echo_gate: bool = Field(
+        True,
+        description="Terminal UI: mute the microphone where it only hears the assistant's own voice "
+        "(speakers without headphones); a user talking over it still interrupts",
+    )
 
 
 class VadSettings(_Section):
@@ -275,7 +280,9 @@ class LoggingSettings(_Section):
     """Logging."""
 
     level: LogLevel = Field("INFO", description="Log level of voicechat")
-    file: str = Field("", description="Log file; empty = stderr only")
+    file: str = Field(
+        "", description="Log file; empty = stderr, or server.data_dir/voicechat.log while the terminal UI runs"
+    )
     realtimestt_level: LogLevel = Field("WARNING", description="Log level of the RealtimeSTT library")
 
 
