@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
+import soxr
 
 from voicechat.speech_samples import read_wav
 
@@ -357,7 +358,10 @@ class FileIO(AudioIO):
     """A WAV file as the microphone and a WAV file as the speaker, both in real time."""
 
     def __init__(self, audio_in: Path, audio_out: Path | None, *, output_rate: int = 24000, block_ms: int = 20,
-                 realtime: bool = True, then_silence: bool = True) -> None:
+                 realtime: bool = True, then_silence: bool = True, echo_gain: float = 0.0,
+                 echo_delay_ms: int = 40) -> None:
+        """``echo_gain`` > 0 simulates speakers without headphones: the microphone also hears what was
+        played ``echo_delay_ms`` ago, at that gain (tests of the echo gate, demos)."""
         try:
             self._samples, self.input_rate = read_wav(Path(audio_in))
         except (OSError, EOFError, wave.Error, ValueError) as e:
@@ -378,6 +382,23 @@ class FileIO(AudioIO):
             self._wav.setframerate(output_rate)
         self.callback_errors = 0
         self._closed = False
+        self.echo_gain, self.echo_delay_ms = echo_gain, echo_delay_ms
+
+    def _with_echo(self, block: np.ndarray) -> np.ndarray:
+        """Add the acoustic echo of the speaker to a microphone block."""
+        if self.echo_gain <= 0:
+            return block
+        seconds = len(block) / self.input_rate
+        played = self._buffer.recent(seconds + self.echo_delay_ms / 1000)
+        cut = len(played) - round(self.echo_delay_ms / 1000 * self.output_rate)
+        echo = played[max(0, cut - round(seconds * self.output_rate)) : max(0, cut)].astype(np.float32)
+        if len(echo) == 0:
+            return block
+        if self.output_rate != self.input_rate:
+            echo = soxr.resample(echo, self.output_rate, self.input_rate)
+        echo = np.pad(echo[: len(block)], (len(block) - min(len(echo), len(block)), 0))
+        mixed = block.astype(np.float32) + self.echo_gain * echo
+        return np.clip(mixed, -32768, 32767).astype(np.int16)
 
     def start(self, on_input: Callable[[bytes], None]) -> None:
         if self._threads or self._closed:
@@ -391,7 +412,7 @@ class FileIO(AudioIO):
 
     def _deliver(self, on_input: Callable[[bytes], None], block: np.ndarray) -> None:
         try:
-            on_input(block.tobytes())
+            on_input(self._with_echo(block).tobytes())
         except Exception:
             self.callback_errors += 1
             log.exception("audio input consumer failed")
