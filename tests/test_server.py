@@ -363,3 +363,21 @@ def test_banner_shows_every_join_url_a_qr_code_and_the_fingerprint(make_manager,
         assert url in text and url.endswith(f"#token={TOKEN}")
     assert "▀" in text or "█" in text  # the QR code, drawn with half blocks
     assert cert_fingerprint(server.cert_file) in text
+
+
+def test_resume_takes_over_a_connection_that_has_not_noticed_it_is_gone(make_manager, tmp_path):
+    async def scenario(server):
+        old = client(server)
+        await old.connect()
+        (session,) = await old.wait_type("session")
+        async with client(server, resume=session["resume_token"]) as new:  # e.g. a page reloaded at once
+            (resumed,) = await new.wait_type("session")
+            assert resumed["resumed"] and resumed["session_id"] == session["session_id"]
+            assert await old.wait_closed() == 1000
+            await new.send_json(type="text", text="still me")  # the old connection's end did not detach us
+            (done,) = await new.wait_type("reply_done")
+            assert done["text"].startswith("You said: still me")
+            assert server.manager.get(session["session_id"]).connected
+
+    with running_server(make_manager(), tmp_path) as server:
+        run(scenario(server))

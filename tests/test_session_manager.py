@@ -36,6 +36,9 @@ def test_resume_within_grace_keeps_the_conversation(make_manager):
     assert resumed.pipeline.history.turns[0].content == "remember me"
     with pytest.raises(ResumeError, match="still connected"):
         manager.resume(s.resume_token)
+    assert manager.resume(s.resume_token, take_over=True) is s and s.attachment == 2
+    manager.detach(s.id, attachment=1)  # the connection that was taken over closes late: ignored
+    assert s.connected
 
 
 def test_disconnected_session_is_closed_when_grace_expires(make_manager):

@@ -54,6 +54,9 @@ class Session:
     # Whatever the transport keeps with the session across reconnects (the
     # WebSocket server keeps the signal that wakes its writer here).
     transport: object | None = None
+    # Bumped on every resume: a connection only detaches the attachment it made,
+    # so an old connection closing late cannot disconnect the one that took over.
+    attachment: int = 0
 
     @property
     def idle_s(self) -> float:
@@ -160,11 +163,14 @@ class SessionManager:
                 lambda: session_id not in self._sessions and session_id not in self._closing, timeout
             )
 
-    def detach(self, session_id: str) -> None:
-        """The transport lost its connection: keep the session resumable for a while."""
+    def detach(self, session_id: str, attachment: int | None = None) -> None:
+        """The transport lost its connection: keep the session resumable for a while.
+
+        With ``attachment``, only if no newer connection has resumed the session since.
+        """
         with self._cond:
             session = self._sessions.get(session_id)
-            if session is None:
+            if session is None or (attachment is not None and attachment != session.attachment):
                 return
             session.connected = False
             session.disconnected_at = time.monotonic()
@@ -174,13 +180,19 @@ class SessionManager:
         if self.limits.resume_grace_s <= 0:
             self.close(session_id, "disconnected")
 
-    def resume(self, resume_token: str) -> Session:
-        """Reattach a disconnected session by its token (constant-time compare)."""
+    def resume(self, resume_token: str, take_over: bool = False) -> Session:
+        """Reattach a session by its token (constant-time compare).
+
+        ``take_over``: also when its old connection has not noticed it is gone yet
+        (a page reloaded at once, a phone that changed networks); the token proves
+        it is the same user, and the caller must close the old connection.
+        """
         with self._cond:
             for session in self._sessions.values():
                 if secrets.compare_digest(session.resume_token, resume_token):
-                    if session.connected:
+                    if session.connected and not take_over:
                         raise ResumeError("session is still connected elsewhere")
+                    session.attachment += 1
                     session.connected = True
                     session.disconnected_at = None
                     session.pipeline.set_muted(False)

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -74,18 +75,25 @@ class OutboxSignal:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._target: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+        self._replaced: Callable[[], None] | None = None
         self._scheduled = False
 
-    def attach(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+    def attach(
+        self, loop: asyncio.AbstractEventLoop, event: asyncio.Event, on_replaced: Callable[[], None]
+    ) -> None:
+        """Serve the session's events to a new writer; the previous one (if any) hears ``on_replaced``."""
         with self._lock:
-            self._target = (loop, event)
+            previous = self._target, self._replaced
+            self._target, self._replaced = (loop, event), on_replaced
             self._scheduled = False
+        if previous[0] is not None and previous[1] is not None and previous[0][1] is not event:
+            previous[0][0].call_soon_threadsafe(previous[1])
         event.set()  # drain whatever queued while no one was attached
 
     def detach(self, event: asyncio.Event) -> None:
         with self._lock:
             if self._target is not None and self._target[1] is event:
-                self._target = None
+                self._target, self._replaced = None, None
 
     def __call__(self) -> None:
         with self._lock:
@@ -139,6 +147,12 @@ class ClientConnection:
         self.malformed = MalformedCounter(limits.malformed_in_a_row)
         self._last_rate_error = 0.0
         self._wake = asyncio.Event()
+        self._attachment = 0
+        self._closing: asyncio.Task[None] | None = None
+
+    def _replaced(self) -> None:
+        """Another connection resumed this session: this one is over."""
+        self._closing = asyncio.create_task(self._close(CLOSE_NORMAL, "session resumed by another connection"))
 
     async def serve(self) -> None:
         signal: OutboxSignal | None = None
@@ -149,7 +163,7 @@ class ClientConnection:
             signal = self.session.transport  # type: ignore[assignment]
             assert isinstance(signal, OutboxSignal)
             await self.ws.send(self._session_message(resumed, resume_error))
-            signal.attach(asyncio.get_running_loop(), self._wake)
+            signal.attach(asyncio.get_running_loop(), self._wake, self._replaced)
             writer = asyncio.create_task(self._write(), name=f"ws-writer-{self.session.id}")
             await self._read()
         except Refused as refusal:
@@ -165,7 +179,7 @@ class ClientConnection:
                 signal.detach(self._wake)
             if self.session is not None and not self.stopping.is_set():
                 # Keep the session for resume_grace_s; a zero grace closes it (joins threads): off the loop.
-                await asyncio.to_thread(self.manager.detach, self.session.id)
+                await asyncio.to_thread(self.manager.detach, self.session.id, self._attachment)
 
     # -- handshake -------------------------------------------------------------
     async def _await_hello(self) -> Hello:
@@ -196,7 +210,8 @@ class ClientConnection:
         resume_error = None
         if hello.resume:
             try:
-                session = self.manager.resume(hello.resume)
+                session = self.manager.resume(hello.resume, take_over=True)
+                self._attachment = session.attachment
                 self.input_rate = hello.input_sample_rate
                 return session, True, None
             except ResumeError as err:
