@@ -66,3 +66,5 @@ def test_spoken_turn_from_a_wav_file_shows_and_speaks_the_reply(make_manager, tm
     assert np.abs(played.astype(np.int32)).max() > 1000, "the speaker file is silent"
     assert local.audio_seconds_out > 0.5
     assert len(manager) == 0  # stop() closed the session
+    left = [t.name for t in threading.enumerate() if t.name.startswith(("local-events", "fileio-"))]
+    assert not left, left  # the pump and the file endpoint's threads were joined

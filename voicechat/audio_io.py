@@ -48,11 +48,42 @@ class AudioIO(Protocol):
     def played_samples(self) -> int:
         """Queued samples actually played (written to the device/file) since start; silence not counted."""
 
+    @property
+    def queued_samples(self) -> int:
+        """Samples queued for the speaker and not played yet."""
+
     def recent_playback(self, seconds: float) -> np.ndarray:
         """The last ``seconds`` of the speaker (int16 at output_rate, silence included): the echo reference."""
 
     def close(self) -> None:
         """Stop and join streams/threads; idempotent."""
+
+
+class _Speaker:
+    """The playback half both endpoints share: everything goes through one PlaybackBuffer (``self._buffer``)."""
+
+    _buffer: PlaybackBuffer
+
+    def play(self, pcm: bytes) -> None:
+        self._buffer.put(pcm)
+
+    def flush(self) -> int:
+        return self._buffer.flush()
+
+    @property
+    def played_samples(self) -> int:
+        return self._buffer.played_samples
+
+    @property
+    def queued_samples(self) -> int:
+        return self._buffer.queued_samples
+
+    @property
+    def underruns(self) -> int:
+        return self._buffer.underruns
+
+    def recent_playback(self, seconds: float) -> np.ndarray:
+        return self._buffer.recent(seconds)
 
 
 class AudioDeviceError(Exception):
@@ -155,7 +186,7 @@ def has_input_device(sd_module: Any = None) -> bool:
         return False
 
 
-class SoundDeviceIO(AudioIO):
+class SoundDeviceIO(_Speaker, AudioIO):
     """Microphone and speaker through PortAudio, each at its device's native rate."""
 
     def __init__(self, input_device: str = "", output_device: str = "", *, block_ms: int = 20,
@@ -241,23 +272,6 @@ class SoundDeviceIO(AudioIO):
         else:
             out[:] = mono
 
-    def play(self, pcm: bytes) -> None:
-        self._buffer.put(pcm)
-
-    def flush(self) -> int:
-        return self._buffer.flush()
-
-    @property
-    def played_samples(self) -> int:
-        return self._buffer.played_samples
-
-    @property
-    def underruns(self) -> int:
-        return self._buffer.underruns
-
-    def recent_playback(self, seconds: float) -> np.ndarray:
-        return self._buffer.recent(seconds)
-
     def close(self) -> None:
         if self._closed:
             return
@@ -271,7 +285,7 @@ class SoundDeviceIO(AudioIO):
         self._streams.clear()
 
 
-class FileIO(AudioIO):
+class FileIO(_Speaker, AudioIO):
     """A WAV file as the microphone and a WAV file as the speaker, both in real time."""
 
     def __init__(self, audio_in: Path, audio_out: Path | None, *, output_rate: int = 24000, block_ms: int = 20,
@@ -371,23 +385,6 @@ class FileIO(AudioIO):
                 self._buffer.pull(block)
                 if self._wav is not None:
                     self._wav.writeframes(block.tobytes())
-
-    def play(self, pcm: bytes) -> None:
-        self._buffer.put(pcm)
-
-    def flush(self) -> int:
-        return self._buffer.flush()
-
-    @property
-    def played_samples(self) -> int:
-        return self._buffer.played_samples
-
-    @property
-    def queued_samples(self) -> int:
-        return self._buffer.queued_samples
-
-    def recent_playback(self, seconds: float) -> np.ndarray:
-        return self._buffer.recent(seconds)
 
     def close(self) -> None:
         """Stop both threads, join them and finalise the output WAV; safe to call twice."""

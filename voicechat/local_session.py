@@ -68,7 +68,6 @@ class LocalSession:
         self.session: Session | None = None
         self._resampler = StreamResampler(audio.input_rate, STT_RATE) if audio.input_rate != STT_RATE else None
         self._reply = _ReplyPosition()
-        self._queued = 0  # samples handed to the device for the current reply
         self._stop = threading.Event()
         self._pump: threading.Thread | None = None
         self.audio_frames_in = 0
@@ -127,14 +126,14 @@ class LocalSession:
                 return
             if isinstance(event, AudioChunk):
                 if event.generation != self._reply.generation:
-                    self._reply.begin(event.generation, self.audio.played_samples, self._pending())
+                    self._reply.begin(event.generation, self.audio.played_samples, self.audio.queued_samples)
                 self.audio.play(event.pcm)
                 self.audio_seconds_out += event.samples / event.sample_rate
             elif isinstance(event, FlushPlayback):
                 self.audio.flush()
             elif isinstance(event, ReplyDone):
                 if event.generation != self._reply.generation:  # a reply without audio
-                    self._reply.begin(event.generation, self.audio.played_samples, self._pending())
+                    self._reply.begin(event.generation, self.audio.played_samples, self.audio.queued_samples)
                 self._reply.total = event.total_samples
             try:
                 self.model.apply(event)
@@ -142,10 +141,6 @@ class LocalSession:
                 self.on_change()
             except Exception:  # a view bug must not stop the audio
                 log.exception("local session: handling %s failed", type(event).__name__)
-
-    def _pending(self) -> int:
-        """Samples queued on the device but not yet played (before this reply's first chunk)."""
-        return max(0, getattr(self.audio, "queued_samples", 0))
 
     def _report_playback(self) -> None:
         reply = self._reply
