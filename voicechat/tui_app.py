@@ -55,7 +55,9 @@ class TuiApp:
         self.voices = list(voices) or [options.voice.voice]
         self._process = psutil.Process()
         self._gpu = GpuProbe()
-        self._qr = qr_text(server.urls()[0]) if server is not None and not server.is_local_only() else ""
+        # The port and this host's addresses do not change while it runs: look them up once, not per frame.
+        self._urls = server.urls() if server is not None else []
+        self._qr = qr_text(self._urls[0]) if self._urls and not server.is_local_only() else ""
 
     def run(self) -> int:
         self.local.start()
@@ -118,7 +120,7 @@ class TuiApp:
         gpu = self._gpu.memory()
         header = HeaderInfo(
             models=dict(server.config.models) if server else {},
-            join_urls=server.urls() if server else [],
+            join_urls=self._urls,
             qr=self._qr,
             sessions=len(self.manager),
             cpu_percent=self._process.cpu_percent(None),

@@ -8,10 +8,11 @@ so callers can wait for conditions instead of sleeping.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,16 +87,23 @@ class VoiceClient:
         assert self.ws is not None
         await self.ws.send(data)
 
+    @property
+    def frame_samples(self) -> int:
+        return self.input_sample_rate * self.frame_ms // 1000
+
     async def stream(self, pcm16: np.ndarray, realtime: float = 1.0) -> float:
         """Send PCM16 audio in frames at ``realtime`` × real-time pace; returns the time the last frame left."""
+        n = self.frame_samples
+        return await self._send_paced((pcm16[i : i + n] for i in range(0, len(pcm16), n)), realtime)
+
+    async def _send_paced(self, frames: Iterable[np.ndarray], realtime: float = 1.0) -> float:
         assert self.ws is not None
-        n = self.input_sample_rate * self.frame_ms // 1000
-        start = time.monotonic()
-        for i in range(0, len(pcm16), n):
-            frame = pcm16[i : i + n]
+        start, sent = time.monotonic(), 0
+        for frame in frames:
             await self.ws.send(encode_client_audio(self._seq, int(time.time() * 1e6), frame.astype("<i2").tobytes()))
             self._seq += 1
-            due = start + (i + len(frame)) / self.input_sample_rate / realtime - time.monotonic()
+            sent += len(frame)
+            due = start + sent / self.input_sample_rate / realtime - time.monotonic()
             if due > 0:
                 await asyncio.sleep(due)
         return time.monotonic()
@@ -106,7 +114,7 @@ class VoiceClient:
         Voice activity detectors find the end of an utterance from the audio after it, so a client
         that goes quiet on the wire (instead of sending silence) may never be heard to stop speaking.
         """
-        return asyncio.create_task(self.stream(np.zeros(self.input_sample_rate * 3600, dtype=np.int16)))
+        return asyncio.create_task(self._send_paced(itertools.repeat(np.zeros(self.frame_samples, np.int16))))
 
     # -- receiving -------------------------------------------------------------
     async def _read(self) -> None:

@@ -83,11 +83,12 @@ class OutboxSignal:
     ) -> None:
         """Serve the session's events to a new writer; the previous one (if any) hears ``on_replaced``."""
         with self._lock:
-            previous = self._target, self._replaced
+            previous, previous_replaced = self._target, self._replaced
             self._target, self._replaced = (loop, event), on_replaced
             self._scheduled = False
-        if previous[0] is not None and previous[1] is not None and previous[0][1] is not event:
-            previous[0][0].call_soon_threadsafe(previous[1])
+        if previous is not None and previous_replaced is not None and previous[1] is not event:
+            previous_loop = previous[0]
+            previous_loop.call_soon_threadsafe(previous_replaced)
         event.set()  # drain whatever queued while no one was attached
 
     def detach(self, event: asyncio.Event) -> None:
@@ -208,11 +209,11 @@ class ClientConnection:
 
     async def _attach(self, hello: Hello) -> tuple[Session, bool, str | None]:
         resume_error = None
+        self.input_rate = hello.input_sample_rate
         if hello.resume:
             try:
                 session = self.manager.resume(hello.resume, take_over=True)
                 self._attachment = session.attachment
-                self.input_rate = hello.input_sample_rate
                 return session, True, None
             except ResumeError as err:
                 resume_error = str(err)
@@ -224,7 +225,6 @@ class ClientConnection:
         except AdmissionError as err:
             raise Refused("server_full", str(err), CLOSE_TRY_LATER) from None
         session.transport = signal
-        self.input_rate = hello.input_sample_rate
         return session, False, resume_error
 
     def _session_message(self, resumed: bool, resume_error: str | None) -> str:

@@ -91,17 +91,13 @@ class HttpRoutes:
 
     async def handle(self, connection: ServerConnection, request: Request) -> Response | None:
         path = unquote(urlsplit(request.path).path)
-        if path == "/health/detailed" and self._authorized(connection, request):
-            # psutil and nvidia-smi can block for a moment: not on the event loop.
-            result: Response | None = json_response(HTTPStatus.OK, await asyncio.to_thread(self.detailed_health))
-        else:
-            result = self._route(connection, request, path)
+        result = await self._route(connection, request, path)
         label = path if path in ("/", "/ws", "/health", "/health/detailed", "/metrics") else (
             "/static" if path.startswith("/static/") else "other")
         self.metrics.http.labels(label, "101" if result is None else str(result.status_code)).inc()
         return result
 
-    def _route(self, connection: ServerConnection, request: Request, path: str) -> Response | None:
+    async def _route(self, connection: ServerConnection, request: Request, path: str) -> Response | None:
         if path == "/ws":
             origin = request.headers.get("Origin")
             if not origin_allowed(origin, request.headers.get("Host"), self.allowed_origins):
@@ -120,7 +116,8 @@ class HttpRoutes:
                                 extra={"WWW-Authenticate": 'Bearer realm="voicechat"'})
             if path == "/metrics":
                 return response(HTTPStatus.OK, self.metrics.render(), METRICS_CONTENT_TYPE)
-            return json_response(HTTPStatus.OK, self.detailed_health())
+            # psutil and nvidia-smi can block for a moment: not on the event loop.
+            return json_response(HTTPStatus.OK, await asyncio.to_thread(self.detailed_health))
         if path in ("/", "/index.html"):
             return self._file("index.html")
         if path.startswith("/static/"):
