@@ -260,6 +260,17 @@ class SessionSettings(_Section):
     join_timeout_s: float = Field(
         2.0, gt=0, description="Seconds to wait for a session's threads to stop on close"
     )
+    persist: bool = Field(
+        True,
+        description="Append each conversation to server.data_dir/conversations/ as turns complete, "
+        "so a client resuming after a server restart gets its history back",
+    )
+    fsync: bool = Field(
+        True, description="fsync the conversation file after every change (off: faster on slow disks)"
+    )
+    retention_days: float = Field(
+        30.0, ge=0, description="Saved conversations unchanged for this many days are deleted on start; 0 = keep"
+    )
 
 
 class LimitSettings(_Section):
@@ -274,6 +285,29 @@ class LimitSettings(_Section):
         64, ge=1, description="Sentences queued between LLM and TTS per session"
     )
     event_queue_size: int = Field(512, ge=8, description="Events queued towards a client per session")
+
+
+class MemorySettings(_Section):
+    """Memory pressure: trim, then refuse."""
+
+    soft_rss_mb: int = Field(
+        0, ge=0, description="Process memory (RSS, MB) above which histories are trimmed and disconnected "
+        "sessions dropped; 0 = no RSS limit",
+    )
+    hard_rss_mb: int = Field(
+        0, ge=0, description="Process memory (RSS, MB) above which new sessions are refused; 0 = no RSS limit"
+    )
+    soft_system_percent: float = Field(
+        90.0, ge=0, le=100, description="System memory in use (%) above which histories are trimmed and "
+        "disconnected sessions dropped; 0 = off",
+    )
+    hard_system_percent: float = Field(
+        95.0, ge=0, le=100, description="System memory in use (%) above which new sessions are refused; 0 = off"
+    )
+    check_interval_s: float = Field(5.0, gt=0, description="Seconds between memory checks")
+    pressure_history_tokens: int = Field(
+        512, ge=64, description="History budget (tokens) each session is trimmed to under memory pressure"
+    )
 
 
 class LoggingSettings(_Section):
@@ -305,6 +339,7 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @classmethod
