@@ -102,6 +102,21 @@ class SttSettings(_Section):
     max_batch: int = Field(
         8, ge=1, le=64, description="Most utterances (of different sessions) decoded together in one batch"
     )
+    call_timeout_s: float = Field(
+        10.0, gt=0, le=600,
+        description="Longest wait in seconds for a final transcript; a call that takes longer ends its turn "
+        "with an error and counts as a failure of the engine",
+    )
+    breaker_failures: int = Field(
+        5, ge=1, le=1000, description="Failed or timed-out transcriptions within breaker_window_s that open the circuit"
+    )
+    breaker_window_s: float = Field(
+        60.0, gt=0, le=86400, description="Window in seconds in which breaker_failures are counted"
+    )
+    breaker_cooldown_s: float = Field(
+        20.0, ge=0, le=3600,
+        description="Seconds an open circuit fails fast before one probe transcription is let through",
+    )
     scripted_delay_s: float = Field(
         0.0, ge=0, description="Scripted engine: delay per transcript in seconds"
     )
@@ -164,8 +179,14 @@ class LlmSettings(_Section):
         0.5, gt=0, le=60, description="First retry delay in seconds; doubles per retry, with jitter"
     )
     retry_backoff_max_s: float = Field(8.0, gt=0, le=300, description="Longest retry delay in seconds")
+    call_timeout_s: float = Field(
+        30.0, gt=0, le=600,
+        description="Longest wait in seconds for the model's next piece of a reply (any backend); a call that "
+        "takes longer ends its turn with an error and counts as a failure of the engine",
+    )
     breaker_failures: int = Field(
-        5, ge=1, le=1000, description="Failed requests within breaker_window_s that open the circuit breaker"
+        5, ge=1, le=1000,
+        description="Failed or timed-out calls (any backend) within breaker_window_s that open the circuit breaker",
     )
     breaker_window_s: float = Field(
         60.0, gt=0, le=86400, description="Window in seconds in which breaker_failures are counted"
@@ -212,6 +233,21 @@ class TtsSettings(_Section):
     )
     kokoro_dir: str = Field(
         "models/kokoro-82m", description="Directory of the Kokoro-82M weights and voices/ for tts.engine = kokoro"
+    )
+    call_timeout_s: float = Field(
+        15.0, gt=0, le=600,
+        description="Longest wait in seconds for the next audio chunk of a sentence; a call that takes longer "
+        "ends its turn with an error and counts as a failure of the engine",
+    )
+    breaker_failures: int = Field(
+        5, ge=1, le=1000, description="Failed or timed-out syntheses within breaker_window_s that open the circuit"
+    )
+    breaker_window_s: float = Field(
+        60.0, gt=0, le=86400, description="Window in seconds in which breaker_failures are counted"
+    )
+    breaker_cooldown_s: float = Field(
+        20.0, ge=0, le=3600,
+        description="Seconds an open circuit fails fast before one probe synthesis is let through",
     )
     scripted_first_chunk_s: float = Field(
         0.0, ge=0, description="Scripted engine: delay before the first audio chunk in seconds"
