@@ -28,6 +28,7 @@ CLIENT_AUDIO_HEADER = struct.Struct("<BBHIQ")
 # Server audio: kind u8, version u8, reserved u16, generation u32, sentence u32, start sample u32, rate u32.
 SERVER_AUDIO_HEADER = struct.Struct("<BBHIIII")
 SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
+U32_MAX = 2**32 - 1  # generations and sample positions are u32 on the wire
 
 
 class ProtocolError(ValueError):
@@ -78,19 +79,19 @@ class ClearHistory(_Message):
 class SettingsUpdate(_Message):
     type: Literal["settings"]
     voice: str | None = Field(None, max_length=100)
-    speed: float | None = Field(None, ge=0.25, le=4)
+    speed: float | None = Field(None, ge=0.25, le=4, allow_inf_nan=False)
 
 
 class Playback(_Message):
     type: Literal["playback"]
-    generation: int = Field(ge=0)
-    played_samples: int = Field(ge=0)
+    generation: int = Field(ge=0, le=U32_MAX)
+    played_samples: int = Field(ge=0, le=U32_MAX)
     finished: bool = False
 
 
 class Ping(_Message):
     type: Literal["ping"]
-    t: float | None = None
+    t: float | None = Field(None, allow_inf_nan=False, description="echoed in pong: must stay valid JSON")
 
 
 ClientMessage = Annotated[
@@ -108,6 +109,10 @@ def parse_text(data: str, max_bytes: int = 16384) -> ClientMessage:
         raw = json.loads(data)
     except json.JSONDecodeError as exc:
         raise ProtocolError("bad_json", f"not JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:  # "[[[[..." within the size limit
+        raise ProtocolError("bad_json", "not JSON we accept: nested too deeply") from None
+    except ValueError:  # an integer over Python's digit limit
+        raise ProtocolError("bad_json", "not JSON we accept: a number is too long") from None
     if not isinstance(raw, dict):
         raise ProtocolError("bad_message", "a control message is a JSON object with a 'type'")
     kind = raw.get("type")
@@ -184,6 +189,8 @@ def encode_message(kind: str, **fields: object) -> str:
 
 def decode_server_audio(data: bytes) -> ServerAudio:
     """What a client does with a binary frame (tests, the load benchmark)."""
+    if len(data) < SERVER_AUDIO_HEADER.size:
+        raise ProtocolError("bad_audio_frame", f"server audio starts with a {SERVER_AUDIO_HEADER.size}-byte header")
     kind, version, _r, generation, sentence, start, rate = SERVER_AUDIO_HEADER.unpack_from(data)
     if kind != KIND_SERVER_AUDIO or version != PROTOCOL_VERSION:
         raise ProtocolError("bad_audio_frame", f"not a server audio frame (kind {kind}, version {version})")
