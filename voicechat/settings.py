@@ -279,6 +279,18 @@ class ServerSettings(_Section):
     allowed_origins: list[str] = Field(
         default_factory=list, description="Extra browser origins allowed to connect"
     )
+    send_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds a client may leave sent data unread before it is disconnected (close 1008)"
+    )
+    max_connections_per_address: int = Field(
+        32, ge=1, description="Open WebSocket connections one client address may hold; more get HTTP 429"
+    )
+    auth_delay_s: float = Field(
+        0.5, ge=0, description="Delay before refusing a wrong token; doubles per recent failure from that address"
+    )
+    auth_delay_max_s: float = Field(
+        10.0, ge=0, description="Longest delay before refusing a wrong token"
+    )
 
 
 class SessionSettings(_Section):
