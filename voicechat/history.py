@@ -3,16 +3,24 @@
 The system prompt is always kept; the oldest turns go first. Consecutive user
 messages are merged (a reply that was interrupted before anything of it was
 heard leaves no assistant message, and the user's follow-up belongs to the same
-question). Pure logic: no threads, no I/O.
+question). No I/O here: a listener (the conversation journal) hears each
+change, in the order the changes were applied, so replaying them into a fresh
+history rebuilds this one. A small lock makes it safe to trim from another
+thread (the memory monitor) while a session's workers use it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+log = logging.getLogger(__name__)
+
 Role = Literal["system", "user", "assistant"]
+ChangeKind = Literal["user", "assistant", "clear", "discard_last_user"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +30,17 @@ class ChatMessage:
 
     def as_dict(self) -> dict[str, str]:
         return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryChange:
+    """One change to a history: a message added (``kind`` is its role), a clear, or an unanswered question dropped."""
+
+    kind: ChangeKind
+    text: str = ""
+
+
+HistoryListener = Callable[[HistoryChange], None]
 
 
 def estimate_tokens(text: str) -> int:
@@ -41,11 +60,14 @@ class ConversationHistory:
         system_prompt: str,
         max_tokens: int,
         count_tokens: Callable[[str], int] = estimate_tokens,
+        listener: HistoryListener | None = None,
     ) -> None:
         self.system_prompt = system_prompt
         self.max_tokens = max_tokens
+        self.listener = listener
         self._count = count_tokens
         self._turns: list[ChatMessage] = []
+        self._lock = threading.RLock()
         self.trimmed_messages = 0
 
     def add_user(self, text: str) -> None:
@@ -57,19 +79,53 @@ class ConversationHistory:
 
     def discard_last_user(self) -> None:
         """Forget an unanswered question (its reply failed before saying anything)."""
-        if self._turns and self._turns[-1].role == "user":
-            self._turns.pop()
+        with self._lock:
+            if self._turns and self._turns[-1].role == "user":
+                self._turns.pop()
+                self._notify(HistoryChange("discard_last_user"))
 
     def clear(self) -> None:
-        self._turns.clear()
+        with self._lock:
+            if self._turns:
+                self._turns.clear()
+                self._notify(HistoryChange("clear"))
+
+    def apply(self, change: HistoryChange) -> None:
+        """Carry out one recorded change (replaying a journal); the listener hears it too."""
+        if change.kind in ("user", "assistant"):
+            self._add(change.kind, change.text)
+        elif change.kind == "clear":
+            self.clear()
+        elif change.kind == "discard_last_user":
+            self.discard_last_user()
+
+    def replay(self, changes: Iterable[HistoryChange]) -> None:
+        """Rebuild from recorded changes without telling the listener (they are recorded already)."""
+        with self._lock:
+            listener, self.listener = self.listener, None
+            try:
+                for change in changes:
+                    self.apply(change)
+            finally:
+                self.listener = listener
+
+    def set_budget(self, max_tokens: int) -> int:
+        """Change the token budget (memory pressure lowers it); returns how many messages were dropped."""
+        with self._lock:
+            before = self.trimmed_messages
+            self.max_tokens = max_tokens
+            self._trim()
+            return self.trimmed_messages - before
 
     def messages(self) -> list[ChatMessage]:
         head = [ChatMessage("system", self.system_prompt)] if self.system_prompt else []
-        return head + list(self._turns)
+        with self._lock:
+            return head + list(self._turns)
 
     @property
     def turns(self) -> list[ChatMessage]:
-        return list(self._turns)
+        with self._lock:
+            return list(self._turns)
 
     def token_count(self) -> int:
         return sum(self._cost(m) for m in self.messages())
@@ -79,18 +135,28 @@ class ConversationHistory:
         text = text.strip()
         if not text:
             return
-        if self._turns and self._turns[-1].role == role:
-            text = f"{self._turns[-1].content} {text}"
-            self._turns[-1] = ChatMessage(role, text)
-        else:
-            self._turns.append(ChatMessage(role, text))
-        self._trim()
+        with self._lock:
+            if self._turns and self._turns[-1].role == role:
+                self._turns[-1] = ChatMessage(role, f"{self._turns[-1].content} {text}")
+            else:
+                self._turns.append(ChatMessage(role, text))
+            self._trim()
+            self._notify(HistoryChange(role, text))  # type: ignore[arg-type]
+
+    def _notify(self, change: HistoryChange) -> None:
+        """Tell the listener (under the lock, so it hears changes in order); its failure is not ours."""
+        if self.listener is None:
+            return
+        try:
+            self.listener(change)
+        except Exception:
+            log.exception("history listener failed on %s", change.kind)
 
     def _cost(self, message: ChatMessage) -> int:
         return self._count(message.content) + MESSAGE_OVERHEAD_TOKENS
 
     def _trim(self) -> None:
-        """Drop the oldest turns until within budget; the newest message always stays."""
+        """Drop the oldest turns until within budget; the newest message always stays (lock held)."""
         total = self.token_count()
         while total > self.max_tokens and len(self._turns) > 1:
             dropped = self._turns.pop(0)

@@ -7,6 +7,12 @@ will not stop; such threads are logged by name and counted.
 
 A reaper thread sleeps until the next deadline (idle or grace) on a condition
 variable instead of polling; any change to the registry wakes it to recompute.
+
+With a ConversationStore, every session's history changes go to its journal,
+and ``resume`` of a token no live session has restores the saved conversation
+into a new session (same token): a restart loses no conversation. With a
+MemoryMonitor, soft pressure trims histories and drops disconnected sessions
+(their conversations stay on disk), hard pressure refuses new sessions.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from voicechat.conversation_store import ConversationStore, Journal, StoredConversation, token_hash
 from voicechat.engines.base import Engines
+from voicechat.memory_monitor import Level, MemoryMonitor
 from voicechat.pipeline import PipelineOptions, SpeechPipelineManager, StopReport
 
 log = logging.getLogger(__name__)
@@ -30,6 +38,9 @@ class AdmissionError(Exception):
 
 class ResumeError(Exception):
     """No resumable session for that token (unknown, expired or still connected)."""
+
+
+NOT_RESUMABLE = "no resumable session for that token (expired or unknown)"
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,8 @@ class Session:
     # Bumped on every resume: a connection only detaches the attachment it made,
     # so an old connection closing late cannot disconnect the one that took over.
     attachment: int = 0
+    journal: Journal | None = None  # where its history changes are saved (None: not saved)
+    restored: bool = False  # rebuilt from a saved conversation (after a restart)
 
     @property
     def idle_s(self) -> float:
@@ -82,14 +95,24 @@ class SessionManager:
         engines: Engines,
         limits: SessionLimits | None = None,
         options: PipelineOptions | None = None,
+        *,
+        store: ConversationStore | None = None,
+        memory: MemoryMonitor | None = None,
     ) -> None:
         self.engines = engines
         self.limits = limits or SessionLimits()
         self.options = options or PipelineOptions(join_timeout_s=self.limits.join_timeout_s)
+        self.store = store
+        self.memory = memory
+        # Makes a restored session's transport object (the WebSocket server's OutboxSignal), which is
+        # also its pipeline's on_event callback: a restore has no connection yet to make one.
+        self.transport_factory: Callable[[], object] | None = None
         self.stats = ManagerStats()
         self._sessions: dict[str, Session] = {}
         self._pending = 0  # admitted, pipeline still being built
-        self._closing: set[str] = set()  # removed from lookup, threads still stopping
+        self._closing: dict[str, Session] = {}  # removed from lookup, threads still stopping
+        self._restoring: set[str] = set()  # token hashes whose saved conversation is being restored
+        self._pressure = False
         self._cond = threading.Condition()
         self._running = False
         self._reaper: threading.Thread | None = None
@@ -102,12 +125,16 @@ class SessionManager:
             self._running = True
         self._reaper = threading.Thread(target=self._reap_loop, name="session-reaper", daemon=True)
         self._reaper.start()
+        if self.memory is not None:
+            self.memory.start(self._on_memory_level)
 
     def shutdown(self, reason: str = "server shutting down") -> list[StopReport]:
-        """Stop the reaper and close every session."""
+        """Stop the reaper and the memory monitor, and close every session."""
         with self._cond:
             self._running = False
             self._cond.notify_all()
+        if self.memory is not None:
+            self.memory.stop()
         if self._reaper is not None:
             self._reaper.join(timeout=5)
         return [r for sid in self.ids() if (r := self.close(sid, reason)) is not None]
@@ -120,22 +147,37 @@ class SessionManager:
         options: PipelineOptions | None = None,
     ) -> Session:
         """Admit and start a new session, or raise AdmissionError with the reason."""
+        return self._create(kind, on_event, options, secrets.token_urlsafe(24), None)
+
+    def _create(
+        self, kind: str, on_event: Callable[[], None] | None, options: PipelineOptions | None,
+        resume_token: str, stored: StoredConversation | None,
+    ) -> Session:
+        refusal = self.memory.refusal() if self.memory is not None else None
         with self._cond:
-            if len(self._sessions) + len(self._closing) + self._pending >= self.limits.max_sessions:
+            in_use = len(self._sessions) + len(self._closing) + self._pending
+            if refusal is None and in_use >= self.limits.max_sessions:
+                refusal = f"server full: {self.limits.max_sessions} of {self.limits.max_sessions} sessions in use"
+            if refusal is not None:
                 self.stats.refused += 1
-                raise AdmissionError(
-                    f"server full: {self.limits.max_sessions} of {self.limits.max_sessions} sessions in use"
-                )
+                raise AdmissionError(refusal)
             self._pending += 1
         session_id = secrets.token_hex(8)
+        journal = None
         try:
             pipeline = SpeechPipelineManager(session_id, self.engines, options or self.options, on_event)
+            if stored is not None:
+                pipeline.history.replay(stored.changes)  # already on disk: not journaled again
+            journal = self._open_journal(session_id, resume_token)
+            pipeline.history.listener = journal
             pipeline.start()
         except BaseException:
+            if journal is not None:
+                journal.close()
             with self._cond:
                 self._pending -= 1
             raise
-        session = Session(session_id, secrets.token_urlsafe(24), kind, pipeline)
+        session = Session(session_id, resume_token, kind, pipeline, journal=journal, restored=stored is not None)
         with self._cond:
             self._pending -= 1
             self._sessions[session_id] = session
@@ -143,6 +185,16 @@ class SessionManager:
             self._cond.notify_all()
         log.info("session %s (%s) created", session_id, kind)
         return session
+
+    def _open_journal(self, session_id: str, resume_token: str) -> Journal | None:
+        if self.store is None:
+            return None
+        try:
+            return self.store.open(session_id, resume_token)
+        except OSError as err:
+            self.store.count_error()
+            log.error("session %s: its conversation will not be saved: %s", session_id, err)
+            return None
 
     def get(self, session_id: str) -> Session | None:
         with self._cond:
@@ -180,40 +232,99 @@ class SessionManager:
         if self.limits.resume_grace_s <= 0:
             self.close(session_id, "disconnected")
 
-    def resume(self, resume_token: str, take_over: bool = False) -> Session:
-        """Reattach a session by its token (constant-time compare).
+    def resume(self, resume_token: str, take_over: bool = False, *, options: PipelineOptions | None = None) -> Session:
+        """Reattach a session by its token (constant-time compare), or restore its saved conversation.
 
         ``take_over``: also when its old connection has not noticed it is gone yet
         (a page reloaded at once, a phone that changed networks); the token proves
         it is the same user, and the caller must close the old connection.
+        When no live session has the token but the store has its conversation
+        (the server restarted, or the grace expired), a new session with the same
+        token starts with that history (``options`` for its pipeline; default:
+        the manager's). A session of that token still closing is waited for.
         """
+        digest = token_hash(resume_token)
+        deadline = time.monotonic() + self.limits.join_timeout_s + 2
         with self._cond:
-            for session in self._sessions.values():
-                if secrets.compare_digest(session.resume_token, resume_token):
-                    if session.connected and not take_over:
-                        raise ResumeError("session is still connected elsewhere")
-                    session.attachment += 1
-                    session.connected = True
-                    session.disconnected_at = None
-                    session.pipeline.set_muted(False)
-                    session.pipeline.last_activity = time.monotonic()
-                    self._cond.notify_all()
-                    return session
-        raise ResumeError("no resumable session for that token (expired or unknown)")
+            while True:
+                session = self._live(resume_token)
+                if session is not None:
+                    return self._reattach(session, take_over)
+                busy = digest in self._restoring or any(
+                    secrets.compare_digest(s.resume_token, resume_token) for s in self._closing.values())
+                left = deadline - time.monotonic()
+                if not busy or left <= 0:
+                    break
+                self._cond.wait(left)
+            if busy:
+                raise ResumeError("that session is still closing; try again")
+            if self.store is None:
+                raise ResumeError(NOT_RESUMABLE)
+            self._restoring.add(digest)
+        try:
+            return self._restore(resume_token, options)
+        finally:
+            with self._cond:
+                self._restoring.discard(digest)
+                self._cond.notify_all()
+
+    def _live(self, resume_token: str) -> Session | None:
+        for session in self._sessions.values():
+            if secrets.compare_digest(session.resume_token, resume_token):
+                return session
+        return None
+
+    def _reattach(self, session: Session, take_over: bool) -> Session:
+        """Mark ``session`` connected again (lock held)."""
+        if session.connected and not take_over:
+            raise ResumeError("session is still connected elsewhere")
+        session.attachment += 1
+        session.connected = True
+        session.disconnected_at = None
+        session.pipeline.set_muted(False)
+        session.pipeline.last_activity = time.monotonic()
+        self._cond.notify_all()
+        return session
+
+    def _restore(self, resume_token: str, options: PipelineOptions | None) -> Session:
+        assert self.store is not None
+        stored = self.store.load(resume_token)
+        if stored is None:
+            raise ResumeError(NOT_RESUMABLE)
+        transport = self.transport_factory() if self.transport_factory is not None else None
+        on_event = transport if callable(transport) else None
+        try:
+            session = self._create("ws", on_event, options, resume_token, stored)
+        except AdmissionError as err:
+            raise ResumeError(f"the conversation is saved but cannot be restored now: {err}") from None
+        session.transport = transport
+        log.info("session %s: restored the conversation of session %s (%d saved changes)",
+                 session.id, stored.session_id, len(stored.changes))
+        return session
 
     def close(self, session_id: str, reason: str = "closed") -> StopReport | None:
         """Forced termination: the session is removed whatever its threads do."""
+        return self._close(session_id, reason)
+
+    def _close(self, session_id: str, reason: str, only_disconnected: bool = False) -> StopReport | None:
         with self._cond:
-            session = self._sessions.pop(session_id, None)
-            if session is None:
+            session = self._sessions.get(session_id)
+            if session is None or (only_disconnected and session.connected):
                 return None
-            self._closing.add(session_id)
+            del self._sessions[session_id]
+            self._closing[session_id] = session
+        try:
+            session.pipeline.listener_left()  # a reply cut off here keeps what was heard (and saves it)
+        except Exception:
+            log.exception("session %s: ending its reply failed", session_id)
         report = session.pipeline.stop(self.limits.join_timeout_s)
+        if session.journal is not None:
+            session.journal.close()
         queues = session.pipeline.queue_stats()
         with self._cond:
             for name, q in queues.items():
                 self.stats.evicted_closed[name] = self.stats.evicted_closed.get(name, 0) + q["evicted"]
-            self._closing.discard(session_id)
+            self._closing.pop(session_id, None)
             self._cond.notify_all()
             self.stats.closed += 1
             self.stats.close_reasons[reason] = self.stats.close_reasons.get(reason, 0) + 1
@@ -260,6 +371,45 @@ class SessionManager:
             for session_id, reason in due:
                 self.close(session_id, reason)
 
+    # -- memory pressure ---------------------------------------------------------
+    def _on_memory_level(self, level: Level) -> None:
+        if level >= Level.SOFT:
+            self._pressure = True
+            self.relieve_memory()
+        elif self._pressure:
+            self._pressure = False
+            for session in self._live_sessions():
+                session.pipeline.history.set_budget(session.pipeline.options.history_max_tokens)
+            log.info("memory pressure over: history budgets restored")
+
+    def relieve_memory(self) -> tuple[int, int]:
+        """Trim every history to the pressure budget and close disconnected sessions.
+
+        Returns (messages trimmed, sessions dropped). Dropped sessions' conversations
+        stay in the store, so their clients can still resume them later.
+        """
+        budget = self.memory.limits.pressure_history_tokens if self.memory is not None else 512
+        closed = sum(self._close(s.id, "memory pressure", only_disconnected=True) is not None
+                     for s in self._live_sessions() if not s.connected)
+        trimmed_histories = trimmed = 0
+        for session in self._live_sessions():
+            history = session.pipeline.history
+            dropped = history.set_budget(min(budget, history.max_tokens))
+            trimmed_histories += dropped > 0
+            trimmed += dropped
+        if self.memory is not None:
+            self.memory.count("histories_trimmed", trimmed_histories)
+            self.memory.count("messages_trimmed", trimmed)
+            self.memory.count("sessions_dropped", closed)
+        if trimmed or closed:
+            log.warning("memory pressure: trimmed %d message(s) from %d histories, dropped %d disconnected "
+                        "session(s)", trimmed, trimmed_histories, closed)
+        return trimmed, closed
+
+    def _live_sessions(self) -> list[Session]:
+        with self._cond:
+            return list(self._sessions.values())
+
     # -- health ----------------------------------------------------------------
     def queue_evictions(self) -> dict[str, int]:
         """Items evicted per queue name since start, live and closed sessions together."""
@@ -283,10 +433,12 @@ class SessionManager:
                 "refused": stats.refused,
                 "forced_terminations": stats.forced_terminations,
                 "stuck_threads": list(stats.stuck_threads),
+                "memory": self.memory.snapshot() if self.memory is not None else None,
+                "conversations": self.store.snapshot() if self.store is not None else None,
                 "per_session": [
                     {
                         "id": s.id, "kind": s.kind, "state": s.pipeline.state.value,
-                        "connected": s.connected, "idle_s": round(s.idle_s, 1),
+                        "connected": s.connected, "idle_s": round(s.idle_s, 1), "restored": s.restored,
                         "queues": s.pipeline.queue_stats(), "errors": dict(s.pipeline.errors),
                     }
                     for s in sessions

@@ -2,8 +2,9 @@
 
 Counters that follow the conversation (turns, stage latencies, errors) are fed
 by ``observe(event)`` from whichever transport pumps a session's events; the
-rest (sessions, queue evictions, threads, memory, circuit breakers) is read
-from the SessionManager and the process at scrape time.
+rest (sessions, queue evictions, threads, memory and memory pressure, saved
+conversations, circuit breakers) is read from the SessionManager and the
+process at scrape time.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from voicechat.session_manager import SessionManager
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+MEMORY_LEVEL_VALUE = {"ok": 0, "soft": 1, "hard": 2}
 
 
 def engine_breakers(engines: Engines) -> dict[str, CircuitBreaker]:
@@ -78,6 +80,42 @@ class _LiveCollector(Collector):
         for stage, breaker in engine_breakers(self.manager.engines).items():
             breakers.add_metric([stage], BREAKER_VALUE[breaker.state])
         yield breakers
+        yield from _memory_metrics(snap.get("memory"))
+        yield from _conversation_metrics(snap.get("conversations"))
+
+
+def _memory_metrics(memory: object) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """The memory monitor's level and what it did (nothing without a monitor)."""
+    if not isinstance(memory, dict):
+        return
+    yield GaugeMetricFamily("voicechat_memory_pressure_level", "Memory pressure: 0 ok, 1 soft, 2 hard",
+                            value=MEMORY_LEVEL_VALUE[memory["level"]])
+    if memory["system_percent"] is not None:
+        yield GaugeMetricFamily("voicechat_memory_system_percent", "System memory in use (percent) at the last check",
+                                value=memory["system_percent"])
+    actions = CounterMetricFamily(
+        "voicechat_memory_pressure_actions",
+        "What memory pressure caused: histories trimmed, messages trimmed, sessions dropped, sessions refused",
+        labels=["action"],
+    )
+    for action, n in sorted(memory["actions"].items()):
+        actions.add_metric([action], n)
+    yield actions
+
+
+def _conversation_metrics(store: object) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """The conversation store's writes, failures and restores (nothing when conversations are not saved)."""
+    if not isinstance(store, dict):
+        return
+    for name, key, help_text in (
+        ("records_saved", "records", "Conversation records appended to disk"),
+        ("save_errors", "errors", "Conversation records the disk refused"),
+        ("restored", "restored", "Saved conversations restored by a resume"),
+        ("pruned", "pruned", "Saved conversations deleted after their retention time"),
+    ):
+        yield CounterMetricFamily(f"voicechat_conversations_{name}", help_text, value=store[key])
+    yield GaugeMetricFamily("voicechat_conversation_save_seconds_max", "Longest append (and fsync) of one record",
+                            value=store["write_ms_max"] / 1000.0)
 
 
 class ServerMetrics:
