@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from voicechat.config import Settings
+from voicechat.conversation_store import ConversationStore
 from voicechat.engines.base import (
     BatchTranscriber,
     Engines,
@@ -24,6 +25,7 @@ from voicechat.engines.base import (
     VoiceSettings,
 )
 from voicechat.engines.stt_scheduler import SttScheduler
+from voicechat.memory_monitor import MemoryLimits
 from voicechat.pipeline import PipelineOptions
 from voicechat.server.connection import ConnectionLimits
 from voicechat.server.server import ServerConfig
@@ -188,6 +190,23 @@ def _build_tts(settings: Settings) -> SpeechSynthesizer:
 def session_limits(settings: Settings) -> SessionLimits:
     s = settings.sessions
     return SessionLimits(s.max_sessions, s.idle_timeout_s, s.resume_grace_s, s.join_timeout_s)
+
+
+def memory_limits(settings: Settings) -> MemoryLimits:
+    m = settings.memory
+    return MemoryLimits(m.soft_rss_mb, m.hard_rss_mb, m.soft_system_percent, m.hard_system_percent,
+                        m.check_interval_s, m.pressure_history_tokens)
+
+
+def conversation_store(settings: Settings) -> ConversationStore | None:
+    """Where conversations are saved (server.data_dir/conversations), or None when they are not."""
+    from voicechat.server.access import default_data_dir
+
+    s = settings.sessions
+    if not s.persist:
+        return None
+    directory = default_data_dir(settings.server.data_dir) / "conversations"
+    return ConversationStore(directory, fsync=s.fsync, retention_days=s.retention_days)
 
 
 def pipeline_options(settings: Settings, **overrides: object) -> PipelineOptions:

@@ -18,12 +18,14 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from voicechat.assembly import pipeline_options, server_config, session_limits
+from voicechat.assembly import conversation_store, memory_limits, pipeline_options, server_config, session_limits
 from voicechat.audio_io import AudioIO
 from voicechat.config import Settings
 from voicechat.engines.base import Engines
+from voicechat.memory_monitor import MemoryMonitor
 from voicechat.server import ServerError, VoiceServer
 from voicechat.server.access import qr_text
+from voicechat.server.connection import OutboxSignal
 from voicechat.server.tls import TlsError, cert_fingerprint
 from voicechat.session_manager import SessionManager
 
@@ -78,7 +80,12 @@ def serve(
     # websockets logs every plain HTTP answer (page, health, metrics) as a "rejected" handshake.
     logging.getLogger("voicechat.server.websockets").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
     options = pipeline_options(settings)
-    manager = SessionManager(engines, session_limits(settings), options)
+    store = conversation_store(settings)
+    if store is not None:
+        store.prune()
+    manager = SessionManager(engines, session_limits(settings), options, store=store,
+                             memory=MemoryMonitor(memory_limits(settings)))
+    manager.transport_factory = OutboxSignal  # a session restored from disk is served like a new one
     server = VoiceServer(manager, options, server_config(settings))
     stop = threading.Event()
 
