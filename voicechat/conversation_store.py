@@ -204,6 +204,15 @@ class ConversationStore:
             raise
         return journal
 
+    def open_or_none(self, session_id: str, token: str) -> Journal | None:
+        """``open``, or None (logged, counted) when the disk refuses: the session goes on unsaved."""
+        try:
+            return self.open(session_id, token)
+        except OSError as err:
+            self.count_error()
+            log.error("session %s: its conversation will not be saved: %s", session_id, err)
+            return None
+
     def load(self, token: str) -> StoredConversation | None:
         """The saved conversation of ``token``, or None (none saved, unreadable, or another token's)."""
         path = self.path_for(token)

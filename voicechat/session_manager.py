@@ -147,11 +147,11 @@ class SessionManager:
         options: PipelineOptions | None = None,
     ) -> Session:
         """Admit and start a new session, or raise AdmissionError with the reason."""
-        return self._create(kind, on_event, options, secrets.token_urlsafe(24), None)
+        return self._create(kind, on_event, options, secrets.token_urlsafe(24))
 
     def _create(
         self, kind: str, on_event: Callable[[], None] | None, options: PipelineOptions | None,
-        resume_token: str, stored: StoredConversation | None,
+        resume_token: str, stored: StoredConversation | None = None, transport: object | None = None,
     ) -> Session:
         refusal = self.memory.refusal() if self.memory is not None else None
         with self._cond:
@@ -168,7 +168,7 @@ class SessionManager:
             pipeline = SpeechPipelineManager(session_id, self.engines, options or self.options, on_event)
             if stored is not None:
                 pipeline.history.replay(stored.changes)  # already on disk: not journaled again
-            journal = self._open_journal(session_id, resume_token)
+            journal = self.store.open_or_none(session_id, resume_token) if self.store is not None else None
             pipeline.history.listener = journal
             pipeline.start()
         except BaseException:
@@ -177,7 +177,8 @@ class SessionManager:
             with self._cond:
                 self._pending -= 1
             raise
-        session = Session(session_id, resume_token, kind, pipeline, journal=journal, restored=stored is not None)
+        session = Session(session_id, resume_token, kind, pipeline, transport=transport, journal=journal,
+                          restored=stored is not None)
         with self._cond:
             self._pending -= 1
             self._sessions[session_id] = session
@@ -185,16 +186,6 @@ class SessionManager:
             self._cond.notify_all()
         log.info("session %s (%s) created", session_id, kind)
         return session
-
-    def _open_journal(self, session_id: str, resume_token: str) -> Journal | None:
-        if self.store is None:
-            return None
-        try:
-            return self.store.open(session_id, resume_token)
-        except OSError as err:
-            self.store.count_error()
-            log.error("session %s: its conversation will not be saved: %s", session_id, err)
-            return None
 
     def get(self, session_id: str) -> Session | None:
         with self._cond:
@@ -294,10 +285,9 @@ class SessionManager:
         transport = self.transport_factory() if self.transport_factory is not None else None
         on_event = transport if callable(transport) else None
         try:
-            session = self._create("ws", on_event, options, resume_token, stored)
+            session = self._create("ws", on_event, options, resume_token, stored, transport)
         except AdmissionError as err:
             raise ResumeError(f"the conversation is saved but cannot be restored now: {err}") from None
-        session.transport = transport
         log.info("session %s: restored the conversation of session %s (%d saved changes)",
                  session.id, stored.session_id, len(stored.changes))
         return session
