@@ -65,7 +65,8 @@ def test_token_required(make_manager, tmp_path):
             (session,) = await good.wait_type("session")
             assert session["resumed"] is False and session["resume_token"]
 
-    with running_server(make_manager(), tmp_path) as server:
+    # The growing delay after wrong tokens has its own test (test_server_abuse.py).
+    with running_server(make_manager(), tmp_path, auth_delay_s=0.0) as server:
         run(scenario(server))
 
 

@@ -241,8 +241,10 @@ def server_config(settings: Settings) -> ServerConfig:
         allowed_origins=tuple(server.allowed_origins),
         limits=ConnectionLimits(
             max_messages_per_second=limits.max_messages_per_second, max_frame_bytes=limits.max_frame_bytes,
-            max_text_chars=limits.max_text_chars,
+            max_text_chars=limits.max_text_chars, send_timeout_s=server.send_timeout_s,
         ),
+        max_connections_per_address=server.max_connections_per_address,
+        auth_delay_s=server.auth_delay_s, auth_delay_max_s=server.auth_delay_max_s,
         models={
             "stt": settings.stt.model if settings.stt.engine != "scripted" else "scripted",
             "llm": f"{settings.llm.backend}: {llm_model}",

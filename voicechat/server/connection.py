@@ -7,6 +7,15 @@ reads slowly stalls only its own writer; its outbox is bounded and evicts.
 
 The reader turns frames into session calls. Every refusal is an ``error``
 message to this client only; persistent abuse closes this connection (1008).
+Rate and malformed-message limits apply from the first frame, before ``hello``
+too; a wrong token is refused after a per-address delay (``AuthBackoff``).
+
+Every send is bounded by ``send_timeout_s``: websockets' ``send`` waits while
+the socket's write buffer is over its high-water mark, i.e. while the client is
+not reading. A client that stays that way is closed (1008, reason "client not
+reading"); since its buffers are full the close frame may never reach it, so
+the TCP connection is aborted after ``close_timeout_s``. Its session detaches
+and stays resumable like any other dropped connection.
 """
 
 from __future__ import annotations
@@ -15,9 +24,8 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -43,6 +51,8 @@ from voicechat.protocol import (
     parse_text,
 )
 from voicechat.server.access import token_matches
+from voicechat.server.address_limits import AddressGuard, AuthBackoff, ConnectionCap, address_of
+from voicechat.server.outbox_signal import OutboxSignal
 from voicechat.server.rate_limit import MalformedCounter, RateLimiter, Verdict
 from voicechat.session_manager import AdmissionError, ResumeError, Session, SessionManager
 
@@ -63,56 +73,8 @@ class ConnectionLimits:
     max_frame_bytes: int = 65536
     max_text_chars: int = 2000
     malformed_in_a_row: int = 20
-
-
-class OutboxSignal:
-    """Thread-safe wake-up of the writer that currently serves a session (if any).
-
-    Calls from the session's threads are coalesced: at most one wake-up is in
-    flight on the loop at a time, however many events arrive meanwhile.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._target: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
-        self._replaced: Callable[[], None] | None = None
-        self._scheduled = False
-
-    def attach(
-        self, loop: asyncio.AbstractEventLoop, event: asyncio.Event, on_replaced: Callable[[], None]
-    ) -> None:
-        """Serve the session's events to a new writer; the previous one (if any) hears ``on_replaced``."""
-        with self._lock:
-            previous, previous_replaced = self._target, self._replaced
-            self._target, self._replaced = (loop, event), on_replaced
-            self._scheduled = False
-        if previous is not None and previous_replaced is not None and previous[1] is not event:
-            previous_loop = previous[0]
-            previous_loop.call_soon_threadsafe(previous_replaced)
-        event.set()  # drain whatever queued while no one was attached
-
-    def detach(self, event: asyncio.Event) -> None:
-        with self._lock:
-            if self._target is not None and self._target[1] is event:
-                self._target, self._replaced = None, None
-
-    def __call__(self) -> None:
-        with self._lock:
-            if self._target is None or self._scheduled:
-                return
-            self._scheduled = True
-            loop, _ = self._target
-        try:
-            loop.call_soon_threadsafe(self._fire)
-        except RuntimeError:  # loop closed during shutdown
-            pass
-
-    def _fire(self) -> None:
-        with self._lock:
-            self._scheduled = False
-            target = self._target
-        if target is not None:
-            target[1].set()
+    send_timeout_s: float = 10.0
+    close_timeout_s: float = 2.0
 
 
 class Refused(Exception):
@@ -121,6 +83,27 @@ class Refused(Exception):
     def __init__(self, code: str, message: str, close_code: int) -> None:
         super().__init__(message)
         self.code, self.close_code = code, close_code
+
+
+class ClientNotReading(Refused):
+    """A send waited ``send_timeout_s``: close without another message (it could not be delivered either)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__("send_timeout", f"client not reading for {timeout_s:g} s", CLOSE_POLICY)
+
+
+async def close_or_abort(ws: ServerConnection, code: int, reason: str, timeout_s: float) -> None:
+    """Close with ``code``; abort the TCP connection if that does not finish within ``timeout_s``.
+
+    websockets' ``close`` first waits for the write buffer to drain, which for a
+    client that does not read is forever.
+    """
+    try:
+        await asyncio.wait_for(ws.close(code, reason[:120]), timeout_s)
+    except (TimeoutError, ConnectionClosed, OSError):
+        transport = getattr(ws, "transport", None)
+        if transport is not None:
+            transport.abort()
 
 
 def protocol_error(code: str, message: str) -> str:
@@ -139,9 +122,12 @@ class ClientConnection:
         metrics: ServerMetrics,
         limits: ConnectionLimits,
         stopping: threading.Event,
+        guard: AddressGuard | None = None,
     ) -> None:
         self.ws, self.manager, self.options, self.token = ws, manager, options, token
         self.metrics, self.limits, self.stopping = metrics, limits, stopping
+        self.guard = guard or AddressGuard(ConnectionCap(1), AuthBackoff(base_s=0))
+        self.address = address_of(ws.remote_address)
         self.session: Session | None = None
         self.input_rate = 16000
         self.limiter = RateLimiter(limits.max_messages_per_second)
@@ -163,10 +149,12 @@ class ClientConnection:
             self.session, resumed, resume_error = await self._attach(hello)
             signal = self.session.transport  # type: ignore[assignment]
             assert isinstance(signal, OutboxSignal)
-            await self.ws.send(self._session_message(resumed, resume_error))
+            await self._send(self._session_message(resumed, resume_error))
             signal.attach(asyncio.get_running_loop(), self._wake, self._replaced)
             writer = asyncio.create_task(self._write(), name=f"ws-writer-{self.session.id}")
             await self._read()
+        except ClientNotReading as refusal:
+            await self._end_not_reading(refusal)
         except Refused as refusal:
             self.metrics.protocol_errors.labels(refusal.code).inc()
             await self._close(refusal.close_code, str(refusal), refusal.code)
@@ -192,20 +180,29 @@ class ClientConnection:
             except TimeoutError:
                 raise Refused("hello_timeout", "no hello within "
                               f"{self.limits.hello_timeout_s:.0f} s", CLOSE_POLICY) from None
-            if isinstance(data, bytes):
-                await self._refuse_message("not_ready", "send hello before audio")
+            if not await self._within_rate():
                 continue
             try:
+                if isinstance(data, bytes):
+                    raise ProtocolError("not_ready", "send hello before audio")
                 message = parse_text(data, self.limits.max_text_bytes)
+                if not isinstance(message, Hello):
+                    raise ProtocolError("not_ready", f"send hello before {message.type}")
             except ProtocolError as err:
-                await self._refuse_message(err.code, str(err))
-                continue
-            if not isinstance(message, Hello):
-                await self._refuse_message("not_ready", f"send hello before {message.type}")
+                await self._malformed(err)
                 continue
             if not token_matches(self.token, message.token):
-                raise Refused("unauthorized", "missing or wrong token", CLOSE_POLICY)
+                await self._refuse_token()
+            self.guard.backoff.succeeded(self.address)
             return message
+
+    async def _refuse_token(self) -> NoReturn:
+        """Wait longer after each recent wrong token from this address; only this connection waits."""
+        delay = self.guard.backoff.failed(self.address)
+        if delay > 0:
+            log.info("wrong token from %s; refusing in %.1f s", self.address, delay)
+            await self.guard.sleep(delay)
+        raise Refused("unauthorized", "missing or wrong token", CLOSE_POLICY)
 
     async def _attach(self, hello: Hello) -> tuple[Session, bool, str | None]:
         resume_error = None
@@ -241,11 +238,7 @@ class ClientConnection:
     # -- reader ------------------------------------------------------------------
     async def _read(self) -> None:
         async for data in self.ws:
-            verdict = self.limiter.check()
-            if verdict is Verdict.CLOSE:
-                raise Refused("rate_limited", "too many messages, for too long", CLOSE_POLICY)
-            if verdict is Verdict.DROP:
-                await self._rate_error()
+            if not await self._within_rate():
                 continue
             try:
                 if isinstance(data, bytes):
@@ -254,10 +247,22 @@ class ClientConnection:
                     await self._on_message(parse_text(data, self.limits.max_text_bytes))
                 self.malformed.good()
             except ProtocolError as err:
-                await self._refuse_message(err.code, str(err))
-                if self.malformed.bad():
-                    raise Refused(err.code, f"{self.malformed.in_a_row} malformed messages in a row",
-                                  CLOSE_POLICY) from None
+                await self._malformed(err)
+
+    async def _within_rate(self) -> bool:
+        """Count one received message (binary or text, before hello or after); False: drop it."""
+        verdict = self.limiter.check()
+        if verdict is Verdict.CLOSE:
+            raise Refused("rate_limited", "too many messages, for too long", CLOSE_POLICY)
+        if verdict is Verdict.DROP:
+            await self._rate_error()
+            return False
+        return True
+
+    async def _malformed(self, err: ProtocolError) -> None:
+        await self._refuse_message(err.code, str(err))
+        if self.malformed.bad():
+            raise Refused(err.code, f"{self.malformed.in_a_row} malformed messages in a row", CLOSE_POLICY)
 
     def _on_audio(self, data: bytes) -> None:
         frame = parse_audio(data, self.limits.max_frame_bytes)
@@ -276,7 +281,7 @@ class ClientConnection:
         elif isinstance(message, Playback):
             pipeline.report_playback(message.generation, message.played_samples, message.finished)
         elif isinstance(message, Ping):
-            await self.ws.send(encode_message("pong", t=message.t, server_time=time.time()))
+            await self._send(encode_message("pong", t=message.t, server_time=time.time()))
         elif isinstance(message, Mute):
             pipeline.set_muted(message.muted)
         elif isinstance(message, ClearHistory):
@@ -289,7 +294,7 @@ class ClientConnection:
 
     async def _refuse_message(self, code: str, message: str) -> None:
         self.metrics.protocol_errors.labels(code).inc()
-        await self.ws.send(protocol_error(code, message))
+        await self._send(protocol_error(code, message))
 
     async def _rate_error(self) -> None:
         """Tell a flooding client at most once a second (answering every drop would double the flood)."""
@@ -297,11 +302,24 @@ class ClientConnection:
         self.metrics.protocol_errors.labels("rate_limited").inc()
         if now - self._last_rate_error >= 1.0:
             self._last_rate_error = now
-            await self.ws.send(protocol_error(
+            await self._send(protocol_error(
                 "rate_limited", f"more than {self.limits.max_messages_per_second} messages a second; dropped"))
 
     # -- writer ----------------------------------------------------------------
+    async def _send(self, frame: str | bytes) -> None:
+        """Send one frame, or raise ``ClientNotReading`` if the client has not made room for it in time."""
+        try:
+            await asyncio.wait_for(self.ws.send(frame), self.limits.send_timeout_s)
+        except TimeoutError:
+            raise ClientNotReading(self.limits.send_timeout_s) from None
+
     async def _write(self) -> None:
+        try:
+            await self._drain_outbox()
+        except ClientNotReading as refusal:
+            await self._end_not_reading(refusal)
+
+    async def _drain_outbox(self) -> None:
         assert self.session is not None
         outbox = self.session.pipeline.outbox
         while True:
@@ -318,13 +336,18 @@ class ClientConnection:
                 self.metrics.observe(event)
                 if isinstance(event, AudioChunk):
                     self.metrics.audio_out.inc()
-                await self.ws.send(encode_event(event))
+                await self._send(encode_event(event))
+
+    async def _end_not_reading(self, refusal: ClientNotReading) -> None:
+        self.metrics.protocol_errors.labels(refusal.code).inc()
+        log.info("closing the connection from %s: %s", self.address, refusal)
+        await self._close(refusal.close_code, "client not reading")
 
     async def _close(self, code: int, reason: str, error_code: str | None = None) -> None:
         self.metrics.closes.labels(str(code)).inc()
         try:
             if error_code is not None:
-                await self.ws.send(protocol_error(error_code, reason))
-            await self.ws.close(code, reason[:120])
-        except ConnectionClosed:
+                await self._send(protocol_error(error_code, reason))
+        except (ConnectionClosed, ClientNotReading):
             pass
+        await close_or_abort(self.ws, code, reason, self.limits.close_timeout_s)

@@ -3,7 +3,8 @@
 websockets hands every request to ``HttpRoutes.handle`` before any upgrade
 (``process_request``); returning ``None`` lets the WebSocket handshake go on,
 anything else is the HTTP answer. Only ``/ws`` can become a WebSocket, and only
-from an allowed Origin (cross-site WebSocket hijacking).
+from an allowed Origin (cross-site WebSocket hijacking), and only while its
+address holds fewer than its share of connections (``admit_websocket``; 429).
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class HttpRoutes:
         is_stopping: Callable[[], bool],
         allowed_origins: Sequence[str] = (),
         web_dir: Path = WEB_DIR,
+        admit_websocket: Callable[[ServerConnection], bool] = lambda _connection: True,
     ) -> None:
         self.token = token
         self.metrics = metrics
@@ -88,6 +90,7 @@ class HttpRoutes:
         self.is_stopping = is_stopping
         self.allowed_origins = list(allowed_origins)
         self.web_dir = web_dir
+        self.admit_websocket = admit_websocket
 
     async def handle(self, connection: ServerConnection, request: Request) -> Response | None:
         path = unquote(urlsplit(request.path).path)
@@ -105,6 +108,9 @@ class HttpRoutes:
                 return response(HTTPStatus.FORBIDDEN, "origin not allowed\n")
             if self.is_stopping():
                 return response(HTTPStatus.SERVICE_UNAVAILABLE, "server shutting down\n")
+            if not self.admit_websocket(connection):
+                return response(HTTPStatus.TOO_MANY_REQUESTS, "too many connections from your address\n",
+                                extra={"Retry-After": "10"})
             return None
         if path == "/health":
             if self.is_stopping():

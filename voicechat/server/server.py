@@ -23,11 +23,19 @@ import psutil
 import websockets
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage
+from websockets.protocol import State
 
 from voicechat.pipeline import PipelineOptions
 from voicechat.protocol import encode_message
 from voicechat.server.access import default_data_dir, join_urls, load_or_create_token
-from voicechat.server.connection import CLOSE_GOING_AWAY, ClientConnection, ConnectionLimits
+from voicechat.server.address_limits import AddressGuard, AuthBackoff, ConnectionCap, address_of
+from voicechat.server.connection import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL,
+    ClientConnection,
+    ConnectionLimits,
+    close_or_abort,
+)
 from voicechat.server.health import GpuProbe, system_health
 from voicechat.server.metrics import ServerMetrics, engine_breakers
 from voicechat.server.routes import HttpRoutes
@@ -83,6 +91,9 @@ class ServerConfig:
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     models: dict[str, str] = field(default_factory=dict)
     shutdown_timeout_s: float = 3.0
+    max_connections_per_address: int = 32
+    auth_delay_s: float = 0.5
+    auth_delay_max_s: float = 10.0
 
 
 class VoiceServer:
@@ -101,6 +112,8 @@ class VoiceServer:
         self._gpu = GpuProbe()
         self._process = psutil.Process()  # cpu_percent is measured between calls on one Process
         self._connections: set[ServerConnection] = set()
+        self.guard = AddressGuard(ConnectionCap(config.max_connections_per_address),
+                                  AuthBackoff(config.auth_delay_s, config.auth_delay_max_s))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -175,13 +188,13 @@ class VoiceServer:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         routes = HttpRoutes(self.token, self.metrics, self.detailed_health, self.stopping.is_set,
-                            self.config.allowed_origins)
+                            self.config.allowed_origins, admit_websocket=self._admit_websocket)
         limits = self.config.limits
         async with websockets.serve(
             self._handle, self.config.host, self.config.port, ssl=self.ssl,
             process_request=routes.handle, server_header="voicechat", logger=self._ws_log,
             max_size=limits.max_frame_bytes, max_queue=64, compression=None,
-            ping_interval=20, ping_timeout=20, close_timeout=2,
+            ping_interval=20, ping_timeout=20, close_timeout=limits.close_timeout_s,
         ) as server:
             ready.set_result(self._bound_port(server))
             if self.stopping.is_set():  # stop() came before the loop existed
@@ -199,12 +212,14 @@ class VoiceServer:
         self.stopping.set()
         server.close(close_connections=False)  # no new connections from here on
 
+        timeout = self.config.shutdown_timeout_s / 2  # to send the goodbye, then to close
+
         async def goodbye(ws: ServerConnection) -> None:
-            try:
-                await ws.send(encode_message("shutdown", reason="server shutting down"))
-                await ws.close(CLOSE_GOING_AWAY, "server shutting down")
+            try:  # a client that does not read must not hold up the others (or the exit)
+                await asyncio.wait_for(ws.send(encode_message("shutdown", reason="server shutting down")), timeout)
             except Exception:  # noqa: BLE001 - a client gone already is fine
                 pass
+            await close_or_abort(ws, CLOSE_GOING_AWAY, "server shutting down", timeout)
 
         pending = [goodbye(ws) for ws in list(self._connections)]
         if pending:
@@ -217,19 +232,29 @@ class VoiceServer:
         except TimeoutError:
             log.warning("connections still open after %.1f s; abandoning them", self.config.shutdown_timeout_s)
 
+    def _admit_websocket(self, ws: ServerConnection) -> bool:
+        """Reserve one of the address's connection slots (released when ``_handle`` ends)."""
+        admitted = self.guard.cap.admit(address_of(ws.remote_address), ws, is_open=_still_open)
+        if not admitted:
+            log.warning("refused a WebSocket from %s: %d connections open from there already",
+                        address_of(ws.remote_address), self.guard.cap.limit)
+        return admitted
+
     async def _handle(self, ws: ServerConnection) -> None:
         self._connections.add(ws)
         self.metrics.connections.inc()
         self.metrics.connections_total.inc()
         try:
             await ClientConnection(
-                ws, self.manager, self.options, self.token, self.metrics, self.config.limits, self.stopping
+                ws, self.manager, self.options, self.token, self.metrics, self.config.limits, self.stopping,
+                self.guard,
             ).serve()
         except Exception:
             log.exception("connection from %s failed", ws.remote_address)
-            await ws.close(1011, "internal error")
+            await close_or_abort(ws, CLOSE_INTERNAL, "internal error", self.config.limits.close_timeout_s)
         finally:
             self._connections.discard(ws)
+            self.guard.cap.release(address_of(ws.remote_address), ws)
             self.metrics.connections.dec()
 
     # -- health ------------------------------------------------------------------------
@@ -252,6 +277,8 @@ class VoiceServer:
             "uptime_s": round(time.time() - self.started_at, 1),
             "server": {
                 "scheme": self.scheme, "port": self.port, "connections": len(self._connections),
+                "refused_per_address_cap": self.guard.cap.refused,
+                "addresses_with_wrong_tokens": len(self.guard.backoff),
                 "certificate_sha256": cert_fingerprint(self.cert_file) if self.cert_file else None,
             },
             "sessions": self.manager.snapshot(),
@@ -263,3 +290,7 @@ class VoiceServer:
 
     def is_local_only(self) -> bool:
         return is_loopback(self.config.host)
+
+
+def _still_open(ws: object) -> bool:
+    return getattr(ws, "state", State.CLOSED) is not State.CLOSED
