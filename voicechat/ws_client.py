@@ -28,12 +28,17 @@ class Received:
     """What a client has heard so far (messages in order; audio frames with arrival times)."""
 
     messages: list[dict[str, Any]] = field(default_factory=list)
+    message_times: list[float] = field(default_factory=list)  # arrival (time.monotonic()) of each message
     audio: list[tuple[float, ServerAudio]] = field(default_factory=list)
     close_code: int | None = None
     close_reason: str = ""
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [m for m in self.messages if m.get("type") == kind]
+
+    def timed(self, kind: str) -> list[tuple[float, dict[str, Any]]]:
+        """Messages of one type with their arrival times."""
+        return [(t, m) for t, m in zip(self.message_times, self.messages, strict=True) if m.get("type") == kind]
 
 
 class VoiceClient:
@@ -127,6 +132,7 @@ class VoiceClient:
                         self.received.audio.append((now, decode_server_audio(data)))
                     else:
                         self.received.messages.append(json.loads(data))
+                        self.received.message_times.append(now)
                     self._changed.notify_all()
         except websockets.ConnectionClosed:
             pass

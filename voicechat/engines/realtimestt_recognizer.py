@@ -35,6 +35,14 @@ from voicechat.utterance_buffer import UtteranceBuffer
 
 REALTIMESTT_LOGGER = "realtimestt"
 
+# How long Silero takes to call speech over once the sound has stopped: its
+# probability falls below the threshold two to four 32 ms chunks after the
+# last voiced sample (measured on the espeak-ng samples: 64-170 ms, median
+# about 100 ms). The end-of-turn silence is the user's setting measured from
+# the end of their speech, so the recorder's own timer, which starts only when
+# the detector has noticed, is shortened by this much.
+SILERO_RELEASE_S = 0.1
+
 # The realtimestt logger is process-wide, so creating recorders (which touch
 # it) is serialised to know exactly which handler each one added.
 _LOGGER_LOCK = threading.Lock()
@@ -91,7 +99,12 @@ class RealtimeSTTRecognizer:
             on_recording_stop=self._speech_ended,
             silero_sensitivity=silero_sensitivity,
             webrtc_sensitivity=webrtc_sensitivity,
-            post_speech_silence_duration=post_speech_silence_s,
+            # The end of speech is decided by Silero, started at once. RealtimeSTT's default
+            # (WebRTC, then 0.16 s of "confirmation") called silence 0.3-0.5 s late: WebRTC's
+            # hangover flags near-silent samples as speech for about 0.3 s (docs/benchmarks.md).
+            silero_deactivity_detection=True,
+            deactivity_silence_confirmation_duration=0.0,
+            post_speech_silence_duration=max(0.05, post_speech_silence_s - SILERO_RELEASE_S),
             min_length_of_recording=min_utterance_s,
             min_gap_between_recordings=0.0,
             pre_recording_buffer_duration=pre_roll_s,

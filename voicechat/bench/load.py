@@ -1,0 +1,244 @@
+"""`python run.py bench load`: many concurrent browser sessions against the real server.
+
+Starts `run.py` on loopback in its own process (the same code path as
+`serve`), then N simulated browsers speak the WebSocket protocol to it: each
+streams distinct espeak-ng speech at real-time pace in 20 ms frames with an
+open microphone, for several turns, interrupting some replies on purpose.
+Reports v2v, overhead and barge-in latency (definitions in load_stats.py),
+dropped frames, queue evictions, the server's CPU, memory per session and
+threads; ``--churn`` adds connect/speak/leave cycles and reports what they left
+behind. Several ``--sessions`` values (``10,30,50``) give the capacity curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from voicechat.bench.load_client import ClientResult, MicrophoneBank, SimulatedUser, Utterance, utterance
+from voicechat.bench.load_server import BenchServer, evictions
+from voicechat.bench.load_stats import Delays, capacity, summarise_turns
+from voicechat.speech_samples import SAMPLE_SENTENCES, speech_16k
+
+CHURN_PARALLEL = 10
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    engines: str = "scripted"
+    seconds: float = 20.0  # each client starts new turns until this much time has passed...
+    min_turns: int = 3  # ...but speaks at least this many
+    barge_every: int = 3  # every third reply is interrupted
+    stt_delay_s: float = 0.0
+    llm_delay_s: float = 0.0
+    tts_delay_s: float = 0.0
+    silence_s: float = 0.6  # vad.post_speech_silence_s
+    extra: tuple[str, ...] = ()  # more KEY=VALUE settings for the server
+
+    def server_settings(self, max_sessions: int) -> dict[str, str]:
+        settings = {
+            "sessions.max_sessions": str(max_sessions), "sessions.resume_grace_s": "0",
+            "vad.post_speech_silence_s": str(self.silence_s),
+        }
+        if self.engines == "scripted":
+            settings |= {
+                "stt.scripted_delay_s": str(self.stt_delay_s), "llm.scripted_first_token_s": str(self.llm_delay_s),
+                "tts.scripted_first_chunk_s": str(self.tts_delay_s),
+            }
+        else:
+            from voicechat.selftest import tiny_overrides
+
+            settings |= tiny_overrides()
+        for item in self.extra:
+            key, _, value = item.partition("=")
+            settings[key] = value
+        return settings
+
+    @property
+    def delays(self) -> Delays:
+        return Delays(self.silence_s, self.stt_delay_s, self.llm_delay_s, self.tts_delay_s)
+
+
+def script(gains: int = 4) -> list[Utterance]:
+    """The 20 sample sentences at a few levels: sessions get distinct audio, the scripted STT still knows it."""
+    speech = {text: speech_16k(text) for text in SAMPLE_SENTENCES}
+    return [utterance(text, pcm, 1.0 - 0.12 * (i % gains)) for i, (text, pcm) in enumerate(speech.items())]
+
+
+async def _load_phase(server: BenchServer, plan: LoadPlan, n: int, speech: list[Utterance]) -> dict[str, object]:
+    connected = [asyncio.Event() for _ in range(n)]
+    go = asyncio.Event()
+    users = [
+        SimulatedUser(
+            i, server.ws_url, server.token, speech, turns=max(plan.min_turns, 1000), min_turns=plan.min_turns,
+            barge_every=plan.barge_every, start_delay_s=(i / max(n, 1)) * 1.0,
+            deadline_s=plan.seconds, check_text=plan.engines == "scripted",
+        )
+        for i in range(n)
+    ]
+    bank = MicrophoneBank()
+    tasks = [asyncio.create_task(u.run(connected[i], go, bank)) for i, u in enumerate(users)]
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in connected)), 120)
+    loaded_rss = server.rss_mb()
+    me = psutil.Process()
+    cpu0, mine0, wall0 = server.cpu_seconds(), sum(me.cpu_times()[:2]), time.monotonic()
+    bank_task = asyncio.create_task(bank.run())
+    go.set()
+    results: list[ClientResult] = await asyncio.gather(*tasks)
+    wall = time.monotonic() - wall0
+    bank_task.cancel()
+    await asyncio.gather(bank_task, return_exceptions=True)
+    return {
+        "results": results, "rss_loaded": max(loaded_rss, server.rss_mb()), "late_ticks": bank.late_ticks,
+        "cpu": (server.cpu_seconds() - cpu0) / wall * 100, "client_cpu": (sum(me.cpu_times()[:2]) - mine0) / wall * 100,
+    }
+
+
+async def _churn(server: BenchServer, cycles: int, speech: list[Utterance]) -> list[str]:
+    """``cycles`` times: connect, speak, leave as soon as the reply starts; ``CHURN_PARALLEL`` at once."""
+    errors: list[str] = []
+    counter = iter(range(cycles))
+
+    async def cycler() -> None:
+        for i in counter:
+            user = SimulatedUser(i, server.ws_url, server.token, speech, turns=1, barge_every=0, leave_mid_reply=True,
+                                 check_text=False)
+            errors.extend((await user.run()).errors)
+
+    await asyncio.gather(*(cycler() for _ in range(min(CHURN_PARALLEL, cycles))))
+    return errors
+
+
+def run_one(plan: LoadPlan, n: int, churn: int, speech: list[Utterance]) -> dict[str, object]:
+    """One fresh server: warm-up, N sessions under load, churn, then what is left."""
+    with tempfile.TemporaryDirectory(prefix="voicechat-bench-") as tmp, BenchServer(
+        Path(tmp), plan.server_settings(n + CHURN_PARALLEL + 2), scripted=plan.engines == "scripted"
+    ) as server:
+        # Imports, first-use costs and the server's bounded worker pools are not per session: one
+        # round of parallel sessions first, then the baseline.
+        warm_errors = asyncio.run(_churn(server, CHURN_PARALLEL, speech))
+        server.wait_sessions(0)
+        threads_before, native_before = server.settled_threads(), server.threads()
+        rss_before, metrics0 = server.rss_mb(), server.metrics()
+        phase = asyncio.run(_load_phase(server, plan, n, speech))
+        results: list[ClientResult] = phase["results"]  # type: ignore[assignment]
+        server.wait_sessions(0)
+        churn_errors = asyncio.run(_churn(server, churn, speech)) if churn else []
+        left = server.wait_sessions(0)
+        threads_after, native_after = server.settled_threads(), server.threads()
+        rss_after, metrics1 = server.rss_mb(), server.metrics()
+    stderr = server.stderr_tail(200)
+    crashed = [line.strip() for line in stderr.splitlines() if re.search(r"Traceback|CRITICAL", line)]
+    ev0, ev1 = evictions(metrics0), evictions(metrics1)
+    evicted = {q: ev1.get(q, 0) - ev0.get(q, 0) for q in ev1}
+    rate_dropped = int(metrics1.get("voicechat_protocol_errors_total{code=rate_limited}", 0)
+                       - metrics0.get("voicechat_protocol_errors_total{code=rate_limited}", 0))
+    errors = [e for r in results for e in r.errors]
+    turns = [t for r in results for t in r.turns]
+    summary = summarise_turns(turns, plan.delays)
+    return {
+        "sessions": n,
+        "engines": plan.engines,
+        "turns": summary["turns"],
+        "errors": len(errors) + len(crashed) + len(warm_errors) + (left != 0),
+        "overhead_ms": summary["overhead_ms"],
+        "v2v_ms": summary["v2v_ms"],
+        "barge_in_ms": summary["barge_in_ms"],
+        "dropped_frames": evicted.get("capture", 0) + rate_dropped + sum(r.audio_gaps for r in results),
+        "evicted_items": sum(evicted.values()),
+        "server_cpu_percent": round(float(phase["cpu"]), 1),  # type: ignore[arg-type]
+        "rss_mb_before": round(rss_before, 1),
+        "rss_mb_after": round(rss_after, 1),
+        "rss_mb_per_session": round((float(phase["rss_loaded"]) - rss_before) / n, 2),  # type: ignore[arg-type]
+        "threads_before": sum(threads_before.values()),
+        "threads_after": sum(threads_after.values()),
+        "leaked_threads": sum(threads_after.values()) - sum(threads_before.values()),
+        "thread_groups_changed": {
+            name: threads_after.get(name, 0) - threads_before.get(name, 0)
+            for name in sorted(threads_before.keys() | threads_after.keys())
+            if threads_after.get(name, 0) != threads_before.get(name, 0)
+        },
+        "native_threads_before": native_before,
+        "native_threads_after": native_after,
+        "churn": {"cycles": churn, "errors": len(churn_errors), "rss_growth_mb": round(rss_after - rss_before, 1)}
+        if churn else None,
+        "turns_started": summary["turns_started"],
+        "barge_ins": summary["barge_ins"],
+        "client_cpu_percent": round(float(phase["client_cpu"]), 1),  # type: ignore[arg-type]
+        "client_late_ticks": phase["late_ticks"],
+        "evicted_by_queue": evicted,
+        "breakdown_ms_p50": summary["breakdown_ms_p50"],
+        "breakdown_ms_p95": summary["breakdown_ms_p95"],
+        "delays_ms": plan.delays.total_ms,
+        "error_samples": (errors + churn_errors + crashed + warm_errors)[:10],
+        "v2v_samples_ms": [round(t.v2v_ms, 1) for t in turns if t.v2v_ms is not None],
+        "barge_in_samples_ms": [round(t.barge_in_ms, 1) for t in turns if t.barge_in_ms is not None],
+    }
+
+
+def run(plan: LoadPlan, sessions: list[int], churn: int) -> dict[str, object]:
+    """The first N with churn (the headline figures), then the rest of the capacity sweep."""
+    speech = script()
+    runs = [run_one(plan, n, churn if i == 0 else 0, speech) for i, n in enumerate(sessions)]
+    result = dict(runs[0])
+    if len(runs) > 1:
+        result["sweep"] = [{k: v for k, v in r.items() if not k.endswith("_samples_ms")} for r in runs]
+        result["capacity"] = capacity(runs)
+    return result
+
+
+def _sessions(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"--sessions takes positive integers separated by commas, not {text!r}")
+    return values
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="run.py bench load", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--engines", choices=["scripted", "tiny"], default="scripted")
+    parser.add_argument("--sessions", type=_sessions, default=[30], help="N, or N1,N2,... for the capacity curve")
+    parser.add_argument("--seconds", type=float, default=20.0, help="clients start new turns for this long")
+    parser.add_argument("--turns", type=int, default=3, help="turns each client speaks at least")
+    parser.add_argument("--churn", type=int, default=0, help="connect/speak/leave cycles after the load phase")
+    parser.add_argument("--barge-every", type=int, default=3, help="interrupt every Nth reply (0: never)")
+    parser.add_argument("--stt-delay", type=float, default=0.0, help="scripted STT delay per transcript (s)")
+    parser.add_argument("--llm-delay", type=float, default=0.0, help="scripted LLM delay to first token (s)")
+    parser.add_argument("--tts-delay", type=float, default=0.0, help="scripted TTS delay to first audio (s)")
+    parser.add_argument("--silence", type=float, default=0.6, help="end-of-turn silence, vad.post_speech_silence_s")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more server settings")
+    parser.add_argument("--json", help="write the result to this file")
+    parser.add_argument("--plot", help="write a PNG: latency distribution and the capacity curve")
+    args = parser.parse_args(argv)
+    plan = LoadPlan(args.engines, args.seconds, args.turns, args.barge_every, args.stt_delay, args.llm_delay,
+                    args.tts_delay, args.silence, tuple(args.set))
+    result = run(plan, args.sessions, args.churn)
+    printable = {k: v for k, v in result.items() if not k.endswith("_samples_ms") and k != "sweep"}
+    print(json.dumps(printable, indent=2))
+    for row in result.get("sweep", []):  # type: ignore[union-attr]
+        print(f"N={row['sessions']:4} overhead p95 {row['overhead_ms']['p95']} ms, dropped {row['dropped_frames']}, "
+              f"errors {row['errors']}, cpu {row['server_cpu_percent']} %")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if args.plot:
+        from voicechat.bench.load_plot import plot
+
+        plot(result, Path(args.plot))
+    return 1 if result["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
