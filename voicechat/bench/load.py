@@ -47,6 +47,8 @@ class LoadPlan:
     def server_settings(self, max_sessions: int) -> dict[str, str]:
         settings = {
             "sessions.max_sessions": str(max_sessions), "sessions.resume_grace_s": "0",
+            # Every simulated browser comes from 127.0.0.1: the per-address cap is for the LAN.
+            "server.max_connections_per_address": str(max_sessions + 8),
             "vad.post_speech_silence_s": str(self.silence_s),
         }
         if self.engines == "scripted":
