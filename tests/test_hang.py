@@ -1,5 +1,6 @@
-"""A hung engine call: its session is force-closed; the others go on."""
+"""A hung engine call ends its turn with an error; the same session goes on; the thread is accounted for."""
 
+import threading
 import time
 
 import pytest
@@ -8,45 +9,79 @@ from helpers import SENTENCES, EventCollector, Feeder, back_to_listening, count,
 
 from voicechat.engines.scripted_base import FaultPlan
 from voicechat.engines.scripted_llm import ScriptedLLM, scripted_reply
-from voicechat.events import ReplyDone
+from voicechat.engines.stuck_calls import STUCK_CALLS
+from voicechat.events import ErrorEvent, ReplyDone
 from voicechat.session_manager import SessionLimits
 
-JOIN_TIMEOUT = 1.0
-MARGIN = 2.0  # RealtimeSTT's own shutdown plus scheduling on a busy 2-core box
+CALL_TIMEOUT = 1.0
+GRACE = 0.3
+MARGIN = 2.0  # scheduling on a busy 2-core box
+
+
+def replies(events) -> list[ReplyDone]:
+    return [e for e in events if isinstance(e, ReplyDone)]
 
 
 @pytest.mark.timeout(90)
-def test_hung_llm_call_is_abandoned_and_reported(make_manager):
+def test_hung_llm_call_ends_the_turn_and_the_session_goes_on(make_manager):
     faults = FaultPlan(hang_on_call=1)
     llm = ScriptedLLM(faults=faults)
-    manager = make_manager(scripted_engines(llm=llm), SessionLimits(join_timeout_s=JOIN_TIMEOUT))
-    stuck, healthy = manager.create("test"), manager.create("test")
-    healthy_events = EventCollector(healthy.pipeline)
+    manager = make_manager(
+        scripted_engines(llm=llm), SessionLimits(join_timeout_s=1.0),
+        llm_call_timeout_s=CALL_TIMEOUT, abort_grace_s=GRACE,
+    )
+    hung, healthy = manager.create("test"), manager.create("test")
+    hung_events, healthy_events = EventCollector(hung.pipeline), EventCollector(healthy.pipeline)
 
-    stuck.pipeline.send_text("this call hangs")
+    sent = time.monotonic()
+    hung.pipeline.send_text("this call hangs")
     assert faults.hung.wait(10), "the scripted hang never started"
 
+    # The other session is answered while the call hangs.
     healthy.pipeline.send_text("are you there?")
-    healthy_events.wait_for(count(ReplyDone), timeout=20)
+    answered = healthy_events.wait_for(count(ReplyDone), timeout=20)
+    assert replies(answered)[0].text == scripted_reply("are you there?", 24)
 
-    started = time.monotonic()
-    report = manager.close(stuck.id, "test")
-    elapsed = time.monotonic() - started
-    assert elapsed < JOIN_TIMEOUT + MARGIN
-    assert report is not None and report.stuck_threads == [f"llm-{stuck.id[:8]}"]
+    # The hung turn ends with a timeout error within the call timeout, and the session listens again.
+    events = hung_events.wait_for(back_to_listening, timeout=CALL_TIMEOUT + MARGIN + 10)
+    error = next(e for e in events if isinstance(e, ErrorEvent))
+    assert time.monotonic() - sent < CALL_TIMEOUT + MARGIN
+    assert (error.code, error.stage) == ("llm_timeout", "llm")
+    assert "language model did not answer within 1 s" in error.message
+    assert replies(events)[0].text == ""
+    assert llm.breaker.stats().failures_total == 1  # a hang counts against the engine
+
+    # The same session's next turn is answered normally.
+    hung.pipeline.send_text("second try")
+    events = hung_events.wait_for(count(ReplyDone, 2), timeout=20)
+    assert replies(events)[-1].text == scripted_reply("second try", 24)
+    assert [m.content for m in hung.pipeline.history.messages() if m.role == "user"] == ["second try"]
+
+    # The call thread that ignored its abort is named and counted, not silently left.
+    thread = f"llm-call-{hung.id[:8]}-1"
+    assert STUCK_CALLS.wait_settled(GRACE + MARGIN)
+    assert STUCK_CALLS.stuck_names(hung.id) == [thread]
+    report = manager.close(hung.id, "test")
+    assert report is not None and report.stuck_threads == [thread]  # the workers themselves stopped
     assert manager.stats.forced_terminations == 1
-    assert manager.get(stuck.id) is None
+
+    # When the engine finally returns, the thread ends and counts as recovered.
+    recovered = STUCK_CALLS.stats().recovered_total
+    faults.release()
+    stuck = next(t for t in threading.enumerate() if t.name == thread)
+    stuck.join(10)
+    assert not stuck.is_alive()
+    assert STUCK_CALLS.stuck_names(hung.id) == []
+    assert STUCK_CALLS.stats().recovered_total == recovered + 1
 
     # The other session keeps completing turns, by voice too.
     Feeder(healthy.pipeline).play(utterance(SENTENCES[4]))
     events = healthy_events.wait_for(count(ReplyDone, 2), timeout=30)
-    assert [e for e in events if isinstance(e, ReplyDone)][-1].text == scripted_reply(SENTENCES[4], 24)
+    assert replies(events)[-1].text == scripted_reply(SENTENCES[4], 24)
 
 
 @pytest.mark.timeout(60)
 def test_failing_engine_call_errors_its_turn_only(make_manager):
-    from voicechat.events import ErrorEvent
-
     llm = ScriptedLLM(faults=FaultPlan(fail_on_call=1))
     manager = make_manager(scripted_engines(llm=llm))
     session = manager.create("test")
@@ -54,8 +89,9 @@ def test_failing_engine_call_errors_its_turn_only(make_manager):
     session.pipeline.send_text("first")
     ev = events.wait_for(lambda ev: count(ErrorEvent)(ev) and count(ReplyDone)(ev))
     error = next(e for e in ev if isinstance(e, ErrorEvent))
-    assert error.stage == "llm" and "failed on call 1" in error.message
+    assert (error.code, error.stage) == ("llm_failed", "llm") and "failed on call 1" in error.message
     events.wait_for(back_to_listening)
     session.pipeline.send_text("second")
     ev = events.wait_for(count(ReplyDone, 2))
-    assert [e for e in ev if isinstance(e, ReplyDone)][-1].text == scripted_reply("second", 24)
+    assert replies(ev)[-1].text == scripted_reply("second", 24)
+    assert manager.stats.forced_terminations == 0

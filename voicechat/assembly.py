@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
+from voicechat.circuit_breaker import CircuitBreaker
 from voicechat.config import Settings
 from voicechat.conversation_store import ConversationStore
 from voicechat.engines.base import (
@@ -30,6 +31,7 @@ from voicechat.pipeline import PipelineOptions
 from voicechat.server.connection import ConnectionLimits
 from voicechat.server.server import ServerConfig
 from voicechat.session_manager import SessionLimits
+from voicechat.settings import LlmSettings, SttSettings, TtsSettings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -94,7 +96,18 @@ def _build_stt(settings: Settings) -> SttScheduler:
             cpu_threads=stt.cpu_threads, num_workers=stt.num_workers,
             beam_size=stt.beam_size, partial_beam_size=stt.partial_beam_size,
         )
-    return SttScheduler(model, workers=stt.num_workers, max_batch=stt.max_batch)
+    return SttScheduler(
+        model, workers=stt.num_workers, max_batch=stt.max_batch, call_timeout_s=stt.call_timeout_s,
+        breaker=_breaker("speech recogniser", stt),
+    )
+
+
+def _breaker(name: str, section: SttSettings | LlmSettings | TtsSettings) -> CircuitBreaker:
+    """A shared engine's circuit breaker, from its section's breaker_* settings."""
+    return CircuitBreaker(
+        name, failure_threshold=section.breaker_failures, window_s=section.breaker_window_s,
+        cooldown_s=section.breaker_cooldown_s,
+    )
 
 
 def _sample_references() -> dict[str, np.ndarray]:
@@ -129,9 +142,11 @@ def _build_llm(settings: Settings) -> LanguageModel:
     if llm.backend == "scripted":
         from voicechat.engines.scripted_llm import ScriptedLLM
 
-        return ScriptedLLM(first_token_s=llm.scripted_first_token_s, token_s=llm.scripted_token_s)
+        return ScriptedLLM(
+            first_token_s=llm.scripted_first_token_s, token_s=llm.scripted_token_s,
+            breaker=_breaker("language model", llm),
+        )
     if llm.backend == "openai":
-        from voicechat.circuit_breaker import CircuitBreaker
         from voicechat.engines.openai_engine import OpenAIChatEngine, RetryPolicy
 
         return OpenAIChatEngine(
@@ -140,10 +155,7 @@ def _build_llm(settings: Settings) -> LanguageModel:
             retry=RetryPolicy(
                 retries=llm.retries, backoff_s=llm.retry_backoff_s, max_backoff_s=llm.retry_backoff_max_s
             ),
-            breaker=CircuitBreaker(
-                "language model", failure_threshold=llm.breaker_failures,
-                window_s=llm.breaker_window_s, cooldown_s=llm.breaker_cooldown_s,
-            ),
+            breaker=_breaker("language model", llm),
         )
     from voicechat.engines.llama_cpp_engine import LlamaCppEngine
     from voicechat.model_store import resolve_llm_model
@@ -151,7 +163,7 @@ def _build_llm(settings: Settings) -> LanguageModel:
     return LlamaCppEngine(
         resolve_llm_model(settings), n_ctx=llm.n_ctx, n_seq_max=llm.n_seq_max, n_threads=llm.n_threads,
         n_gpu_layers=llm.n_gpu_layers, n_batch=llm.n_batch, prefill_chunk=llm.prefill_chunk,
-        kv_unified=llm.kv_unified, chat_template=llm.chat_template,
+        kv_unified=llm.kv_unified, chat_template=llm.chat_template, breaker=_breaker("language model", llm),
     )
 
 
@@ -160,21 +172,28 @@ def _build_tts(settings: Settings) -> SpeechSynthesizer:
     if t.engine == "scripted":
         from voicechat.engines.scripted_tts import ScriptedTTS
 
-        return ScriptedTTS(first_chunk_s=t.scripted_first_chunk_s, chunk_s=t.scripted_chunk_s)
+        return ScriptedTTS(
+            first_chunk_s=t.scripted_first_chunk_s, chunk_s=t.scripted_chunk_s,
+            breaker=_breaker("speech synthesizer", t),
+        )
     from voicechat.engines.tts_pool import TTSPool
     from voicechat.model_store import PROJECT_ROOT
 
     if t.engine == "espeak":
         from voicechat.engines.espeak_engine import EspeakEngine
 
-        return TTSPool(lambda: EspeakEngine(t.voice, t.speed, chunk_ms=t.chunk_ms), workers=t.workers)
+        return TTSPool(
+            lambda: EspeakEngine(t.voice, t.speed, chunk_ms=t.chunk_ms), workers=t.workers,
+            breaker=_breaker("speech synthesizer", t),
+        )
     if t.engine == "piper":
         from voicechat.engines.piper_engine import PiperEngine, PiperVoices
 
         voice_dir = PROJECT_ROOT / t.piper_voice_dir
         voices = PiperVoices(voice_dir)
         return TTSPool(
-            lambda: PiperEngine(t.voice, voice_dir, t.speed, t.chunk_ms, voices=voices), workers=t.workers
+            lambda: PiperEngine(t.voice, voice_dir, t.speed, t.chunk_ms, voices=voices), workers=t.workers,
+            breaker=_breaker("speech synthesizer", t),
         )
     from voicechat.engines.kokoro_engine import KokoroEngine
 
@@ -183,7 +202,7 @@ def _build_tts(settings: Settings) -> SpeechSynthesizer:
     made = iter([first])  # the pool's first worker takes this one; the others share its model
     return TTSPool(
         lambda: next(made, None) or KokoroEngine(t.voice, kokoro_dir, t.speed, t.chunk_ms, model=first.model),
-        workers=t.workers,
+        workers=t.workers, breaker=_breaker("speech synthesizer", t),
     )
 
 
@@ -226,6 +245,8 @@ def pipeline_options(settings: Settings, **overrides: object) -> PipelineOptions
         event_queue_size=limits.event_queue_size,
         barge_in=settings.vad.barge_in,
         join_timeout_s=settings.sessions.join_timeout_s,
+        llm_call_timeout_s=llm.call_timeout_s,
+        tts_call_timeout_s=settings.tts.call_timeout_s,
     )
     options.update(overrides)
     return PipelineOptions(**options)  # type: ignore[arg-type]

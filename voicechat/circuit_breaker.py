@@ -177,6 +177,17 @@ class CircuitBreaker:
         else:
             permit.succeed()
 
+    def record_failure(self, error: str = "") -> None:
+        """Count a failure the call's own permit could not report (a hang the engine never noticed).
+
+        For engines that take their own permits (the OpenAI client): a caller that
+        gave up on a silent call reports it here; it counts like a failed call
+        while the circuit is closed and is only recorded otherwise.
+        """
+        with self._lock:
+            epoch = self._epoch
+        self._on_failure(Permit(self, epoch, probe=False), error)
+
     def stats(self) -> BreakerStats:
         with self._lock:
             now = self._clock()

@@ -11,6 +11,10 @@ makes barge-in airtight: the flush (bump generation, drop stale audio, emit
 FlushPlayback) and every audio put are mutually exclusive, so no chunk of an
 interrupted reply can follow the flush event. Engine aborts are issued after
 the lock is released, so a slow engine never blocks turn-taking.
+
+The LLM and TTS stages reach their shared engines through a ``CallGuard`` each:
+a call that fails, hangs past its timeout or meets an open circuit breaker ends
+its turn with an error event, and the session goes on with its next turn.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 from voicechat.audio import AudioFrame
 from voicechat.bounded_queue import BoundedLRUQueue
 from voicechat.engines.base import Engines, GenerationParams, RecognizerCallbacks, VoiceSettings
+from voicechat.engines.call_guard import CallGuard, error_code
 from voicechat.events import (
     AssistantTextDelta,
     AudioChunk,
@@ -68,6 +73,9 @@ class PipelineOptions:
     barge_in: bool = True
     playback_reports: bool = False
     join_timeout_s: float = 2.0
+    llm_call_timeout_s: float = 30.0  # longest wait for the LLM's next piece before the turn ends with an error
+    tts_call_timeout_s: float = 15.0  # the same for the next audio chunk of a sentence
+    abort_grace_s: float = 2.0  # an abandoned call's thread that runs longer than this is counted as stuck
 
 
 @dataclass(frozen=True)
@@ -117,12 +125,20 @@ class SpeechPipelineManager:
         recognizer = engines.recognizer_factory(
             session_id, RecognizerCallbacks(self._on_speech_start, self._on_speech_end, self._on_partial)
         )
+        self.llm_guard = CallGuard(
+            "llm", session_id, engines.llm, label="language model", timeout_s=opts.llm_call_timeout_s,
+            abort=lambda: engines.llm.abort(session_id), grace_s=opts.abort_grace_s,
+        )
+        self.tts_guard = CallGuard(
+            "tts", session_id, engines.tts, label="speech synthesizer", timeout_s=opts.tts_call_timeout_s,
+            abort=lambda: engines.tts.abort(session_id), grace_s=opts.abort_grace_s,
+        )
         self.capture = CaptureWorker(self, self.capture_q, recognizer)
         self.workers = [
             self.capture,
             SttWorker(self, recognizer, self._on_final),
-            LlmWorker(self, self.reply_q, engines.llm, self.sentence_q),
-            TtsWorker(self, self.sentence_q, engines.tts),
+            LlmWorker(self, self.reply_q, engines.llm, self.sentence_q, self.llm_guard),
+            TtsWorker(self, self.sentence_q, engines.tts, self.tts_guard),
         ]
 
     # -- lifecycle -------------------------------------------------------------
@@ -134,7 +150,8 @@ class SpeechPipelineManager:
         """Stop every worker, abort engine calls, join with a shared deadline.
 
         Threads still alive after the deadline are reported by name (they are
-        daemon threads, so they cannot keep the process alive).
+        daemon threads, so they cannot keep the process alive), engine call
+        threads included.
         """
         started = time.monotonic()
         timeout = self.options.join_timeout_s if join_timeout is None else join_timeout
@@ -147,6 +164,8 @@ class SpeechPipelineManager:
                 log.exception("session %s: stopping %s failed", self.session_id, worker.stage)
         deadline = time.monotonic() + timeout
         stuck = [w.thread.name for w in self.workers if not w.join(max(0.0, deadline - time.monotonic()))]
+        for guard in (self.llm_guard, self.tts_guard):
+            stuck += guard.join(max(0.0, deadline - time.monotonic()))
         try:
             self.engines.llm.release(self.session_id)
         except Exception:
@@ -231,7 +250,7 @@ class SpeechPipelineManager:
         self.errors[stage] += 1
         log.warning("session %s: %s error: %s", self.session_id, stage, error)
         with self._lock:
-            self._put(ErrorEvent(f"{stage}_failed", str(error) or type(error).__name__, stage, generation))
+            self._put(ErrorEvent(error_code(stage, error), str(error) or type(error).__name__, stage, generation))
 
     def prompt_for(self, job: ReplyJob) -> Sequence[ChatMessage]:
         with self._lock:
@@ -350,7 +369,9 @@ class SpeechPipelineManager:
     def _abort_engines(self, needed: bool) -> None:
         if not needed:
             return
-        for engine in (self.engines.llm, self.engines.tts):
+        generation = self._turns.generation
+        for guard, engine in ((self.llm_guard, self.engines.llm), (self.tts_guard, self.engines.tts)):
+            guard.cancel_stale(generation)  # the worker stops waiting at once, whatever the engine does
             try:
                 engine.abort(self.session_id)
             except Exception as exc:
@@ -368,3 +389,4 @@ class SpeechPipelineManager:
             q.name: {"size": len(q), "evicted": q.evicted, "dropped_stale": q.dropped_stale}
             for q in (self.capture_q, self.reply_q, self.sentence_q, self.outbox)
         }
+

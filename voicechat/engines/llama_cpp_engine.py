@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from voicechat.circuit_breaker import CircuitBreaker
 from voicechat.engines.base import EngineError, GenerationParams
 from voicechat.engines.chat_template import CHATML_TEMPLATE, ChatTemplate, ChatTemplateError
 from voicechat.engines.llama_context import LlamaContext
@@ -65,7 +66,10 @@ class LlamaCppEngine:
         kv_unified: bool = True,
         chat_template: str = "",
         on_event: Callable[[LlmEvent], None] | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
+        # Shared by every session; their call guards report failures and hangs to it.
+        self.breaker = breaker or CircuitBreaker("language model")
         if n_batch < n_seq_max:
             raise EngineError(f"llm.n_batch ({n_batch}) must be at least llm.n_seq_max ({n_seq_max})")
         self._ctx = LlamaContext(

@@ -202,6 +202,8 @@ class OpenAIEngineStats:
 class OpenAIChatEngine:
     """A shared ``LanguageModel`` streaming from an OpenAI-compatible endpoint."""
 
+    counts_own_failures = True  # retries and refused requests are not outages: callers report only hangs
+
     def __init__(
         self,
         endpoint: str,

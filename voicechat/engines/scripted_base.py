@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from voicechat.circuit_breaker import CircuitBreaker
 from voicechat.engines.base import EngineError
 
 
@@ -21,20 +22,28 @@ class FaultPlan:
 
     A hang ignores abort on purpose (it models a stuck native call); it ends
     only when ``release()`` is called, so a test can clean up after itself.
+    With ``session`` set, only that session's calls are counted and faulted;
+    while ``down`` is set every counted call fails (an engine that is down).
     """
 
     fail_on_call: int | None = None
     hang_on_call: int | None = None
+    session: str | None = None
+    down: bool = False
     calls: int = 0
     hung: threading.Event = field(default_factory=threading.Event)
     _release: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def on_call(self, what: str) -> int:
-        """Count one call; raise or hang if this is the chosen one. Returns the call number."""
+    def on_call(self, what: str, session_id: str = "") -> int:
+        """Count one call; raise or hang if this is the chosen one. Returns the call number (0: not counted)."""
         with self._lock:
+            if self.session is not None and session_id != self.session:
+                return 0
             self.calls += 1
             n = self.calls
+        if self.down:
+            raise EngineError(f"scripted {what} is down (call {n})")
         if n == self.fail_on_call:
             raise EngineError(f"scripted {what} failed on call {n}")
         if n == self.hang_on_call:
@@ -95,11 +104,15 @@ class PacedEngine:
     """
 
     what = "engine"
+    label = "engine"  # the circuit breaker's name, as users read it
 
-    def __init__(self, first_s: float, step_s: float, faults: FaultPlan | None) -> None:
+    def __init__(
+        self, first_s: float, step_s: float, faults: FaultPlan | None, breaker: CircuitBreaker | None = None
+    ) -> None:
         self.first_s = first_s
         self.step_s = step_s
         self.faults = faults or FaultPlan()
+        self.breaker = breaker or CircuitBreaker(self.label)
         self._aborts = AbortRegistry()
 
     def _paced(self, session_id: str, make_items: Callable[[], Iterable[T]]) -> Iterator[T]:
@@ -108,7 +121,7 @@ class PacedEngine:
 
     def _run(self, session_id: str, make_items: Callable[[], Iterable[T]], abort: threading.Event) -> Iterator[T]:
         try:
-            self.faults.on_call(self.what)
+            self.faults.on_call(self.what, session_id)
             items = make_items()
             if wait_or_abort(self.first_s, abort):
                 return

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 
+from voicechat.circuit_breaker import CircuitBreaker
 from voicechat.engines.base import GenerationParams, LanguageModel
 from voicechat.engines.scripted_base import FaultPlan, PacedEngine
 from voicechat.history import ChatMessage
@@ -30,6 +31,7 @@ class ScriptedLLM(PacedEngine, LanguageModel):
     """Streams ``scripted_reply`` word by word."""
 
     what = "llm"
+    label = "language model"
 
     def __init__(
         self,
@@ -37,8 +39,9 @@ class ScriptedLLM(PacedEngine, LanguageModel):
         token_s: float = 0.0,
         reply_words: int = 24,
         faults: FaultPlan | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
-        super().__init__(first_token_s, token_s, faults)
+        super().__init__(first_token_s, token_s, faults, breaker)
         self.reply_words = reply_words
         self._lock = threading.Lock()
         self.released: list[str] = []

@@ -126,7 +126,7 @@ class ScriptedTranscriber:
         self._set = ReferenceSet(self._refs)
 
     def transcribe(self, audio: np.ndarray, *, session_id: str, final: bool, language: str | None = None) -> str:
-        self.faults.on_call("stt")
+        self.faults.on_call("stt", session_id)
         wait_or_abort(self.delay_s, self._closed)
         audio = as_float32(audio)
         if final:

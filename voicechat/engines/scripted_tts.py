@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from voicechat.circuit_breaker import CircuitBreaker
 from voicechat.engines.base import SpeechSynthesizer, VoiceSettings
 from voicechat.engines.scripted_base import FaultPlan, PacedEngine
 
@@ -27,6 +28,7 @@ def tone_for(text: str, seconds: float, sample_rate: int) -> np.ndarray:
 
 class ScriptedTTS(PacedEngine, SpeechSynthesizer):
     what = "tts"
+    label = "speech synthesizer"
 
     def __init__(
         self,
@@ -36,8 +38,9 @@ class ScriptedTTS(PacedEngine, SpeechSynthesizer):
         seconds_per_word: float = 0.05,
         chunk_ms: int = 40,
         faults: FaultPlan | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
-        super().__init__(first_chunk_s, chunk_s, faults)
+        super().__init__(first_chunk_s, chunk_s, faults, breaker)
         self.sample_rate = sample_rate
         self.seconds_per_word = seconds_per_word
         self.chunk_samples = max(1, sample_rate * chunk_ms // 1000)

@@ -9,6 +9,12 @@ That queue is deliberately unbounded: a sentence's audio is small, and a
 worker must never wait for a slow consumer while other sessions' sentences
 wait behind it. Cancelling (``abort``, or dropping/closing the iterator) ends
 the iterator before its next chunk and stops the engine, within one chunk.
+
+An engine that does not stop within ``stop_grace_s`` is stuck: its thread is
+handed to ``StuckCalls`` (named, counted, logged) and a replacement worker with
+a new engine instance takes its place, so a hung synthesis costs no capacity.
+The stuck thread retires if it ever returns. ``breaker`` is the pool's circuit
+breaker; the sessions' call guards report to it.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from voicechat.circuit_breaker import CircuitBreaker
 from voicechat.engines.base import EngineError, SpeechSynthesizer, VoiceSettings
+from voicechat.engines.stuck_calls import STUCK_CALLS, GiveUp, StuckCalls
 from voicechat.engines.tts_priority import PriorityJobQueue
 
 log = logging.getLogger(__name__)
@@ -77,6 +85,7 @@ class TtsPoolStats:
     failed: int
     first_chunk_p50_s: float | None  # from enqueue to the first chunk, over recent jobs
     first_chunk_p95_s: float | None
+    replaced: int = 0  # workers replaced because their engine would not stop
 
 
 class JobStream(Iterator[bytes]):
@@ -116,7 +125,16 @@ class JobStream(Iterator[bytes]):
 class TTSPool(SpeechSynthesizer):
     """K worker threads, each with its own engine; first sentences of replies first."""
 
-    def __init__(self, engine_factory: Callable[[], PoolEngine], workers: int = 2, join_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        engine_factory: Callable[[], PoolEngine],
+        workers: int = 2,
+        join_timeout_s: float = 5.0,
+        *,
+        breaker: CircuitBreaker | None = None,
+        stop_grace_s: float = 2.0,
+        stuck: StuckCalls = STUCK_CALLS,
+    ) -> None:
         if workers < 1:
             raise ValueError("a TTS pool needs at least one worker (tts.workers >= 1)")
         self._engines: list[PoolEngine] = []
@@ -132,16 +150,23 @@ class TTSPool(SpeechSynthesizer):
             raise EngineError(f"TTS engine instances disagree on their sample rate: {sorted(rates)}")
         self.sample_rate = rates.pop()
         self.join_timeout_s = join_timeout_s
+        self.breaker = breaker or CircuitBreaker("speech synthesizer")
+        self.stop_grace_s = stop_grace_s
+        self._factory = engine_factory
+        self._stuck = stuck
+        self._stopping: dict[int, GiveUp] = {}  # worker index -> grace period of its stopped job
+        self._retired: set[int] = set()  # workers replaced while stuck
+        self._replaced = 0
         self._cond = threading.Condition()
         self._queue: PriorityJobQueue[_Job] = PriorityJobQueue()
         self._running: dict[int, _Job] = {}
         self._closed = False
         self._done = self._cancelled = self._failed = 0
         self._first_chunk_s: deque[float] = deque(maxlen=1000)
-        self._threads = [
-            threading.Thread(target=self._work, args=(i,), name=f"tts-pool-{i}", daemon=True) for i in range(workers)
-        ]
-        for thread in self._threads:
+        self._threads = {
+            i: threading.Thread(target=self._work, args=(i,), name=f"tts-pool-{i}", daemon=True) for i in range(workers)
+        }
+        for thread in self._threads.values():
             thread.start()
 
     # -- SpeechSynthesizer ---------------------------------------------------------
@@ -171,13 +196,16 @@ class TTSPool(SpeechSynthesizer):
                 self._stop_running(lambda job: True)
                 self._cond.notify_all()
         deadline = time.monotonic() + self.join_timeout_s
-        for thread in self._threads:
+        with self._cond:
+            threads = list(self._threads.values())
+            engines = [e for i, e in enumerate(self._engines) if i in self._threads and i not in self._retired]
+        for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        stuck = [t.name for t in self._threads if t.is_alive()]
+        stuck = [t.name for t in threads if t.is_alive()]
         if stuck:
             log.warning("TTS workers still running after %.1f s: %s", self.join_timeout_s, stuck)
         else:
-            for engine in self._engines:
+            for engine in engines:
                 engine.shutdown()
         return not stuck
 
@@ -185,10 +213,11 @@ class TTSPool(SpeechSynthesizer):
         with self._cond:
             samples = sorted(self._first_chunk_s)
             return TtsPoolStats(
-                workers=len(self._threads), queued=len(self._queue), busy=len(self._running),
+                workers=len(self._threads) - len(self._retired), queued=len(self._queue), busy=len(self._running),
                 done=self._done, cancelled=self._cancelled, failed=self._failed,
                 first_chunk_p50_s=statistics.median(samples) if samples else None,
                 first_chunk_p95_s=samples[min(len(samples) - 1, int(0.95 * len(samples)))] if samples else None,
+                replaced=self._replaced,
             )
 
     # -- internals -----------------------------------------------------------------
@@ -207,34 +236,75 @@ class TTSPool(SpeechSynthesizer):
             if predicate(job) and not job.cancel.is_set():
                 job.cancel_now()
                 self._engines[index].stop()
+                if not self._closed and index not in self._stopping:
+                    self._stopping[index] = self._stuck.give_up(
+                        self._threads[index].name, "tts", job.session_id, reason="stopped",
+                        grace_s=self.stop_grace_s, on_stuck=lambda _h, i=index, j=job: self._replace(i, j),
+                    )
+
+    def _replace(self, index: int, job: _Job) -> None:
+        """Worker ``index`` did not stop ``job`` in time: retire it and start a new worker and engine."""
+        with self._cond:
+            if self._closed or self._running.get(index) is not job:
+                return  # it came back after all, or the pool is closing
+            self._retired.add(index)
+            del self._running[index]
+        try:
+            engine = self._factory()
+        except Exception:
+            log.exception("could not start a replacement TTS worker; the pool has one worker less")
+            return
+        with self._cond:
+            if self._closed:
+                engine.shutdown()
+                return
+            new = len(self._engines)
+            self._engines.append(engine)
+            thread = threading.Thread(target=self._work, args=(new,), name=f"tts-pool-{new}", daemon=True)
+            self._threads[new] = thread
+            self._replaced += 1
+            thread.start()
+        log.warning("TTS worker %d replaced by worker %d (its engine did not stop)", index, new)
 
     def _work(self, index: int) -> None:
         engine = self._engines[index]
         while True:
             with self._cond:
-                while not self._closed and not len(self._queue):
+                while not self._closed and not len(self._queue) and index not in self._retired:
                     self._cond.wait()
-                if self._closed:
+                if index in self._retired:  # replaced while stuck: its replacement has a new engine
+                    self._retired.discard(index)
+                    del self._threads[index]
+                    job = None
+                elif self._closed:
                     return
-                job = self._queue.pop()
-                assert job is not None
-                if job.cancel.is_set():  # its iterator was dropped while it waited
-                    self._cancelled += 1
-                    continue
-                self._running[index] = job
+                else:
+                    job = self._queue.pop()
+                    assert job is not None
+                    if job.cancel.is_set():  # its iterator was dropped while it waited
+                        self._cancelled += 1
+                        continue
+                    self._running[index] = job
+            if job is None:
+                engine.shutdown()
+                return
             outcome = "cancelled"
             try:
                 outcome = self._run(engine, job)
             finally:
                 job.out.put(_END)
                 with self._cond:
-                    del self._running[index]
+                    if self._running.get(index) is job:
+                        del self._running[index]
+                    stopping = self._stopping.pop(index, None)
                     if outcome == "done":
                         self._done += 1
                     elif outcome == "failed":
                         self._failed += 1
                     else:
                         self._cancelled += 1
+                if stopping is not None:
+                    stopping.ended()
 
     def _run(self, engine: PoolEngine, job: _Job) -> str:
         """Stream one job into its queue; returns done, cancelled or failed."""

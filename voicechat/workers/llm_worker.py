@@ -4,6 +4,8 @@ Each text piece goes out at once as an assistant text delta; completed
 sentences go to the TTS stage (the first one early, at a clause boundary).
 A barge-in makes the job stale: the loop notices at the next token and the
 pipeline has already asked the model to abort, so neither waits on the other.
+The model is called through the session's ``CallGuard``: a failed, hung or
+refused call (open circuit) ends the reply with an error, not the session.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Protocol
 
 from voicechat.bounded_queue import BoundedLRUQueue
 from voicechat.engines.base import GenerationParams, LanguageModel
+from voicechat.engines.call_guard import CallGuard, GuardedStream
 from voicechat.history import ChatMessage
 from voicechat.jobs import EndOfReply, ReplyJob, SentenceJob
 from voicechat.sentences import SentenceSplitter
@@ -39,13 +42,16 @@ class LlmWorker(QueueWorker[ReplyJob]):
         inbox: BoundedLRUQueue[ReplyJob],
         llm: LanguageModel,
         sentences: BoundedLRUQueue[SentenceJob | EndOfReply],
+        guard: CallGuard,
     ) -> None:
         super().__init__(host, inbox)
         self.llm = llm
         self.sentences = sentences
+        self.guard = guard
 
     def stop(self) -> None:
         super().stop()
+        self.guard.cancel_all()
         self.llm.abort(self.host.session_id)
 
     def handle(self, job: ReplyJob) -> None:
@@ -56,8 +62,10 @@ class LlmWorker(QueueWorker[ReplyJob]):
         parts: list[str] = []
         index = 0
         failed = False
+        session, messages, params = self.host.session_id, self.host.prompt_for(job), self.host.generation_params
+        stream: GuardedStream[str] | None = None
         try:
-            stream = self.llm.stream(self.host.session_id, self.host.prompt_for(job), self.host.generation_params)
+            stream = self.guard.open(gen, lambda: self.llm.stream(session, messages, params))
             for piece in stream:
                 if not self.host.is_current(gen) or self.stop_event.is_set():
                     return  # barge-in or shutdown: the TTS side is flushed already
@@ -68,6 +76,9 @@ class LlmWorker(QueueWorker[ReplyJob]):
         except Exception as exc:
             failed = True
             self.host.report_error(self.stage, exc, gen)
+        finally:
+            if stream is not None:
+                stream.close()
         if not self.host.is_current(gen):
             return
         for sentence in splitter.flush():

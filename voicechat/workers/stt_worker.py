@@ -3,6 +3,8 @@
 The recognizer does VAD, endpointing and (through the shared model)
 transcription on its own threads; this worker only blocks on
 ``next_final`` so that a slow transcription never stalls audio capture.
+A failed transcription (an error, a timeout, an open circuit) is reported and
+counts as an empty transcript, so the turn settles back to listening.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class SttWorker(Worker):
                 if self.stop_event.is_set():
                     return
                 self.host.report_error(self.stage, exc)
+                self.on_final("")
                 continue
             if text is None:
                 return

@@ -6,6 +6,12 @@ its generation went stale, so nothing of an interrupted reply is emitted after
 the flush event. When the transport does not report playback, this stage also
 estimates when the reply has finished playing, by waiting on its inbox with a
 deadline (not by polling).
+
+The synthesizer is called through the session's ``CallGuard``. When a sentence
+fails (an error, a hang past the timeout, an open circuit) the rest of that
+reply is not spoken: its sentences are kept as text only, so the turn ends
+with the error event and the whole reply on screen instead of one timeout per
+sentence.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Protocol
 from voicechat.audio import StreamResampler
 from voicechat.bounded_queue import BoundedLRUQueue
 from voicechat.engines.base import SpeechSynthesizer, VoiceSettings
+from voicechat.engines.call_guard import CallGuard
 from voicechat.jobs import EndOfReply, SentenceJob
 from voicechat.workers.base import QueueWorker, StageHost
 
@@ -41,9 +48,13 @@ class TtsWorker(QueueWorker[TtsItem]):
     stage = "tts"
     host: TtsHost
 
-    def __init__(self, host: TtsHost, inbox: BoundedLRUQueue[TtsItem], tts: SpeechSynthesizer) -> None:
+    def __init__(
+        self, host: TtsHost, inbox: BoundedLRUQueue[TtsItem], tts: SpeechSynthesizer, guard: CallGuard
+    ) -> None:
         super().__init__(host, inbox)
         self.tts = tts
+        self.guard = guard
+        self._failed_gen = -1  # the reply whose synthesis failed: its other sentences are text only
         self._resampler: StreamResampler | None = None
         self._resampler_gen = -1
         self._last_index = 0
@@ -51,6 +62,7 @@ class TtsWorker(QueueWorker[TtsItem]):
 
     def stop(self) -> None:
         super().stop()
+        self.guard.cancel_all()
         self.tts.abort(self.host.session_id)
 
     def next_item(self) -> TtsItem | None:
@@ -76,12 +88,27 @@ class TtsWorker(QueueWorker[TtsItem]):
     def _speak(self, job: SentenceJob) -> None:
         gen = job.generation
         resampler = self._resampler_for(gen)
-        self._last_index = job.index
         self.host.begin_sentence(gen, job.index, job.text)
-        chunks = self.tts.synthesize(self.host.session_id, job.text, self.host.voice, first_in_reply=job.index == 0)
-        for chunk in chunks:
-            if self.stop_event.is_set() or not self.host.emit_audio(gen, job.index, resampler.process(chunk)):
-                return  # stale or stopping: the pipeline already asked the engine to abort
+        if gen == self._failed_gen:
+            self.host.sentence_done(gen, job.index)
+            return
+        session, voice = self.host.session_id, self.host.voice
+        first = job.index == 0
+        try:
+            chunks = self.guard.open(gen, lambda: self.tts.synthesize(session, job.text, voice, first_in_reply=first))
+        except Exception:
+            self._failed_gen = gen
+            raise  # reported by the loop, with the generation
+        try:
+            for chunk in chunks:
+                if self.stop_event.is_set() or not self.host.emit_audio(gen, job.index, resampler.process(chunk)):
+                    return  # stale or stopping: the pipeline already asked the engine to abort
+                self._last_index = job.index  # the resampler's tail belongs to the last sentence with audio
+        except Exception:
+            self._failed_gen = gen
+            raise
+        finally:
+            chunks.close()
         self.host.sentence_done(gen, job.index)
 
     def _finish_reply(self, end: EndOfReply) -> None:
