@@ -37,7 +37,7 @@ class LoadPlan:
     engines: str = "scripted"
     seconds: float = 20.0  # each client starts new turns until this much time has passed...
     min_turns: int = 3  # ...but speaks at least this many
-    barge_every: int = 3  # every third reply is interrupted
+    barge_every: int = 2  # every second reply is interrupted
     stt_delay_s: float = 0.0
     llm_delay_s: float = 0.0
     tts_delay_s: float = 0.0
@@ -216,7 +216,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="clients start new turns for this long")
     parser.add_argument("--turns", type=int, default=3, help="turns each client speaks at least")
     parser.add_argument("--churn", type=int, default=0, help="connect/speak/leave cycles after the load phase")
-    parser.add_argument("--barge-every", type=int, default=3, help="interrupt every Nth reply (0: never)")
+    parser.add_argument("--barge-every", type=int, default=2, help="interrupt every Nth reply (0: never)")
     parser.add_argument("--stt-delay", type=float, default=0.0, help="scripted STT delay per transcript (s)")
     parser.add_argument("--llm-delay", type=float, default=0.0, help="scripted LLM delay to first token (s)")
     parser.add_argument("--tts-delay", type=float, default=0.0, help="scripted TTS delay to first audio (s)")

@@ -103,6 +103,10 @@ class RealtimeSTTRecognizer:
             # (WebRTC, then 0.16 s of "confirmation") called silence 0.3-0.5 s late: WebRTC's
             # hangover flags near-silent samples as speech for about 0.3 s (docs/benchmarks.md).
             silero_deactivity_detection=True,
+            # One ONNX Runtime thread per session's Silero: with RealtimeSTT's default of two, each
+            # session gets a pool thread that spin-waits after every 32 ms chunk, which burned most
+            # of the CPU of a loaded server (docs/benchmarks.md, "bench load").
+            silero_onnx_threads=1,
             deactivity_silence_confirmation_duration=0.0,
             post_speech_silence_duration=max(0.05, post_speech_silence_s - SILERO_RELEASE_S),
             min_length_of_recording=min_utterance_s,
