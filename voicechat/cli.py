@@ -110,6 +110,7 @@ def bench_main(argv: list[str]) -> int:
     benches = {
         "sessions": "voicechat.bench.sessions", "stt": "voicechat.bench.stt",
         "tts": "voicechat.bench.tts", "llm": "voicechat.bench.llm", "load": "voicechat.bench.load",
+        "faults": "voicechat.bench.faults",
     }
     if not argv or argv[0] not in benches:
         print(f"usage: run.py bench {{{','.join(benches)}}} [options]", file=sys.stderr)

@@ -11,9 +11,10 @@ together.
 Faults. A circuit breaker (``breaker``, shared by every session) counts failed
 and timed-out batches; while it is open finals fail at once with a message the
 user can read and partials are skipped. With ``call_timeout_s`` set, a watchdog
-thread keeps the queue moving when a batch hangs: after ``stall_after_s`` the
-hung worker no longer counts and a spare worker takes over the queue (at most
-``spare_workers`` extra threads), and after ``call_timeout_s`` the batch's
+thread keeps the queue moving when a batch hangs (deadlines: ``stall_watch``):
+after ``stall_after_s`` (by default a few times the recent typical batch time)
+the hung worker no longer counts and a spare worker takes over the queue (at
+most ``spare_workers`` extra threads), and after ``call_timeout_s`` the batch's
 callers get ``EngineTimeout`` and the hung thread is handed to ``StuckCalls``
 (named, counted, logged; it retires if it ever returns). A failed batch of
 several sessions' utterances is retried one by one, so one bad input fails only
@@ -26,7 +27,7 @@ import itertools
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ import numpy as np
 
 from voicechat.audio import as_float32
 from voicechat.circuit_breaker import BreakerState, CircuitBreaker, CircuitOpenError, Permit
+from voicechat.engines import stall_watch
 from voicechat.engines.base import BatchTranscriber, EngineError, SpeechInput
 from voicechat.engines.call_guard import EngineTimeout
 from voicechat.engines.stuck_calls import STUCK_CALLS, GiveUp, StuckCalls
@@ -63,7 +65,6 @@ class _Running:
     permit: Permit | None = None
     stalled: bool = False
     timed_out: bool = False
-    returned: bool = False
     give_up: GiveUp | None = None
 
 
@@ -103,9 +104,8 @@ class SttScheduler:
     ) -> None:
         self.model = model
         self.call_timeout_s = call_timeout_s
-        self.stall_after_s = stall_after_s if stall_after_s is not None else (
-            call_timeout_s / 4 if call_timeout_s is not None else None
-        )
+        self._fixed_stall_s = stall_after_s
+        self._durations: deque[float] = deque(maxlen=64)  # recent successful batches, for the stall limit
         self.breaker = breaker or CircuitBreaker(LABEL)
         self.stats = SttStats()
         self._stuck = stuck
@@ -123,7 +123,7 @@ class SttScheduler:
             for _ in range(workers):
                 self._spawn()
         self._watchdog: threading.Thread | None = None
-        if self.call_timeout_s is not None or self.stall_after_s is not None:
+        if self.call_timeout_s is not None or stall_after_s is not None:
             self._watchdog = threading.Thread(target=self._watch, name=f"{name}-scheduler-watchdog", daemon=True)
             self._watchdog.start()
 
@@ -221,6 +221,15 @@ class SttScheduler:
             return len(self._schedule)
 
     @property
+    def stall_after_s(self) -> float | None:
+        """How long a batch may run before a spare worker takes the queue (None: never)."""
+        with self._cond:
+            return self._stall_limit()
+
+    def _stall_limit(self) -> float | None:
+        return stall_watch.stall_limit(self._durations, self.call_timeout_s, self._fixed_stall_s)
+
+    @property
     def worker_threads(self) -> int:
         """Live worker threads, hung ones included."""
         with self._cond:
@@ -263,35 +272,38 @@ class SttScheduler:
                     return
                 batch = [job.payload for job in self._schedule.next_batch()]
             batch = [r for r in batch if r.future.set_running_or_notify_cancel()]
-            if not batch:
-                continue
-            running = _Running(batch, me, time.monotonic())
-            for r in batch:
-                r.started_at = running.started
-            try:
-                running.permit = self.breaker.acquire()
-            except CircuitOpenError as exc:
-                with self._cond:
-                    self.stats.rejected += len(batch)
-                _fail(batch, exc)
-                continue
-            with self._cond:
-                self._running[me] = running
-                self._cond.notify_all()  # the watchdog learns the new deadlines
-            try:
-                self._decode(running)
-            finally:
-                with self._cond:
-                    del self._running[me]
-                    running.returned = True
-                    if running.stalled:
-                        self._stalled -= 1
-                    give_up = running.give_up
-                    self._cond.notify_all()
-                if give_up is not None:
-                    give_up.ended()
+            if batch and self._run_batch(me, batch):
+                for r in batch:  # one input may be to blame: each is retried alone, and counted alone
+                    self._run_batch(me, [r])
 
-    def _decode(self, running: _Running) -> None:
+    def _run_batch(self, me: threading.Thread, batch: list[_Request]) -> bool:
+        """Decode ``batch`` under the watchdog's eye; True if it failed and should be retried one by one."""
+        running = _Running(batch, me, time.monotonic())
+        for r in batch:
+            r.started_at = running.started
+        try:
+            running.permit = self.breaker.acquire()
+        except CircuitOpenError as exc:
+            with self._cond:
+                self.stats.rejected += len(batch)
+            _fail(batch, exc)
+            return False
+        with self._cond:
+            self._running[me] = running
+            self._cond.notify_all()  # the watchdog learns the new deadlines
+        try:
+            return self._decode(running)
+        finally:
+            with self._cond:
+                del self._running[me]
+                if running.stalled:
+                    self._stalled -= 1
+                give_up = running.give_up
+                self._cond.notify_all()
+            if give_up is not None:
+                give_up.ended()
+
+    def _decode(self, running: _Running) -> bool:
         batch, permit = running.requests, running.permit
         assert permit is not None
         started = time.monotonic()
@@ -302,51 +314,31 @@ class SttScheduler:
         except Exception as exc:  # every caller of the batch learns of the failure
             self._record(batch, started, failed=True)
             if running.timed_out:
-                return  # already failed and counted by the watchdog
+                return False  # already failed and counted by the watchdog
             if len(batch) > 1:
-                permit.cancel()  # one input may be to blame: each is retried alone and counted alone
+                permit.cancel()
                 log.warning("stt batch of %d failed (%s); retrying its utterances one by one", len(batch), exc)
-                for r in batch:
-                    self._retry_alone(r)
-                return
+                return True
             permit.fail(str(exc) or type(exc).__name__)
-            log.warning("stt batch of %d failed: %s", len(batch), exc)
+            log.warning("stt request of session %s failed: %s", batch[0].input.session_id, exc)
             _fail(batch, exc)
-            return
+            return False
         self._record(batch, started, failed=False)
-        if running.timed_out:
-            return
-        permit.succeed()
-        for r, text in zip(batch, texts, strict=True):
-            _settle(r.future, text.strip())
-
-    def _retry_alone(self, request: _Request) -> None:
-        try:
-            permit = self.breaker.acquire()
-        except CircuitOpenError as exc:
-            _fail([request], exc)
-            return
-        started = time.monotonic()
-        try:
-            texts = self.model.transcribe_batch([request.input])
-            if len(texts) != 1:
-                raise EngineError(f"model returned {len(texts)} transcripts for 1 input")
-        except Exception as exc:
-            self._record([request], started, failed=True)
-            permit.fail(str(exc) or type(exc).__name__)
-            _fail([request], exc)
-            return
-        self._record([request], started, failed=False)
-        permit.succeed()
-        _settle(request.future, texts[0].strip())
+        if not running.timed_out:
+            permit.succeed()
+            for r, text in zip(batch, texts, strict=True):
+                _settle(r.future, text.strip())
+        return False
 
     def _record(self, batch: Sequence[_Request], started: float, *, failed: bool) -> None:
         with self._cond:  # several workers decode at once
             stats = self.stats
-            stats.busy_s += time.monotonic() - started
+            took = time.monotonic() - started
+            stats.busy_s += took
             if failed:
                 stats.errors += 1
                 return
+            self._durations.append(took)
             stats.batches += 1
             stats.batch_sizes[len(batch)] += 1
             finals = sum(r.input.final for r in batch)
@@ -360,50 +352,30 @@ class SttScheduler:
             with self._cond:
                 if self._closed:
                     return
-                expired, wake = self._check_deadlines(time.monotonic())
-                if not expired:
-                    self._cond.wait(wake)
-                    continue
-            for running in expired:
-                self._time_out(running)
-
-    def _check_deadlines(self, now: float) -> tuple[list[_Running], float | None]:
-        """Mark stalls (starting spare workers) and collect timed-out batches (lock held)."""
-        expired: list[_Running] = []
-        wake: float | None = None
-        for running in self._running.values():
-            if not running.stalled and self.stall_after_s is not None:
-                if now - running.started >= self.stall_after_s:
-                    running.stalled = True
+                due = stall_watch.check(
+                    self._running.values(), time.monotonic(), self._stall_limit(), self.call_timeout_s
+                )
+                for running in due.stalled:
                     self._stalled += 1
                     self.stats.stalls += 1
-                    log.warning("stt batch on %s running for %.1f s: no longer counted as a worker",
-                                running.thread.name, now - running.started)
-                else:
-                    left = running.started + self.stall_after_s - now
-                    wake = left if wake is None else min(wake, left)
-            if not running.timed_out and self.call_timeout_s is not None:
-                if now - running.started >= self.call_timeout_s:
-                    running.timed_out = True
+                    log.warning("stt batch on %s is stalled: a spare worker takes the queue", running.thread.name)
+                for running in due.timed_out:
                     self.stats.timeouts += 1
-                    expired.append(running)
                     sessions = ",".join(sorted({r.input.session_id[:8] for r in running.requests}))
                     running.give_up = self._stuck.give_up(
                         running.thread.name, "stt", sessions, reason="timed out", grace_s=0.0
                     )
-                else:
-                    left = running.started + self.call_timeout_s - now
-                    wake = left if wake is None else min(wake, left)
-        available = len(self._threads) - self._stalled
-        if len(self._schedule) and available < self._target and len(self._threads) < self._max_threads:
-            self._spawn()  # work waits behind a stalled batch: a spare worker takes the queue, within the cap
-        return expired, wake
-
-    def _time_out(self, running: _Running) -> None:
-        error = EngineTimeout(LABEL, self.call_timeout_s or 0.0)
-        if running.permit is not None:
-            running.permit.fail(str(error))
-        _fail(running.requests, error)
+                waiting = len(self._schedule)
+                if stall_watch.needs_spare(len(self._threads), self._stalled, self._target, self._max_threads, waiting):
+                    self._spawn()
+                if not due.timed_out:
+                    self._cond.wait(due.wake_in_s)
+                    continue
+            for running in due.timed_out:
+                error = EngineTimeout(LABEL, self.call_timeout_s or 0.0)
+                if running.permit is not None:
+                    running.permit.fail(str(error))
+                _fail(running.requests, error)
 
 
 def _settle(future: Future[str], text: str) -> None:

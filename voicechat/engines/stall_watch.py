@@ -1,0 +1,80 @@
+"""When is a running engine call stalled, and when has it timed out? (pure policy)
+
+A shared engine's worker that hangs blocks everything queued behind it. Two
+deadlines per running call: after the *stall* limit its worker stops counting
+as available (the owner starts a spare so the queue moves on), after the
+*timeout* its callers get an error and the worker thread is given up on. The
+stall limit adapts to the engine: a few times its recent typical call time, so
+a slow model is not taken for a hung one and a fast one is not waited on long.
+
+No threads or clocks here: the owner passes ``now`` and acts on the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+STALL_FLOOR_S = 0.5  # an adaptive stall limit is never shorter than this
+STALL_FACTOR = 3.0  # ... and otherwise this many times the 90th percentile of recent call times
+MIN_SAMPLES = 5  # fewer recent calls than this: a quarter of the timeout
+
+
+class Watched(Protocol):
+    """A running call as the policy sees it; ``stalled``/``timed_out`` are set here, once."""
+
+    started: float
+    stalled: bool
+    timed_out: bool
+
+
+def stall_limit(recent_s: Sequence[float], timeout_s: float | None, fixed_s: float | None = None) -> float | None:
+    """Seconds a call may run before it counts as stalled (None: never)."""
+    if fixed_s is not None:
+        return fixed_s
+    if timeout_s is None:
+        return None
+    if len(recent_s) < MIN_SAMPLES:
+        return max(STALL_FLOOR_S, timeout_s / 4)
+    ordered = sorted(recent_s)
+    typical = STALL_FACTOR * ordered[int(0.9 * (len(ordered) - 1))]
+    return min(timeout_s / 2, max(STALL_FLOOR_S, typical))
+
+
+@dataclass
+class Deadlines:
+    """What changed at ``now``, and how long until the next deadline (None: none pending)."""
+
+    stalled: list[Watched] = field(default_factory=list)
+    timed_out: list[Watched] = field(default_factory=list)
+    wake_in_s: float | None = None
+
+
+def check(running: Iterable[Watched], now: float, stall_s: float | None, timeout_s: float | None) -> Deadlines:
+    """Mark calls past their stall limit or timeout (each at most once) and find the next deadline."""
+    result = Deadlines()
+
+    def pending(at: float) -> None:
+        left = at - now
+        result.wake_in_s = left if result.wake_in_s is None else min(result.wake_in_s, left)
+
+    for call in running:
+        if stall_s is not None and not call.stalled:
+            if now - call.started >= stall_s:
+                call.stalled = True
+                result.stalled.append(call)
+            else:
+                pending(call.started + stall_s)
+        if timeout_s is not None and not call.timed_out:
+            if now - call.started >= timeout_s:
+                call.timed_out = True
+                result.timed_out.append(call)
+            else:
+                pending(call.started + timeout_s)
+    return result
+
+
+def needs_spare(threads: int, stalled: int, workers: int, max_threads: int, waiting: int) -> bool:
+    """Start another worker: work waits, fewer than ``workers`` are available, and the cap allows it."""
+    return waiting > 0 and threads - stalled < workers and threads < max_threads
