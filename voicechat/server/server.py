@@ -227,6 +227,9 @@ class VoiceServer:
                 await asyncio.wait_for(asyncio.gather(*pending), self.config.shutdown_timeout_s)
             except TimeoutError:
                 log.warning("some clients did not close within %.1f s", self.config.shutdown_timeout_s)
+        for ws in list(self._connections):  # a goodbye cut short by the timeout above has not aborted yet
+            if _still_open(ws):
+                ws.transport.abort()
         try:
             await asyncio.wait_for(server.wait_closed(), self.config.shutdown_timeout_s)
         except TimeoutError:
