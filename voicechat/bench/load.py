@@ -139,7 +139,8 @@ def run_one(plan: LoadPlan, n: int, churn: int, speech: list[Utterance]) -> dict
         threads_after, native_after = server.settled_threads(), server.threads()
         rss_after, metrics1 = server.rss_mb(), server.metrics()
     stderr = server.stderr_tail(200)
-    crashed = [line.strip() for line in stderr.splitlines() if re.search(r"Traceback|CRITICAL", line)]
+    lines = stderr.splitlines()
+    crashed = ["\n".join(lines[i : i + 25]) for i, line in enumerate(lines) if re.search(r"Traceback|CRITICAL", line)]
     ev0, ev1 = evictions(metrics0), evictions(metrics1)
     evicted = {q: ev1.get(q, 0) - ev0.get(q, 0) for q in ev1}
     rate_dropped = int(metrics1.get("voicechat_protocol_errors_total{code=rate_limited}", 0)

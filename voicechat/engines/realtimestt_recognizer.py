@@ -21,6 +21,7 @@ Facts this relies on (measured, see docs/design.md):
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from typing import Any
 
@@ -28,6 +29,7 @@ import numpy as np
 from RealtimeSTT import AudioToTextRecorder
 from RealtimeSTT.core import shutdown as _rt_shutdown
 from RealtimeSTT.core import transcription_api as _rt_transcription_api
+from RealtimeSTT.core.recording import _AudioDrainMarker
 from RealtimeSTT.transcription_engines.base import TranscriptionResult
 
 from voicechat.engines.base import RecognizerCallbacks, TranscriptionModel
@@ -57,6 +59,24 @@ def _prints_to_log(*args: object, **_: object) -> None:
 # ``print`` shadows the builtin for those modules only: the lines go to its logger.
 for _module in (_rt_shutdown, _rt_transcription_api):
     _module.print = _prints_to_log  # type: ignore[attr-defined]
+
+
+class _PatientAudioQueue(queue.Queue):  # type: ignore[type-arg]
+    """The recorder's audio queue, without its 10 ms poll.
+
+    RealtimeSTT's recording worker waits for audio with ``get(timeout=0.01)``
+    only to notice shutdown between chunks, so every session woke about 100
+    times a second with nothing to do; with dozens of sessions those wake-ups
+    fight the server's event loop for the GIL. Here the wait is longer, and
+    ``close()`` wakes the worker itself when it stops the recorder.
+    """
+
+    WAIT_S = 0.5
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if block and timeout is not None:
+            timeout = max(timeout, self.WAIT_S)
+        return super().get(block, timeout)
 
 
 class RealtimeSTTRecognizer:
@@ -116,6 +136,7 @@ class RealtimeSTTRecognizer:
             ensure_sentence_ends_with_period=False,
         )
         self._recorder = _create_recorder(options, log_level)
+        self._recorder.audio_queue = _PatientAudioQueue()  # before any audio: feed_audio puts here
 
     # -- called from RealtimeSTT's threads ----------------------------------------
     def _final_executor(self, audio: np.ndarray, language: str | None = None, **_: Any) -> TranscriptionResult:
@@ -172,6 +193,9 @@ class RealtimeSTTRecognizer:
         self._closed.set()
         self._model.cancel(self.session_id)
         self._recorder.abort()
+        # Wake the recording worker out of its (long) wait so that it sees it must stop.
+        self._recorder.is_running = False
+        self._recorder.audio_queue.put(_AudioDrainMarker(threading.Event()))
         self._recorder.shutdown()
 
 
