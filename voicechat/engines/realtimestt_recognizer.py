@@ -79,6 +79,38 @@ class _PatientAudioQueue(queue.Queue):  # type: ignore[type-arg]
         return super().get(block, timeout)
 
 
+class _PatientEvent(threading.Event):
+    """A recorder event whose waits are not a 20 ms poll.
+
+    ``text()`` waits for recording to start or stop with ``wait(timeout=0.02)``
+    in a loop, only to notice ``abort()`` between waits: 50 idle wake-ups a
+    second per session. Here the waits are longer and ``nudge()`` (called by
+    ``close()`` before it aborts) wakes the waiter to see the abort at once.
+    Relies on ``threading.Event``'s ``_cond`` and ``_flag`` (CPython).
+    """
+
+    WAIT_S = 0.5
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is not None:
+            timeout = max(timeout, self.WAIT_S)
+        with self._cond:  # type: ignore[attr-defined]
+            if not self._flag:  # type: ignore[attr-defined]
+                self._cond.wait(timeout)  # type: ignore[attr-defined]
+            return bool(self._flag)  # type: ignore[attr-defined]
+
+    def nudge(self) -> None:
+        with self._cond:  # type: ignore[attr-defined]
+            self._cond.notify_all()  # type: ignore[attr-defined]
+
+
+def _patient(event: threading.Event) -> _PatientEvent:
+    patient = _PatientEvent()
+    if event.is_set():
+        patient.set()
+    return patient
+
+
 class RealtimeSTTRecognizer:
     """One session's VAD/endpointer; transcription goes to the shared model."""
 
@@ -137,6 +169,8 @@ class RealtimeSTTRecognizer:
         )
         self._recorder = _create_recorder(options, log_level)
         self._recorder.audio_queue = _PatientAudioQueue()  # before any audio: feed_audio puts here
+        self._recorder.start_recording_event = _patient(self._recorder.start_recording_event)
+        self._recorder.stop_recording_event = _patient(self._recorder.stop_recording_event)
 
     # -- called from RealtimeSTT's threads ----------------------------------------
     def _final_executor(self, audio: np.ndarray, language: str | None = None, **_: Any) -> TranscriptionResult:
@@ -192,11 +226,15 @@ class RealtimeSTTRecognizer:
             return
         self._closed.set()
         self._model.cancel(self.session_id)
-        self._recorder.abort()
+        recorder = self._recorder
+        recorder.interrupt_stop_event.set()  # what abort() sets first; then wake text() to see it
+        recorder.start_recording_event.nudge()
+        recorder.stop_recording_event.nudge()
+        recorder.abort()
         # Wake the recording worker out of its (long) wait so that it sees it must stop.
-        self._recorder.is_running = False
-        self._recorder.audio_queue.put(_AudioDrainMarker(threading.Event()))
-        self._recorder.shutdown()
+        recorder.is_running = False
+        recorder.audio_queue.put(_AudioDrainMarker(threading.Event()))
+        recorder.shutdown()
 
 
 def _create_recorder(options: dict[str, Any], log_level: str) -> AudioToTextRecorder:
