@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from server_helpers import TOKEN, server_process
 
 from voicechat.conversation_store import ConversationStore
 from voicechat.engines.scripted_llm import scripted_reply
+from voicechat.serve import wait_for_stop
 from voicechat.ws_client import VoiceClient
 
 N_CLIENTS = 20
@@ -123,3 +126,43 @@ def test_a_client_resuming_after_a_restart_gets_its_conversation_back(tmp_path):
     # The restored session goes on in the same file.
     assert [text for _kind, text in saved(tmp_path, token)][-2:] == ["what colour was the door?", done["text"]]
     assert "Traceback" not in err, err[-3000:]
+
+
+def test_the_main_thread_wakes_for_a_signal_delivered_to_another_thread():
+    """Linux may hand a process's SIGTERM to any thread; the main thread must still run its handler."""
+    stop = threading.Event()
+    handled_on: list[str] = []
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        handled_on.append(threading.current_thread().name)
+        stop.set()
+
+    main = threading.main_thread().ident
+    assert main is not None and threading.get_ident() == main
+
+    def signal_another_thread() -> None:
+        """Once the main thread is inside the wait, signal this thread (not the main one), and only it."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            frame = sys._current_frames().get(main)
+            if frame is not None and frame.f_code.co_name in ("wait_for_stop", "wait"):
+                break
+            time.sleep(0.001)  # the main thread gives no other sign of having started to wait
+        time.sleep(0.05)  # and is asleep in it (were it not yet, the test could only pass wrongly, never fail)
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
+
+    other = threading.Thread(target=signal_another_thread, name="other")
+    # If the wakeup fd did not work, the watchdog ends the wait the old way: the test fails instead of hanging.
+    watchdog = threading.Timer(5, signal.pthread_kill, (main, signal.SIGUSR1))
+    previous = signal.signal(signal.SIGUSR1, on_signal)
+    try:
+        watchdog.start()
+        started = time.monotonic()
+        other.start()
+        wait_for_stop(stop)
+        waited = time.monotonic() - started
+    finally:
+        watchdog.cancel()
+        other.join(timeout=10)
+        signal.signal(signal.SIGUSR1, previous)
+    assert handled_on == ["MainThread"] and waited < 3, (handled_on, waited)

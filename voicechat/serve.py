@@ -10,6 +10,7 @@ engines: free models) and ends well inside 10 seconds.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -52,6 +53,27 @@ def leftover_threads() -> list[str]:
     """Threads other than the main one still alive (after shutdown there should be none)."""
     main = threading.main_thread()
     return sorted(t.name for t in threading.enumerate() if t is not main and t.is_alive())
+
+
+def wait_for_stop(stop: threading.Event) -> None:
+    """Block the main thread until a signal handler sets ``stop``, whichever thread the signal reached.
+
+    Linux may deliver a process-directed SIGTERM to any thread, and CPython runs
+    Python handlers only in the main thread: a main thread asleep in
+    ``Event.wait()`` wakes only for a signal delivered to itself, so the first
+    SIGTERM was sometimes lost. The C-level handler, on whatever thread, writes
+    to the wakeup fd; the main thread, blocked reading it, wakes and runs the handler.
+    """
+    reader, writer = os.pipe()
+    os.set_blocking(writer, False)
+    previous = signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
+    try:
+        while not stop.is_set():
+            os.read(reader, 64)
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(reader)
+        os.close(writer)
 
 
 def open_local_audio(settings: Settings, audio_in: str | None, audio_out: str | None, no_tui: bool) -> AudioIO | None:
@@ -113,7 +135,7 @@ def serve(
 
             run_console(manager, options)
         else:
-            stop.wait()
+            wait_for_stop(stop)
         return 0
     finally:
         started = time.monotonic()
