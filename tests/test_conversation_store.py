@@ -5,11 +5,30 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
+from collections.abc import Iterator
+
+import pytest
 
 from voicechat.conversation_store import ConversationStore, parse_journal, token_hash
 from voicechat.history import ConversationHistory, HistoryChange
 
 TOKEN = "resume-token-abcdefghijklmnopqrstuvwxyz"
+
+
+@pytest.fixture
+def make_store() -> Iterator:
+    """ConversationStores that are closed (their sync thread stopped) after the test."""
+    stores: list[ConversationStore] = []
+
+    def make(*args, **kwargs) -> ConversationStore:
+        stores.append(ConversationStore(*args, **kwargs))
+        return stores[-1]
+
+    yield make
+    for store in stores:
+        store.close()
+    assert not any(t.name == "conversation-sync" for t in threading.enumerate())
 
 
 def journaled(store: ConversationStore, token: str = TOKEN) -> ConversationHistory:
@@ -34,8 +53,8 @@ def three_turns(history: ConversationHistory) -> None:
     history.add_user("three")
 
 
-def test_a_journal_replays_into_the_same_history(tmp_path):
-    store = ConversationStore(tmp_path)
+def test_a_journal_replays_into_the_same_history(tmp_path, make_store):
+    store = make_store(tmp_path)
     history = journaled(store)
     three_turns(history)
     history.add_user("more of three")  # merged into one message, in memory and on replay
@@ -47,8 +66,8 @@ def test_a_journal_replays_into_the_same_history(tmp_path):
     assert restored(store).turns == history.turns == [history.turns[0]]
 
 
-def test_the_file_name_does_not_reveal_the_token_and_only_its_owner_can_read_it(tmp_path):
-    store = ConversationStore(tmp_path / "conversations")
+def test_the_file_name_does_not_reveal_the_token_and_only_its_owner_can_read_it(tmp_path, make_store):
+    store = make_store(tmp_path / "conversations")
     journaled(store).add_user("secret words")
     (path,) = (tmp_path / "conversations").iterdir()
     assert TOKEN not in path.name and TOKEN not in path.read_text()
@@ -59,8 +78,8 @@ def test_the_file_name_does_not_reveal_the_token_and_only_its_owner_can_read_it(
     assert header["t"] == "header" and header["session"] == "sess1" and header["token_sha256"] == token_hash(TOKEN)
 
 
-def test_unknown_or_other_tokens_find_nothing(tmp_path):
-    store = ConversationStore(tmp_path)
+def test_unknown_or_other_tokens_find_nothing(tmp_path, make_store):
+    store = make_store(tmp_path)
     journaled(store).add_user("mine")
     assert store.load("someone else's token") is None
     # A file under the right name but with another token's header is not handed out.
@@ -69,8 +88,8 @@ def test_unknown_or_other_tokens_find_nothing(tmp_path):
     assert store.load("someone else's token") is None
 
 
-def test_a_write_torn_anywhere_in_the_last_record_keeps_every_earlier_turn(tmp_path):
-    store = ConversationStore(tmp_path)
+def test_a_write_torn_anywhere_in_the_last_record_keeps_every_earlier_turn(tmp_path, make_store):
+    store = make_store(tmp_path)
     three_turns(journaled(store))
     path = store.path_for(TOKEN)
     data = path.read_bytes()
@@ -82,8 +101,8 @@ def test_a_write_torn_anywhere_in_the_last_record_keeps_every_earlier_turn(tmp_p
     assert [m.content for m in restored(store).turns][-1] == "three"
 
 
-def test_appending_after_a_torn_line_starts_a_new_line(tmp_path):
-    store = ConversationStore(tmp_path)
+def test_appending_after_a_torn_line_starts_a_new_line(tmp_path, make_store):
+    store = make_store(tmp_path)
     three_turns(journaled(store))
     path = store.path_for(TOKEN)
     data = path.read_bytes()
@@ -98,8 +117,8 @@ def test_appending_after_a_torn_line_starts_a_new_line(tmp_path):
         "one", "reply one", "two", "reply two", "three again", "reply three"]
 
 
-def test_garbage_appended_or_in_the_middle_is_skipped(tmp_path):
-    store = ConversationStore(tmp_path)
+def test_garbage_appended_or_in_the_middle_is_skipped(tmp_path, make_store):
+    store = make_store(tmp_path)
     history = journaled(store)
     history.add_user("one")
     path = store.path_for(TOKEN)
@@ -114,14 +133,14 @@ def test_garbage_appended_or_in_the_middle_is_skipped(tmp_path):
     assert [c.text for c in stored.changes] == ["one", "reply one"]
 
 
-def test_a_file_without_a_header_is_ignored(tmp_path):
+def test_a_file_without_a_header_is_ignored(tmp_path, make_store):
     assert parse_journal(b'{"t":"user","text":"hi"}\n') is None
     assert parse_journal(b"") is None
     assert parse_journal(b'{"t":"header","token_sha256":"x"') is None  # torn header
 
 
-def test_disk_errors_are_counted_not_raised(tmp_path):
-    store = ConversationStore(tmp_path)
+def test_disk_errors_are_counted_not_raised(tmp_path, make_store):
+    store = make_store(tmp_path)
     history = journaled(store)
     journal = history.listener
     assert journal is not None
@@ -132,9 +151,9 @@ def test_disk_errors_are_counted_not_raised(tmp_path):
     journal._fd = None  # type: ignore[attr-defined]  # already closed above
 
 
-def test_prune_deletes_only_files_older_than_retention(tmp_path):
+def test_prune_deletes_only_files_older_than_retention(tmp_path, make_store):
     now = 1_000_000_000.0
-    store = ConversationStore(tmp_path, retention_days=2, clock=lambda: now)
+    store = make_store(tmp_path, retention_days=2, clock=lambda: now)
     old, new = "old-token", "new-token"
     store.open("a", old).close()
     store.open("b", new).close()
@@ -142,10 +161,10 @@ def test_prune_deletes_only_files_older_than_retention(tmp_path):
     os.utime(store.path_for(new), (now - 1 * 86400, now - 1 * 86400))
     assert store.prune() == 1
     assert not store.path_for(old).exists() and store.path_for(new).exists()
-    assert ConversationStore(tmp_path, retention_days=0).prune() == 0  # 0 keeps everything
+    assert make_store(tmp_path, retention_days=0).prune() == 0  # 0 keeps everything
 
 
-def test_history_listener_hears_each_effective_change_once(tmp_path):
+def test_history_listener_hears_each_effective_change_once(tmp_path, make_store):
     heard: list[HistoryChange] = []
     history = ConversationHistory("system", 10_000, listener=heard.append)
     history.add_user("  ")  # nothing: no change
@@ -178,12 +197,36 @@ def test_set_budget_trims_oldest_first_and_reports_how_many():
     assert history.turns[-1].content.startswith("answer 9")
 
 
-def test_fsync_cost_is_recorded(tmp_path):
-    store = ConversationStore(tmp_path, fsync=True)
+def test_records_are_written_at_once_and_synced_on_the_sync_thread(tmp_path, make_store):
+    store = make_store(tmp_path, fsync=True)
     history = journaled(store)
     for i in range(20):
         history.add_user(f"q{i}")
         history.add_assistant(f"a{i}")
+    store.close()  # everything pending is synced
     snap = store.snapshot()
     assert snap["records"] == 41 and snap["errors"] == 0  # the header and 40 changes
     assert snap["write_ms_max"] >= snap["write_ms_mean"] > 0
+    assert 1 <= snap["syncs"] <= 41 and snap["sync_ms_max"] > 0  # syncs coalesce when writes come faster
+
+
+def test_a_slow_disk_does_not_hold_up_the_writer(tmp_path, make_store, monkeypatch):
+    release, syncing = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def stuck_fsync(fd: int) -> None:
+        syncing.set()
+        release.wait(30)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", stuck_fsync)
+    store = make_store(tmp_path)
+    history = journaled(store)  # its header is written: the sync thread is now stuck in fsync
+    assert syncing.wait(10)
+    for i in range(10):  # would hang here if writers waited for the disk
+        history.add_user(f"q{i}")
+        history.add_assistant(f"a{i}")
+    assert store.snapshot()["records"] == 21 and not release.is_set()
+    release.set()
+    store.close()
+    assert len(restored(store).turns) == 20

@@ -129,7 +129,7 @@ class SessionManager:
             self.memory.start(self._on_memory_level)
 
     def shutdown(self, reason: str = "server shutting down") -> list[StopReport]:
-        """Stop the reaper and the memory monitor, and close every session."""
+        """Stop the reaper and the memory monitor, close every session, sync the saved conversations."""
         with self._cond:
             self._running = False
             self._cond.notify_all()
@@ -137,7 +137,10 @@ class SessionManager:
             self.memory.stop()
         if self._reaper is not None:
             self._reaper.join(timeout=5)
-        return [r for sid in self.ids() if (r := self.close(sid, reason)) is not None]
+        reports = [r for sid in self.ids() if (r := self.close(sid, reason)) is not None]
+        if self.store is not None:
+            self.store.close()
+        return reports
 
     # -- registry --------------------------------------------------------------
     def create(

@@ -114,8 +114,10 @@ def _conversation_metrics(store: object) -> Iterator[GaugeMetricFamily | Counter
         ("pruned", "pruned", "Saved conversations deleted after their retention time"),
     ):
         yield CounterMetricFamily(f"voicechat_conversations_{name}", help_text, value=store[key])
-    yield GaugeMetricFamily("voicechat_conversation_save_seconds_max", "Longest append (and fsync) of one record",
-                            value=store["write_ms_max"] / 1000.0)
+    yield GaugeMetricFamily("voicechat_conversation_write_seconds_max", "Longest append of one record (the "
+                            "caller waits for it)", value=store["write_ms_max"] / 1000.0)
+    yield GaugeMetricFamily("voicechat_conversation_fsync_seconds_max", "Longest fsync of a conversation file (on "
+                            "the sync thread)", value=store["sync_ms_max"] / 1000.0)
 
 
 class ServerMetrics:
