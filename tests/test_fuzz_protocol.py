@@ -185,6 +185,8 @@ def test_known_hostile_inputs_found_by_fuzzing() -> None:
         '{"type":"playback","generation":' + "9" * 400 + ',"played_samples":1}': "bad_message",
         '{"type":"playback","generation":1,"played_samples":1e300}': "bad_message",
         '{"type":"settings","speed":NaN}': "bad_message",
+        # Found by the live fuzz: secrets.compare_digest raised TypeError on a non-ASCII resume token (close 1011).
+        '{"type":"hello","token":"t","resume":"\\u0080"}': "bad_message",
     }
     for data, code in cases.items():
         try:

@@ -56,7 +56,9 @@ class _Message(BaseModel):
 class Hello(_Message):
     type: Literal["hello"]
     token: str = Field(max_length=256)
-    resume: str | None = Field(None, max_length=256, description="resume token of an earlier session")
+    resume: str | None = Field(
+        None, max_length=256, pattern=r"^[A-Za-z0-9_-]*$", description="resume token of an earlier session (URL-safe)"
+    )
     input_sample_rate: int = Field(16000, description="rate of the client's audio frames")
     output_sample_rate: int = Field(24000, description="rate the client plays audio at")
     playback_reports: bool = Field(False, description="the client will send playback messages")
