@@ -5,9 +5,11 @@ with realistic delays (STT per utterance, LLM time to first token and per token,
 TTS time to first chunk and per chunk) behind the real shared STT scheduler and
 the sessions' call guards. In each fault mode one session's calls to one engine
 hang (past the call timeout) or raise, on every other round; the rounds between
-show that the same session goes on normally. The other sessions' latencies
-(speech end -> first reply audio, and -> reply done) are compared with a run
-without faults.
+show that the same session goes on normally. A hung call returns at the end of
+its round (late, long after its turn was ended); a call that never returns costs
+the STT scheduler one of its spare workers for good (see tests/test_engine_faults.py).
+The other sessions' latencies (speech end -> first reply audio, and -> reply
+done) are compared with a run without faults.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class Recorder:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.events: list[tuple[float, Event]] = []
+        self.round_start = 0  # index of the first event of the current round
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._drain, name="bench-recorder", daemon=True)
         self._thread.start()
@@ -69,6 +72,10 @@ class Recorder:
             with self._cond:
                 self.events.append((time.monotonic(), event))
                 self._cond.notify_all()
+
+    def start_round(self) -> None:
+        with self._cond:
+            self.round_start = len(self.events)
 
     def wait_for(self, predicate: Callable[[list[Event]], bool], timeout: float) -> bool:
         with self._cond:
@@ -112,7 +119,8 @@ class ModeResult:
     other_turns_ok: int = 0
     v2v_s: list[float] = field(default_factory=list)  # other sessions: speech end -> first audio
     done_s: list[float] = field(default_factory=list)  # other sessions: speech end -> reply done
-    stuck_threads: int = 0
+    stuck_threads: int = 0  # hung call threads declared stuck (each came back at the end of its round)
+    other_errors: int = 0  # error events of the sessions without faults
     seconds: float = 0.0
 
 
@@ -141,11 +149,16 @@ def run_mode(mode: str, sessions: int, rounds: int, timeout_s: float, delays: De
                 else:
                     plan.fail_on_call = plan.calls + 1
                 result.faults_injected += 1
+            for rec in recorders:
+                rec.start_round()
             _speak_round(live, audio, n)
             for i, rec in enumerate(recorders):
                 if not rec.wait_for(turn_over(n), timeout=timeout_s * 4 + 30):
                     raise RuntimeError(f"{mode}: session {i} did not finish turn {n}")
-            _score(result, recorders, n, inject)
+            _score(result, recorders, inject)
+            if inject and kind == "hang":
+                plans[stage].release()  # the hung call comes back, late
+                plans[stage].rearm()
         result.stuck_threads = STUCK_CALLS.stats().stuck_total - stuck_before
     finally:
         for plan in plans.values():
@@ -171,9 +184,9 @@ def _speak_round(live: list[Session], audio: list, n: int) -> None:
         t.join()
 
 
-def _score(result: ModeResult, recorders: list[Recorder], n: int, injected: bool) -> None:
+def _score(result: ModeResult, recorders: list[Recorder], injected: bool) -> None:
     for i, rec in enumerate(recorders):
-        events = rec.events
+        events = rec.events[rec.round_start :]
         done = [(t, e) for t, e in events if isinstance(e, ReplyDone)]
         errors = [e for _, e in events if isinstance(e, ErrorEvent)]
         if i == 0:
@@ -184,7 +197,8 @@ def _score(result: ModeResult, recorders: list[Recorder], n: int, injected: bool
                 result.faulty_turns_ok += 1
             continue
         result.other_turns += 1
-        if not done or not done[-1][1].text or len(errors):
+        result.other_errors += len(errors)
+        if not done or not done[-1][1].text or errors:
             continue
         reply = done[-1][1]
         metrics = next((e for _, e in events if isinstance(e, TurnMetrics) and e.generation == reply.generation), None)
@@ -219,7 +233,7 @@ def main(argv: list[str]) -> int:
     base = next((r for r in results if r.mode == "none"), None)
     report = []
     print(f"{'mode':10} {'faults':>6} {'errors seen':24} {'recovered':>9} {'others ok':>9} "
-          f"{'v2v p50':>8} {'v2v p95':>8} {'done p95':>8} {'x p95':>6} {'x max':>6} {'stuck':>5}")
+          f"{'v2v p50':>8} {'v2v p95':>8} {'done p95':>8} {'x p95':>6} {'x max':>6} {'stuck':>5} {'err':>4}")
     for r in results:
         v2v, done = _summary(r.v2v_s), _summary(r.done_s)
         ratio_p95 = v2v["p95"] / _summary(base.v2v_s)["p95"] if base and base.v2v_s and v2v else float("nan")
@@ -227,7 +241,7 @@ def main(argv: list[str]) -> int:
         errors = ",".join(f"{k}:{v}" for k, v in sorted(r.fault_errors.items())) or "-"
         print(f"{r.mode:10} {r.faults_injected:6d} {errors:24} {r.faulty_turns_ok:9d} "
               f"{r.other_turns_ok:4d}/{r.other_turns:<4d} {v2v.get('p50', 0):8.3f} {v2v.get('p95', 0):8.3f} "
-              f"{done.get('p95', 0):8.3f} {ratio_p95:6.2f} {ratio_max:6.2f} {r.stuck_threads:5d}")
+              f"{done.get('p95', 0):8.3f} {ratio_p95:6.2f} {ratio_max:6.2f} {r.stuck_threads:5d} {r.other_errors:4d}")
         report.append({**r.__dict__, "v2v": v2v, "done": done, "ratio_v2v_p95": ratio_p95,
                        "ratio_done_max": ratio_max})
     if args.json:

@@ -47,13 +47,20 @@ class FaultPlan:
         if n == self.fail_on_call:
             raise EngineError(f"scripted {what} failed on call {n}")
         if n == self.hang_on_call:
+            release = self._release
             self.hung.set()
-            self._release.wait()
+            release.wait()
         return n
 
     def release(self) -> None:
         """Let every hung call return (test teardown)."""
         self._release.set()
+
+    def rearm(self) -> None:
+        """After ``release``: later hangs block again (a benchmark's hang per round)."""
+        with self._lock:
+            self._release = threading.Event()
+            self.hung = threading.Event()
 
 
 def wait_or_abort(delay_s: float, abort: threading.Event) -> bool:

@@ -4,20 +4,21 @@ A shared engine's worker that hangs blocks everything queued behind it. Two
 deadlines per running call: after the *stall* limit its worker stops counting
 as available (the owner starts a spare so the queue moves on), after the
 *timeout* its callers get an error and the worker thread is given up on. The
-stall limit adapts to the engine: a few times its recent typical call time, so
-a slow model is not taken for a hung one and a fast one is not waited on long.
+stall limit adapts to the engine: a few times its recent typical time per item,
+times the call's items (a batch of four may take four times one), so a slow
+model is not taken for a hung one and a fast one is not waited on long.
 
 No threads or clocks here: the owner passes ``now`` and acts on the result.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 STALL_FLOOR_S = 0.5  # an adaptive stall limit is never shorter than this
-STALL_FACTOR = 3.0  # ... and otherwise this many times the 90th percentile of recent call times
+STALL_FACTOR = 3.0  # ... and otherwise this many times the 90th percentile of recent times per item
 MIN_SAMPLES = 5  # fewer recent calls than this: a quarter of the timeout
 
 
@@ -28,17 +29,22 @@ class Watched(Protocol):
     stalled: bool
     timed_out: bool
 
+    @property
+    def size(self) -> int: ...
 
-def stall_limit(recent_s: Sequence[float], timeout_s: float | None, fixed_s: float | None = None) -> float | None:
-    """Seconds a call may run before it counts as stalled (None: never)."""
+
+def stall_limit(
+    recent_per_item_s: Sequence[float], timeout_s: float | None, fixed_s: float | None = None, size: int = 1
+) -> float | None:
+    """Seconds a call of ``size`` items may run before it counts as stalled (None: never)."""
     if fixed_s is not None:
         return fixed_s
     if timeout_s is None:
         return None
-    if len(recent_s) < MIN_SAMPLES:
+    if len(recent_per_item_s) < MIN_SAMPLES:
         return max(STALL_FLOOR_S, timeout_s / 4)
-    ordered = sorted(recent_s)
-    typical = STALL_FACTOR * ordered[int(0.9 * (len(ordered) - 1))]
+    ordered = sorted(recent_per_item_s)
+    typical = STALL_FACTOR * ordered[int(0.9 * (len(ordered) - 1))] * max(1, size)
     return min(timeout_s / 2, max(STALL_FLOOR_S, typical))
 
 
@@ -51,7 +57,9 @@ class Deadlines:
     wake_in_s: float | None = None
 
 
-def check(running: Iterable[Watched], now: float, stall_s: float | None, timeout_s: float | None) -> Deadlines:
+def check(
+    running: Iterable[Watched], now: float, stall_for: Callable[[Watched], float | None], timeout_s: float | None
+) -> Deadlines:
     """Mark calls past their stall limit or timeout (each at most once) and find the next deadline."""
     result = Deadlines()
 
@@ -60,6 +68,7 @@ def check(running: Iterable[Watched], now: float, stall_s: float | None, timeout
         result.wake_in_s = left if result.wake_in_s is None else min(result.wake_in_s, left)
 
     for call in running:
+        stall_s = stall_for(call)
         if stall_s is not None and not call.stalled:
             if now - call.started >= stall_s:
                 call.stalled = True

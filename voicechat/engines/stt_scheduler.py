@@ -12,7 +12,7 @@ Faults. A circuit breaker (``breaker``, shared by every session) counts failed
 and timed-out batches; while it is open finals fail at once with a message the
 user can read and partials are skipped. With ``call_timeout_s`` set, a watchdog
 thread keeps the queue moving when a batch hangs (deadlines: ``stall_watch``):
-after ``stall_after_s`` (by default a few times the recent typical batch time)
+after ``stall_after_s`` (by default a few times the recent time per utterance)
 the hung worker no longer counts and a spare worker takes over the queue (at
 most ``spare_workers`` extra threads), and after ``call_timeout_s`` the batch's
 callers get ``EngineTimeout`` and the hung thread is handed to ``StuckCalls``
@@ -67,6 +67,10 @@ class _Running:
     timed_out: bool = False
     give_up: GiveUp | None = None
 
+    @property
+    def size(self) -> int:
+        return len(self.requests)
+
 
 @dataclass
 class SttStats:
@@ -97,7 +101,7 @@ class SttScheduler:
         max_batch: int = 8,
         call_timeout_s: float | None = None,
         stall_after_s: float | None = None,
-        spare_workers: int = 2,
+        spare_workers: int = 4,
         breaker: CircuitBreaker | None = None,
         stuck: StuckCalls = STUCK_CALLS,
         name: str = "stt",
@@ -105,7 +109,7 @@ class SttScheduler:
         self.model = model
         self.call_timeout_s = call_timeout_s
         self._fixed_stall_s = stall_after_s
-        self._durations: deque[float] = deque(maxlen=64)  # recent successful batches, for the stall limit
+        self._durations: deque[float] = deque(maxlen=64)  # recent batches' seconds per utterance: stall limit
         self.breaker = breaker or CircuitBreaker(LABEL)
         self.stats = SttStats()
         self._stuck = stuck
@@ -162,6 +166,11 @@ class SttScheduler:
             except TimeoutError:
                 pass
         future.cancel()  # still queued: it will not run
+        with self._cond:
+            starved = self._threads and self._stalled >= len(self._threads)
+            hung = self._stalled
+        if starved:  # no batch of ours to blame, but the engine serves nobody: that is a failure too
+            self.breaker.record_failure(f"all {hung} of its workers are stuck")
         raise EngineTimeout(LABEL, limit)
 
     def request_partial(
@@ -220,14 +229,13 @@ class SttScheduler:
         with self._cond:
             return len(self._schedule)
 
-    @property
-    def stall_after_s(self) -> float | None:
-        """How long a batch may run before a spare worker takes the queue (None: never)."""
+    def stall_after_s(self, size: int = 1) -> float | None:
+        """How long a batch of ``size`` may run before a spare worker takes the queue (None: never)."""
         with self._cond:
-            return self._stall_limit()
+            return self._stall_limit(size)
 
-    def _stall_limit(self) -> float | None:
-        return stall_watch.stall_limit(self._durations, self.call_timeout_s, self._fixed_stall_s)
+    def _stall_limit(self, size: int) -> float | None:
+        return stall_watch.stall_limit(self._durations, self.call_timeout_s, self._fixed_stall_s, size)
 
     @property
     def worker_threads(self) -> int:
@@ -312,7 +320,7 @@ class SttScheduler:
             if len(texts) != len(batch):
                 raise EngineError(f"model returned {len(texts)} transcripts for {len(batch)} inputs")
         except Exception as exc:  # every caller of the batch learns of the failure
-            self._record(batch, started, failed=True)
+            self._record(running, started, failed=True)
             if running.timed_out:
                 return False  # already failed and counted by the watchdog
             if len(batch) > 1:
@@ -323,14 +331,15 @@ class SttScheduler:
             log.warning("stt request of session %s failed: %s", batch[0].input.session_id, exc)
             _fail(batch, exc)
             return False
-        self._record(batch, started, failed=False)
+        self._record(running, started, failed=False)
         if not running.timed_out:
             permit.succeed()
             for r, text in zip(batch, texts, strict=True):
                 _settle(r.future, text.strip())
         return False
 
-    def _record(self, batch: Sequence[_Request], started: float, *, failed: bool) -> None:
+    def _record(self, running: _Running, started: float, *, failed: bool) -> None:
+        batch = running.requests
         with self._cond:  # several workers decode at once
             stats = self.stats
             took = time.monotonic() - started
@@ -338,7 +347,8 @@ class SttScheduler:
             if failed:
                 stats.errors += 1
                 return
-            self._durations.append(took)
+            if not running.timed_out:  # a hang that came back says nothing about the engine's pace
+                self._durations.append(took / len(batch))
             stats.batches += 1
             stats.batch_sizes[len(batch)] += 1
             finals = sum(r.input.final for r in batch)
@@ -353,7 +363,8 @@ class SttScheduler:
                 if self._closed:
                     return
                 due = stall_watch.check(
-                    self._running.values(), time.monotonic(), self._stall_limit(), self.call_timeout_s
+                    self._running.values(), time.monotonic(), lambda call: self._stall_limit(call.size),
+                    self.call_timeout_s,
                 )
                 for running in due.stalled:
                     self._stalled += 1
