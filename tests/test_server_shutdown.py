@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from server_helpers import TOKEN, server_process
 
 from voicechat.conversation_store import ConversationStore
@@ -41,10 +42,10 @@ def _last_state(messages: list[dict[str, Any]]) -> str | None:
     return states[-1] if states else None
 
 
-def stop(proc: subprocess.Popen[str]) -> tuple[float, str]:
-    """SIGTERM; seconds until the process exited, and its stderr (the log)."""
+def stop(proc: subprocess.Popen[str], how: signal.Signals = signal.SIGTERM) -> tuple[float, str]:
+    """Send ``how``; seconds until the process exited, and its stderr (the log)."""
     started = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(how)
     _out, err = proc.communicate(timeout=20)
     return time.monotonic() - started, err
 
@@ -94,7 +95,9 @@ def test_sigterm_during_twenty_active_turns_exits_0_within_10_s_and_keeps_every_
         assert all(kind == "assistant" and scripted_reply(second, 24).startswith(text) for kind, text in changes[3:])
 
 
-def test_a_client_resuming_after_a_restart_gets_its_conversation_back(tmp_path):
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+def test_a_client_resuming_after_a_restart_gets_its_conversation_back(tmp_path, how):
+    """Stopped, or killed with no chance to clean up (each record is written as it happens)."""
     question = "remember the blue door"
     with server_process(tmp_path) as (url, proc):
 
@@ -105,8 +108,8 @@ def test_a_client_resuming_after_a_restart_gets_its_conversation_back(tmp_path):
                 return session["resume_token"]
 
         token = asyncio.run(first_run())
-        _elapsed, err = stop(proc)
-    assert proc.returncode == 0 and "Traceback" not in err, err[-3000:]
+        _elapsed, err = stop(proc, how)
+    assert proc.returncode == (0 if how == signal.SIGTERM else -how) and "Traceback" not in err, err[-3000:]
     heard = [{"role": "user", "text": question}, {"role": "assistant", "text": scripted_reply(question, 24)}]
 
     with server_process(tmp_path) as (url, proc):
