@@ -30,6 +30,8 @@ from voicechat.bench.load_stats import Delays, capacity, summarise_turns
 from voicechat.speech_samples import SAMPLE_SENTENCES, speech_16k
 
 CHURN_PARALLEL = 10
+# Users start over this many seconds (about one turn), so that their turns do not all end in step.
+START_SPREAD_S = 4.0
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ async def _load_phase(server: BenchServer, plan: LoadPlan, n: int, speech: list[
     users = [
         SimulatedUser(
             i, server.ws_url, server.token, speech, turns=max(plan.min_turns, 1000), min_turns=plan.min_turns,
-            barge_every=plan.barge_every, start_delay_s=(i / max(n, 1)) * 1.0,
+            barge_every=plan.barge_every, start_delay_s=(i / max(n, 1)) * START_SPREAD_S,
             deadline_s=plan.seconds, check_text=plan.engines == "scripted",
         )
         for i in range(n)
@@ -176,6 +178,7 @@ def run_one(plan: LoadPlan, n: int, churn: int, speech: list[Utterance]) -> dict
         if churn else None,
         "turns_started": summary["turns_started"],
         "barge_ins": summary["barge_ins"],
+        "overhead_ms_by_turn": summary["overhead_ms_by_turn"],
         "client_cpu_percent": round(float(phase["client_cpu"]), 1),  # type: ignore[arg-type]
         "client_late_ticks": phase["late_ticks"],
         "evicted_by_queue": evicted,
@@ -184,6 +187,12 @@ def run_one(plan: LoadPlan, n: int, churn: int, speech: list[Utterance]) -> dict
         "delays_ms": plan.delays.total_ms,
         "error_samples": (errors + churn_errors + crashed + warm_errors)[:10],
         "v2v_samples_ms": [round(t.v2v_ms, 1) for t in turns if t.v2v_ms is not None],
+        "turn_samples": [
+            {"session": t.session, "turn": t.index, "barged": t.barged, "interrupted": t.interrupted_at is not None,
+             "v2v_ms": round(t.v2v_ms, 1) if t.v2v_ms is not None else None,
+             "breakdown_ms": {k: round(v, 1) for k, v in t.breakdown_ms().items()}}
+            for t in turns
+        ],
         "barge_in_samples_ms": [round(t.barge_in_ms, 1) for t in turns if t.barge_in_ms is not None],
     }
 
@@ -194,7 +203,7 @@ def run(plan: LoadPlan, sessions: list[int], churn: int) -> dict[str, object]:
     runs = [run_one(plan, n, churn if i == 0 else 0, speech) for i, n in enumerate(sessions)]
     result = dict(runs[0])
     if len(runs) > 1:
-        result["sweep"] = [{k: v for k, v in r.items() if not k.endswith("_samples_ms")} for r in runs]
+        result["sweep"] = [{k: v for k, v in r.items() if not k.endswith(("_samples_ms", "_samples"))} for r in runs]
         result["capacity"] = capacity(runs)
     return result
 
@@ -229,7 +238,7 @@ def main(argv: list[str]) -> int:
     plan = LoadPlan(args.engines, args.seconds, args.turns, args.barge_every, args.stt_delay, args.llm_delay,
                     args.tts_delay, args.silence, tuple(args.set))
     result = run(plan, args.sessions, args.churn)
-    printable = {k: v for k, v in result.items() if not k.endswith("_samples_ms") and k != "sweep"}
+    printable = {k: v for k, v in result.items() if not k.endswith(("_samples_ms", "_samples")) and k != "sweep"}
     print(json.dumps(printable, indent=2))
     for row in result.get("sweep", []):  # type: ignore[union-attr]
         print(f"N={row['sessions']:4} overhead p95 {row['overhead_ms']['p95']} ms, dropped {row['dropped_frames']}, "

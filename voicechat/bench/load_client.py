@@ -10,6 +10,7 @@ page's capture worklet does. The user speaks a sentence, waits for the reply
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -194,7 +195,7 @@ class SimulatedUser:
     def __init__(
         self, index: int, url: str, token: str, script: Sequence[Utterance], *, turns: int, min_turns: int = 1,
         deadline_s: float | None = None, barge_every: int = 3, phase_s: float = 0.0, start_delay_s: float = 0.0,
-        pause_s: float = 0.4, barge_after_s: float = 0.3, check_text: bool = True, leave_mid_reply: bool = False,
+        pause_s: float = 0.8, barge_after_s: float = 0.3, check_text: bool = True, leave_mid_reply: bool = False,
         turn_timeout_s: float = 30.0,
     ) -> None:
         self.index, self.url, self.token, self.script = index, url, token, script
@@ -203,6 +204,7 @@ class SimulatedUser:
         self.pause_s, self.barge_after_s, self.check_text = pause_s, barge_after_s, check_text
         self.leave_mid_reply, self.turn_timeout_s = leave_mid_reply, turn_timeout_s
         self.result = ClientResult()
+        self._rng = random.Random(index)  # reproducible, different per user
 
     async def run(
         self, connected: asyncio.Event | None = None, go: asyncio.Event | None = None,
@@ -264,7 +266,7 @@ class SimulatedUser:
             if interrupting is not None:
                 interrupting.interrupted_at = onset
             end = await end_f
-            turn = TurnRecord(self.index, t, speech.text, onset, end)
+            turn = TurnRecord(self.index, t, speech.text, onset, end, barged=interrupting is not None)
             self.result.turns.append(turn)
             if interrupting is not None:
                 stale = interrupting.generation or 0
@@ -293,4 +295,4 @@ class SimulatedUser:
             turn.stamps = seen.metrics[gen]
             turn.completed = True
             await client.wait_for(lambda _, g=gen: seen.update().listening_after(g), self.turn_timeout_s)
-            await asyncio.sleep(self.pause_s)  # the user's own pause before speaking again
+            await asyncio.sleep(self._rng.uniform(0.5, 1.5) * self.pause_s)  # the user's own pause, not in step

@@ -45,6 +45,7 @@ class TurnRecord:
     interrupted_at: float | None = None  # onset of the speech that interrupted this reply
     stale_until: float | None = None  # last stale audio frame or flush_playback received
     stamps: dict[str, float] = field(default_factory=dict)  # the server's turn_metrics stamps
+    barged: bool = False  # this utterance itself interrupted a reply
 
     @property
     def v2v_ms(self) -> float | None:
@@ -103,6 +104,10 @@ def summarise_turns(turns: Iterable[TurnRecord], delays: Delays) -> dict[str, ob
         "overhead_ms": quantiles([ms - delays.total_ms for ms in v2v]),
         "barge_in_ms": quantiles(barge),
         "barge_ins": len(barge),
+        "overhead_ms_by_turn": {
+            kind: quantiles([t.v2v_ms - delays.total_ms for t in turns if t.v2v_ms is not None and t.barged == barged])
+            for kind, barged in (("after_silence", False), ("interrupting", True))
+        },
         "breakdown_ms_p50": {name: quantiles(values)["p50"] for name, values in stages.items()},
         "breakdown_ms_p95": {name: quantiles(values)["p95"] for name, values in stages.items()},
     }
