@@ -26,7 +26,7 @@ from voicechat.engines.base import Engines
 from voicechat.memory_monitor import MemoryMonitor
 from voicechat.server import ServerError, VoiceServer
 from voicechat.server.access import qr_text
-from voicechat.server.connection import OutboxSignal
+from voicechat.server.outbox_signal import OutboxSignal
 from voicechat.server.tls import TlsError, cert_fingerprint
 from voicechat.session_manager import SessionManager
 
