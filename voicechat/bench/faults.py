@@ -6,8 +6,9 @@ TTS time to first chunk and per chunk) behind the real shared STT scheduler and
 the sessions' call guards. In each fault mode one session's calls to one engine
 hang (past the call timeout) or raise, on every other round; the rounds between
 show that the same session goes on normally. A hung call returns at the end of
-its round (late, long after its turn was ended); a call that never returns costs
-the STT scheduler one of its spare workers for good (see tests/test_engine_faults.py).
+its round (late, long after its turn was ended), or with ``--hangs-stay`` only
+at the end of the mode: then each hung STT call holds one of the scheduler's
+spare workers for good.
 The other sessions' latencies (speech end -> first reply audio, and -> reply
 done) are compared with a run without faults.
 """
@@ -124,7 +125,9 @@ class ModeResult:
     seconds: float = 0.0
 
 
-def run_mode(mode: str, sessions: int, rounds: int, timeout_s: float, delays: Delays, audio: list) -> ModeResult:
+def run_mode(
+    mode: str, sessions: int, rounds: int, timeout_s: float, delays: Delays, audio: list, hangs_stay: bool = False
+) -> ModeResult:
     stage, _, kind = mode.partition("-")
     plans = {s: FaultPlan() for s in ("stt", "llm", "tts")}
     engines = build(delays, plans, timeout_s, {SAMPLE_SENTENCES[i]: a for i, a in enumerate(audio)})
@@ -156,7 +159,7 @@ def run_mode(mode: str, sessions: int, rounds: int, timeout_s: float, delays: De
                 if not rec.wait_for(turn_over(n), timeout=timeout_s * 4 + 30):
                     raise RuntimeError(f"{mode}: session {i} did not finish turn {n}")
             _score(result, recorders, inject)
-            if inject and kind == "hang":
+            if inject and kind == "hang" and not hangs_stay:
                 plans[stage].release()  # the hung call comes back, late
                 plans[stage].rearm()
         result.stuck_threads = STUCK_CALLS.stats().stuck_total - stuck_before
@@ -225,11 +228,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=6, help="voice turns per session and mode (faults on odd ones)")
     parser.add_argument("--timeout", type=float, default=2.0, help="call timeout of every stage, seconds")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {','.join(MODES)}")
+    parser.add_argument("--hangs-stay", action="store_true", help="hung calls return only at the end of the mode")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     audio = [with_silence(speech_16k(t), 0.3, 0.8) for t in SAMPLE_SENTENCES[: max(args.sessions, 4)]]
     delays = Delays()
-    results = [run_mode(m, args.sessions, args.rounds, args.timeout, delays, audio) for m in args.modes.split(",")]
+    results = [
+        run_mode(m, args.sessions, args.rounds, args.timeout, delays, audio, args.hangs_stay)
+        for m in args.modes.split(",")
+    ]
     base = next((r for r in results if r.mode == "none"), None)
     report = []
     print(f"{'mode':10} {'faults':>6} {'errors seen':24} {'recovered':>9} {'others ok':>9} "
@@ -247,5 +254,6 @@ def main(argv: list[str]) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"sessions": args.sessions, "rounds": args.rounds, "timeout_s": args.timeout,
+                       "hangs_stay": args.hangs_stay,
                        "delays": delays.__dict__, "results": report}, f, indent=2)
     return 0

@@ -96,19 +96,16 @@ class TtsWorker(QueueWorker[TtsItem]):
         first = job.index == 0
         try:
             chunks = self.guard.open(gen, lambda: self.tts.synthesize(session, job.text, voice, first_in_reply=first))
+            try:
+                for chunk in chunks:
+                    if self.stop_event.is_set() or not self.host.emit_audio(gen, job.index, resampler.process(chunk)):
+                        return  # stale or stopping: the pipeline already asked the engine to abort
+                    self._last_index = job.index  # the resampler's tail belongs to the last sentence with audio
+            finally:
+                chunks.close()
         except Exception:
             self._failed_gen = gen
             raise  # reported by the loop, with the generation
-        try:
-            for chunk in chunks:
-                if self.stop_event.is_set() or not self.host.emit_audio(gen, job.index, resampler.process(chunk)):
-                    return  # stale or stopping: the pipeline already asked the engine to abort
-                self._last_index = job.index  # the resampler's tail belongs to the last sentence with audio
-        except Exception:
-            self._failed_gen = gen
-            raise
-        finally:
-            chunks.close()
         self.host.sentence_done(gen, job.index)
 
     def _finish_reply(self, end: EndOfReply) -> None:
