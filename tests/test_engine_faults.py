@@ -118,6 +118,26 @@ def test_llm_breaker_opens_fails_fast_for_every_session_and_closes_after_a_probe
     assert replies(events)[-1].text == scripted_reply("back?", 24)
 
 
+@pytest.mark.timeout(60)
+def test_interrupting_a_hung_call_does_not_wait_for_its_timeout(make_manager):
+    faults = FaultPlan(hang_on_call=1)
+    manager = make_manager(
+        scripted_engines(llm=ScriptedLLM(faults=faults), partials=False), llm_call_timeout_s=30.0, abort_grace_s=0.2
+    )
+    session = manager.create("test")
+    collector = EventCollector(session.pipeline)
+    session.pipeline.send_text("this hangs")
+    assert faults.hung.wait(WAIT)
+    started = time.monotonic()
+    session.pipeline.send_text("never mind, hello")  # typed input interrupts the hung reply
+    events = collector.wait_for(count(ReplyDone), timeout=WAIT)
+    assert time.monotonic() - started < 5.0  # not the 30 s call timeout
+    assert "never mind, hello" in replies(events)[-1].text  # (the history merges the unanswered question)
+    assert errors(events) == []  # an interrupted call is no failure
+    assert STUCK_CALLS.wait_settled(WAIT)
+    assert STUCK_CALLS.stuck_names(session.id) == [f"llm-call-{session.id[:8]}-1"]  # but it is accounted for
+
+
 # -- text to speech -----------------------------------------------------------------------
 @pytest.mark.timeout(60)
 def test_a_hung_synthesis_ends_the_turn_with_its_text_and_the_next_turn_speaks(make_manager):
