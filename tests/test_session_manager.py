@@ -35,8 +35,9 @@ def test_resume_within_grace_keeps_the_conversation(make_manager):
     s = manager.create("test")
     s.pipeline.history.add_user("remember me")
     manager.detach(s.id)
-    with pytest.raises(ResumeError):
-        manager.resume("wrong token")
+    for wrong in ("wrong token", "\u0080 non-ASCII", "\udc80"):  # never a TypeError from compare_digest
+        with pytest.raises(ResumeError):
+            manager.resume(wrong)
     resumed = manager.resume(s.resume_token)
     assert resumed is s and resumed.connected
     assert resumed.pipeline.history.turns[0].content == "remember me"

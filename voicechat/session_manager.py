@@ -245,7 +245,7 @@ class SessionManager:
                 if session is not None:
                     return self._reattach(session, take_over)
                 busy = digest in self._restoring or any(
-                    secrets.compare_digest(s.resume_token, resume_token) for s in self._closing.values())
+                    _same_token(s.resume_token, resume_token) for s in self._closing.values())
                 left = deadline - time.monotonic()
                 if not busy or left <= 0:
                     break
@@ -264,7 +264,7 @@ class SessionManager:
 
     def _live(self, resume_token: str) -> Session | None:
         for session in self._sessions.values():
-            if secrets.compare_digest(session.resume_token, resume_token):
+            if _same_token(session.resume_token, resume_token):
                 return session
         return None
 
@@ -437,3 +437,8 @@ class SessionManager:
                     for s in sessions
                 ],
             }
+
+
+def _same_token(expected: str, given: str) -> bool:
+    """Constant-time comparison that also takes tokens with non-ASCII characters (compare_digest on str refuses)."""
+    return secrets.compare_digest(expected.encode("utf-8", "surrogatepass"), given.encode("utf-8", "surrogatepass"))

@@ -207,15 +207,17 @@ class ClientConnection:
     async def _attach(self, hello: Hello) -> tuple[Session, bool, str | None]:
         resume_error = None
         self.input_rate = hello.input_sample_rate
+        options = replace(self.options, output_sample_rate=hello.output_sample_rate,
+                          playback_reports=hello.playback_reports)
         if hello.resume:
             try:
-                session = self.manager.resume(hello.resume, take_over=True)
+                # Off the loop: restoring a saved conversation builds a pipeline, and a session of that
+                # token that is still closing is waited for. A restored session gets this hello's options.
+                session = await asyncio.to_thread(self.manager.resume, hello.resume, True, options=options)
                 self._attachment = session.attachment
                 return session, True, None
             except ResumeError as err:
                 resume_error = str(err)
-        options = replace(self.options, output_sample_rate=hello.output_sample_rate,
-                          playback_reports=hello.playback_reports)
         signal = OutboxSignal()
         try:
             session = await asyncio.to_thread(self.manager.create, "ws", signal, options)
