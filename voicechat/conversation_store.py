@@ -40,7 +40,7 @@ SLOW_WRITE_S = 0.05  # warn (once per store) when one record takes longer: a slo
 
 
 def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()  # any str, even a lone surrogate
 
 
 @dataclass(frozen=True)
