@@ -122,8 +122,10 @@ def _sample_references() -> dict[str, np.ndarray]:
 
 def _recognizer_factory(settings: Settings, transcriber: TranscriptionModel) -> RecognizerFactory:
     from voicechat.engines.realtimestt_recognizer import RealtimeSTTRecognizer
+    from voicechat.engines.silero_share import SharedSilero
 
     stt, vad = settings.stt, settings.vad
+    silero = SharedSilero()  # one ONNX session for every recorder of these engines
 
     def recognizer(session_id: str, callbacks: RecognizerCallbacks) -> Recognizer:
         return RealtimeSTTRecognizer(
@@ -131,7 +133,7 @@ def _recognizer_factory(settings: Settings, transcriber: TranscriptionModel) -> 
             language=stt.language, partials=stt.partials, partial_interval_s=stt.partial_interval_s,
             silero_sensitivity=vad.silero_sensitivity, webrtc_sensitivity=vad.webrtc_sensitivity,
             post_speech_silence_s=vad.post_speech_silence_s, min_utterance_s=vad.min_utterance_s,
-            pre_roll_s=vad.pre_roll_s, log_level=settings.logging.realtimestt_level,
+            pre_roll_s=vad.pre_roll_s, log_level=settings.logging.realtimestt_level, silero=silero,
         )
 
     return recognizer

@@ -27,12 +27,14 @@ from typing import Any
 
 import numpy as np
 from RealtimeSTT import AudioToTextRecorder
+from RealtimeSTT.core import initialization as _rt_initialization
 from RealtimeSTT.core import shutdown as _rt_shutdown
 from RealtimeSTT.core import transcription_api as _rt_transcription_api
 from RealtimeSTT.core.recording import _AudioDrainMarker
 from RealtimeSTT.transcription_engines.base import TranscriptionResult
 
 from voicechat.engines.base import RecognizerCallbacks, TranscriptionModel
+from voicechat.engines.silero_share import SharedSilero
 from voicechat.utterance_buffer import UtteranceBuffer
 
 REALTIMESTT_LOGGER = "realtimestt"
@@ -59,6 +61,19 @@ def _prints_to_log(*args: object, **_: object) -> None:
 # ``print`` shadows the builtin for those modules only: the lines go to its logger.
 for _module in (_rt_shutdown, _rt_transcription_api):
     _module.print = _prints_to_log  # type: ignore[attr-defined]
+
+# Recorders get their Silero model through the SharedSilero of the recognizer being
+# built (set while _LOGGER_LOCK is held, so one recorder is built at a time).
+_create_silero = _rt_initialization.create_silero_vad_model
+_building_with: SharedSilero | None = None
+
+
+def _silero_for_recorder(**kwargs: Any) -> Any:
+    share = _building_with
+    return _create_silero(**kwargs) if share is None else share.model(_create_silero, **kwargs)
+
+
+_rt_initialization.create_silero_vad_model = _silero_for_recorder
 
 
 class _PatientAudioQueue(queue.Queue):  # type: ignore[type-arg]
@@ -129,6 +144,7 @@ class RealtimeSTTRecognizer:
         pre_roll_s: float = 1.0,
         log_level: str = "WARNING",
         partial_interval_s: float = 0.3,
+        silero: SharedSilero | None = None,
     ) -> None:
         self.session_id = session_id
         self._model = model
@@ -167,7 +183,7 @@ class RealtimeSTTRecognizer:
             ensure_sentence_starting_uppercase=False,
             ensure_sentence_ends_with_period=False,
         )
-        self._recorder = _create_recorder(options, log_level)
+        self._recorder = _create_recorder(options, log_level, silero)
         self._recorder.audio_queue = _PatientAudioQueue()  # before any audio: feed_audio puts here
         self._recorder.start_recording_event = _patient(self._recorder.start_recording_event)
         self._recorder.stop_recording_event = _patient(self._recorder.stop_recording_event)
@@ -237,13 +253,16 @@ class RealtimeSTTRecognizer:
         recorder.shutdown()
 
 
-def _create_recorder(options: dict[str, Any], log_level: str) -> AudioToTextRecorder:
+def _create_recorder(options: dict[str, Any], log_level: str, silero: SharedSilero | None) -> AudioToTextRecorder:
+    global _building_with
     logger = logging.getLogger(REALTIMESTT_LOGGER)
     with _LOGGER_LOCK:
         before = set(logger.handlers)
+        _building_with = silero
         try:
             return AudioToTextRecorder(**options)
         finally:
+            _building_with = None
             for handler in [h for h in logger.handlers if h not in before]:
                 logger.removeHandler(handler)
                 handler.close()
