@@ -301,6 +301,8 @@ def test_realtimestt_sessions_show_recogniser_failures_and_recover(make_manager)
     feeder.play(utterance(SENTENCES[1]))
     events = collector.wait_for(lambda ev: len(errors(ev)) >= 2, timeout=WAIT)
     assert "speech recogniser is not available right now" in errors(events)[1].message
+    # The error's kind survives RealtimeSTT (which passes on only a message).
+    assert [e.code for e in errors(events)] == ["stt_failed", "stt_unavailable"]
     assert faults.calls == 1
 
     faults.down = False

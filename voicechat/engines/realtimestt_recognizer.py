@@ -151,6 +151,7 @@ class RealtimeSTTRecognizer:
         self._callbacks = callbacks
         self._language = language or None
         self._closed = threading.Event()
+        self._final_error: BaseException | None = None
         self._lock = threading.Lock()
         self._partials = (
             UtteranceBuffer(pre_roll_s=min(pre_roll_s, 0.5), interval_s=partial_interval_s) if partials else None
@@ -190,7 +191,13 @@ class RealtimeSTTRecognizer:
 
     # -- called from RealtimeSTT's threads ----------------------------------------
     def _final_executor(self, audio: np.ndarray, language: str | None = None, **_: Any) -> TranscriptionResult:
-        text = self._model.transcribe(audio, session_id=self.session_id, final=True, language=language)
+        try:
+            text = self._model.transcribe(audio, session_id=self.session_id, final=True, language=language)
+        except Exception as error:
+            # RealtimeSTT passes only the message on (as a bare Exception); next_final raises this
+            # one, so the turn's error keeps its kind (timeout, circuit open, failure).
+            self._final_error = error
+            raise
         return TranscriptionResult(text=text)
 
     def _speech_started(self) -> None:
@@ -232,7 +239,13 @@ class RealtimeSTTRecognizer:
         """Block in RealtimeSTT until an utterance ends and is transcribed."""
         if self._closed.is_set():
             return None
-        text = self._recorder.text()
+        try:
+            text = self._recorder.text()
+        except Exception:
+            error, self._final_error = self._final_error, None
+            if error is not None:
+                raise error from None
+            raise
         if self._closed.is_set():
             return None
         return (text or "").strip()
