@@ -329,6 +329,9 @@ def test_breaker_states_are_in_health_and_metrics(make_manager, tmp_path):
         status, text = http_get(server, "/metrics")
         assert status == 200
         lines = set(text.decode().splitlines())
+        names = {line.split("{")[0].split(" ")[0] for line in lines if not line.startswith("#")}
+        assert {"voicechat_engine_calls_stuck_now", "voicechat_engine_calls_stuck_total",
+                "voicechat_engine_calls_recovered_total"} <= names
         for stage, value in (("stt", 0.0), ("llm", 2.0), ("tts", 0.0)):
             assert f'voicechat_engine_circuit_state{{stage="{stage}"}} {value}' in lines
 

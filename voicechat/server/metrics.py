@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from voicechat.circuit_breaker import BreakerState, CircuitBreaker
 from voicechat.engines.base import Engines
+from voicechat.engines.stuck_calls import STUCK_CALLS
 from voicechat.events import ErrorEvent, Event, TurnMetrics
 from voicechat.protocol import turn_latencies_ms
 from voicechat.session_manager import SessionManager
@@ -80,6 +81,15 @@ class _LiveCollector(Collector):
         for stage, breaker in engine_breakers(self.manager.engines).items():
             breakers.add_metric([stage], BREAKER_VALUE[breaker.state])
         yield breakers
+        stuck = STUCK_CALLS.stats()
+        yield GaugeMetricFamily(
+            "voicechat_engine_calls_stuck_now", "Abandoned engine calls whose threads have not ended (hung engines)",
+            value=len(stuck.stuck_now),
+        )
+        yield CounterMetricFamily("voicechat_engine_calls_stuck", "Engine calls ever declared stuck",
+                                  value=stuck.stuck_total)
+        yield CounterMetricFamily("voicechat_engine_calls_recovered", "Stuck engine calls that ended later",
+                                  value=stuck.recovered_total)
         yield from _memory_metrics(snap.get("memory"))
         yield from _conversation_metrics(snap.get("conversations"))
 
