@@ -32,6 +32,7 @@ from voicechat.speech_samples import SAMPLE_SENTENCES, speech_16k
 CHURN_PARALLEL = 10
 # Users start over this many seconds (about one turn), so that their turns do not all end in step.
 START_SPREAD_S = 4.0
+SAMPLES = ("v2v_samples_ms", "barge_in_samples_ms", "turn_samples")  # per-turn data: in --json, not printed
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,7 @@ def run_one(plan: LoadPlan, n: int, churn: int, speech: list[Utterance]) -> dict
         "turns_started": summary["turns_started"],
         "barge_ins": summary["barge_ins"],
         "overhead_ms_by_turn": summary["overhead_ms_by_turn"],
+        "server_path_ms": summary["server_path_ms"],
         "client_cpu_percent": round(float(phase["client_cpu"]), 1),  # type: ignore[arg-type]
         "client_late_ticks": phase["late_ticks"],
         "evicted_by_queue": evicted,
@@ -203,7 +205,7 @@ def run(plan: LoadPlan, sessions: list[int], churn: int) -> dict[str, object]:
     runs = [run_one(plan, n, churn if i == 0 else 0, speech) for i, n in enumerate(sessions)]
     result = dict(runs[0])
     if len(runs) > 1:
-        result["sweep"] = [{k: v for k, v in r.items() if not k.endswith(("_samples_ms", "_samples"))} for r in runs]
+        result["sweep"] = [{k: v for k, v in r.items() if k not in SAMPLES} for r in runs]
         result["capacity"] = capacity(runs)
     return result
 
@@ -238,7 +240,7 @@ def main(argv: list[str]) -> int:
     plan = LoadPlan(args.engines, args.seconds, args.turns, args.barge_every, args.stt_delay, args.llm_delay,
                     args.tts_delay, args.silence, tuple(args.set))
     result = run(plan, args.sessions, args.churn)
-    printable = {k: v for k, v in result.items() if not k.endswith(("_samples_ms", "_samples")) and k != "sweep"}
+    printable = {k: v for k, v in result.items() if k not in SAMPLES and k != "sweep"}
     print(json.dumps(printable, indent=2))
     for row in result.get("sweep", []):  # type: ignore[union-attr]
         print(f"N={row['sessions']:4} overhead p95 {row['overhead_ms']['p95']} ms, dropped {row['dropped_frames']}, "

@@ -40,6 +40,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
     sessions = [r["sessions"] for r in runs]
     right.plot(sessions, [r["overhead_ms"]["p95"] for r in runs], marker="o", label="overhead p95 (ms)")
     right.plot(sessions, [r["overhead_ms"]["p50"] for r in runs], marker=".", linestyle="--", label="overhead p50 (ms)")
+    if all(r.get("server_path_ms", {}).get("p95") is not None for r in runs):
+        right.plot(sessions, [r["server_path_ms"]["p95"] for r in runs], marker="s", linestyle=":",
+                   label="server end of speech -> audio received, p95 (ms)")
+    right.set_yscale("symlog", linthresh=10)
     right.axhline(CAPACITY_BOUND_MS, color="red", linestyle=":", linewidth=1, label=f"{CAPACITY_BOUND_MS:.0f} ms bound")
     right.set_xlabel("concurrent sessions")
     right.set_ylabel("ms")

@@ -104,6 +104,9 @@ def summarise_turns(turns: Iterable[TurnRecord], delays: Delays) -> dict[str, ob
         "overhead_ms": quantiles([ms - delays.total_ms for ms in v2v]),
         "barge_in_ms": quantiles(barge),
         "barge_ins": len(barge),
+        # The framework without the VAD's decision: the server's end-of-speech stamp to the audio received.
+        "server_path_ms": quantiles([(t.first_audio - t.stamps["speech_end"]) * 1000 for t in turns
+                                     if t.first_audio is not None and "speech_end" in t.stamps]),
         "overhead_ms_by_turn": {
             kind: quantiles([t.v2v_ms - delays.total_ms for t in turns if t.v2v_ms is not None and t.barged == barged])
             for kind, barged in (("after_silence", False), ("interrupting", True))
