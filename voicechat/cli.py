@@ -59,6 +59,9 @@ def run_main(argv: list[str]) -> int:
         from voicechat.assembly import build_engines
 
         settings = loaded.settings
+        from voicechat.malloc_arenas import limit_malloc_arenas
+
+        limit_malloc_arenas(settings.memory.malloc_arenas)  # before the engines start their threads
         engines = build_engines(settings)
     except ConfigError as err:
         print(f"voicechat: config error: {err}", file=sys.stderr)

@@ -356,6 +356,10 @@ class MemorySettings(_Section):
     pressure_history_tokens: int = Field(
         512, ge=64, description="History budget (tokens) each session is trimmed to under memory pressure"
     )
+    malloc_arenas: int = Field(
+        2, ge=0, le=64, description="glibc malloc arenas at most, so churning sessions do not fragment native "
+        "memory; 0 = the C library's default (an explicit MALLOC_ARENA_MAX wins)",
+    )
 
 
 class LoggingSettings(_Section):
