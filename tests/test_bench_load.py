@@ -92,7 +92,7 @@ def test_small_load_run_is_correct(tmp_path) -> None:
     assert result["turns"] == result["turns_started"] == 16
     assert result["barge_ins"] == 4
     assert result["leaked_threads"] == 0
-    assert result["churn"] == {"cycles": 20, "errors": 0, "rss_growth_mb": result["churn"]["rss_growth_mb"]}
+    assert {k: result["churn"][k] for k in ("cycles", "errors")} == {"cycles": 20, "errors": 0}
     for key in ("v2v_ms", "overhead_ms", "barge_in_ms"):
         assert result[key]["p50"] is not None and result[key]["p50"] <= result[key]["p95"] <= result[key]["p99"]
     assert result["dropped_frames"] == 0

@@ -137,6 +137,7 @@ def run_one(plan: LoadPlan, n: int, churn: int, speech: list[Utterance]) -> dict
         phase = asyncio.run(_load_phase(server, plan, n, speech))
         results: list[ClientResult] = phase["results"]  # type: ignore[assignment]
         server.wait_sessions(0)
+        rss_before_churn = server.rss_mb()
         churn_errors = asyncio.run(_churn(server, churn, speech)) if churn else []
         left = server.wait_sessions(0)
         threads_after, native_after = server.settled_threads(), server.threads()
@@ -175,8 +176,9 @@ def run_one(plan: LoadPlan, n: int, churn: int, speech: list[Utterance]) -> dict
         },
         "native_threads_before": native_before,
         "native_threads_after": native_after,
-        "churn": {"cycles": churn, "errors": len(churn_errors), "rss_growth_mb": round(rss_after - rss_before, 1)}
-        if churn else None,
+        # The churn's own growth: from after the load phase (whose peak the allocator keeps) to the end.
+        "churn": {"cycles": churn, "errors": len(churn_errors), "rss_growth_mb": round(rss_after - rss_before_churn, 1),
+                  "rss_mb_before_churn": round(rss_before_churn, 1)} if churn else None,
         "turns_started": summary["turns_started"],
         "barge_ins": summary["barge_ins"],
         "overhead_ms_by_turn": summary["overhead_ms_by_turn"],
