@@ -36,7 +36,7 @@ def test_spoken_turn_emits_every_event_in_order(make_manager):
     finals = [e for e in events if isinstance(e, FinalTranscript)]
     assert partials, "no partial transcripts"
     assert [f.text for f in finals] == [text]
-    assert all(text.startswith(p.text.rstrip(".")) for p in partials)
+    assert all(text.startswith(p.text.rstrip(".")) for p in partials), [p.text for p in partials]
 
     reply = "".join(e.text for e in events if isinstance(e, AssistantTextDelta))
     assert reply == scripted_reply(text, 24)

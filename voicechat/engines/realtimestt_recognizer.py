@@ -33,19 +33,14 @@ from RealtimeSTT.core import transcription_api as _rt_transcription_api
 from RealtimeSTT.core.recording import _AudioDrainMarker
 from RealtimeSTT.transcription_engines.base import TranscriptionResult
 
+from voicechat.endpointing import EndOfSpeech
+from voicechat.engines import realtimestt_vad
 from voicechat.engines.base import RecognizerCallbacks, TranscriptionModel
 from voicechat.engines.silero_share import SharedSilero
 from voicechat.utterance_buffer import UtteranceBuffer
 
 REALTIMESTT_LOGGER = "realtimestt"
 
-# How long Silero takes to call speech over once the sound has stopped: its
-# probability falls below the threshold two to four 32 ms chunks after the
-# last voiced sample (measured on the espeak-ng samples: 64-170 ms, median
-# about 100 ms). The end-of-turn silence is the user's setting measured from
-# the end of their speech, so the recorder's own timer, which starts only when
-# the detector has noticed, is shortened by this much.
-SILERO_RELEASE_S = 0.1
 
 # The realtimestt logger is process-wide, so creating recorders (which touch
 # it) is serialised to know exactly which handler each one added.
@@ -166,25 +161,32 @@ class RealtimeSTTRecognizer:
             enable_realtime_transcription=False,
             on_recording_start=self._speech_started,
             on_recording_stop=self._speech_ended,
+            # Onset checked on the chunk that shows it, end of speech dated from the last sound
+            # (engines/realtimestt_vad.py); both run in the recording thread.
+            on_recorded_chunk=self._chunk_arrived,
+            on_turn_detection_start=self._silence_started,
             silero_sensitivity=silero_sensitivity,
             webrtc_sensitivity=webrtc_sensitivity,
-            # The end of speech is decided by Silero, started at once. RealtimeSTT's default
-            # (WebRTC, then 0.16 s of "confirmation") called silence 0.3-0.5 s late: WebRTC's
-            # hangover flags near-silent samples as speech for about 0.3 s (docs/benchmarks.md).
+            # The end of speech is decided by Silero, started at once, and dated from the last voiced
+            # frame (EndOfSpeech). RealtimeSTT's default (WebRTC, then 0.16 s of "confirmation") called
+            # silence 0.3-0.5 s late: WebRTC's hangover flags near-silent samples as speech for about
+            # 0.3 s (docs/benchmarks.md).
             silero_deactivity_detection=True,
             # One ONNX Runtime thread per session's Silero: with RealtimeSTT's default of two, each
             # session gets a pool thread that spin-waits after every 32 ms chunk, which burned most
             # of the CPU of a loaded server (docs/benchmarks.md, "bench load").
             silero_onnx_threads=1,
             deactivity_silence_confirmation_duration=0.0,
-            post_speech_silence_duration=max(0.05, post_speech_silence_s - SILERO_RELEASE_S),
+            post_speech_silence_duration=post_speech_silence_s,
             min_length_of_recording=min_utterance_s,
             min_gap_between_recordings=0.0,
             pre_recording_buffer_duration=pre_roll_s,
             ensure_sentence_starting_uppercase=False,
             ensure_sentence_ends_with_period=False,
         )
+        self._end_of_speech = EndOfSpeech()
         self._recorder = _create_recorder(options, log_level, silero)
+        realtimestt_vad.attach(self._recorder, self._end_of_speech)
         self._recorder.audio_queue = _PatientAudioQueue()  # before any audio: feed_audio puts here
         self._recorder.start_recording_event = _patient(self._recorder.start_recording_event)
         self._recorder.stop_recording_event = _patient(self._recorder.stop_recording_event)
@@ -200,7 +202,16 @@ class RealtimeSTTRecognizer:
             raise
         return TranscriptionResult(text=text)
 
+    def _chunk_arrived(self, data: bytes) -> None:
+        recorder = getattr(self, "_recorder", None)  # None only while the constructor runs
+        if recorder is not None:
+            realtimestt_vad.on_chunk(recorder, data)
+
+    def _silence_started(self) -> None:
+        realtimestt_vad.silence_started(self._recorder)
+
     def _speech_started(self) -> None:
+        self._end_of_speech.speech_started()
         if self._partials is not None:
             with self._lock:
                 self._partials.start()

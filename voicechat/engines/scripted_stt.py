@@ -139,8 +139,8 @@ class ScriptedTranscriber:
             best = int(np.argmax(scores))
             best_text, best_score = self._set.texts[best], float(scores[best])
         if best_text is None or best_score < self.threshold:
-            if len(env) == 0:
-                return ""
+            if len(env) == 0 or not final:
+                return ""  # nothing heard yet, or too little of it to know: a partial says nothing
             digest = hashlib.sha1(np.round(audio * 32767).astype(np.int16).tobytes()).hexdigest()[:8]
             return f"unrecognised speech {digest}"
         words = best_text.split()

@@ -1,0 +1,145 @@
+"""Where the user's speech ended, measured on the audio's own clock.
+
+Silero calls speech over two to five 32 ms chunks after the sound stops,
+depending on the last phoneme (64-170 ms on the espeak-ng samples). A turn
+timer started when Silero notices therefore ends the turn anywhere in a 100 ms
+window, and later still when the recording thread lags behind the audio. Users
+feel the end of their turn as a fixed pause after their last sound, so this
+module finds that last sound from 10 ms energy frames and counts the silence
+from it in samples: the turn ends ``post_speech_silence_s`` after the last
+sound whatever the detector's release and whatever the thread's lag.
+
+Silero stays the judge of *whether* speech has ended; the level only says
+*when*. Where the level cannot tell (noise keeps it up, or it fell long before
+Silero released, so Silero heard a soft ending the level missed), the end is
+put a typical release before Silero's decision, as before.
+
+Pure logic: no threads, no RealtimeSTT (``engines/realtimestt_vad.py`` wires
+it into the recorder).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+FRAME = 160  # 10 ms at 16 kHz
+BLOCK = 10  # frames per noise-floor minimum
+
+
+def _db(value: float) -> float:  # dB to an amplitude ratio
+    return 10.0 ** (value / 20.0)
+
+
+@dataclass
+class LevelTracker:
+    """Samples since the last voiced 10 ms frame of the current utterance.
+
+    A frame is voiced when its RMS is within ``relative_db`` of the loudest
+    frame of the utterance so far, at least ``floor_margin_db`` over the noise
+    floor, and over ``absolute_rms``. The noise floor is the quietest frame of
+    the last ``floor_window_s`` (minimum statistics): the pauses between words
+    keep it at the room's noise while someone speaks, and a room that gets
+    noisier raises it within that window.
+    """
+
+    relative_db: float = -40.0
+    floor_margin_db: float = 12.0
+    absolute_rms: float = 30.0  # about -61 dBFS
+    floor_window_s: float = 1.5
+    peak: float = field(default=0.0, init=False)
+    quiet_samples: int = field(default=0, init=False)
+    heard_voice: bool = field(default=False, init=False)
+    _block_mins: deque[float] = field(init=False, repr=False)
+    _block: list[float] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._block_mins = deque(maxlen=max(1, round(self.floor_window_s / (BLOCK * FRAME / SAMPLE_RATE))))
+
+    @property
+    def floor(self) -> float:
+        """The noise floor's RMS (0 before any audio)."""
+        levels = [*self._block_mins, *self._block]
+        return min(levels) if levels else 0.0
+
+    def new_utterance(self) -> None:
+        """Forget the last utterance's peak and end (the noise floor carries over)."""
+        self.peak = 0.0
+        self.quiet_samples = 0
+        self.heard_voice = False
+
+    @property
+    def quiet_s(self) -> float:
+        return self.quiet_samples / SAMPLE_RATE
+
+    def add(self, pcm16: bytes | np.ndarray) -> None:
+        samples = np.frombuffer(pcm16, np.int16) if isinstance(pcm16, bytes | bytearray) else pcm16
+        if samples.size == 0:
+            return
+        bounds = range(0, samples.size, FRAME)
+        x = samples.astype(np.float32)
+        whole = samples.size // FRAME
+        rms = np.sqrt(np.mean(x[: whole * FRAME].reshape(whole, FRAME) ** 2, axis=1)).tolist()
+        if samples.size > whole * FRAME:
+            rms.append(math.sqrt(float(np.mean(x[whole * FRAME :] ** 2))))
+        self.peak = max(self.peak, max(rms))
+        relative = self.peak * _db(self.relative_db)
+        margin = _db(self.floor_margin_db)
+        for start, level in zip(bounds, rms, strict=True):
+            width = min(FRAME, samples.size - start)
+            self._block.append(level)
+            if len(self._block) == BLOCK:
+                self._block_mins.append(min(self._block))
+                self._block.clear()
+            if level > max(self.absolute_rms, relative, self.floor * margin):
+                self.quiet_samples = 0
+                self.heard_voice = True
+            else:
+                self.quiet_samples += width
+
+
+@dataclass
+class EndOfSpeech:
+    """Silence since the end of the user's speech, in seconds of audio.
+
+    ``hear()`` takes every chunk (the noise floor needs the pauses before
+    speech too); ``decide()`` takes the detector's verdict on the chunk just
+    heard, while recording. It returns ``None`` while the detector hears
+    speech, then the silence so far: from the last voiced frame when the level
+    stopped between 10 ms and ``max_release_s`` before the detector's
+    decision, else from ``fallback_release_s`` before that decision.
+    ``chunk()`` is both at once.
+    """
+
+    fallback_release_s: float = 0.1
+    max_release_s: float = 0.3
+    level: LevelTracker = field(default_factory=LevelTracker)
+    silence_s: float | None = field(default=None, init=False)
+    anchored_on_level: bool = field(default=False, init=False)
+
+    def speech_started(self) -> None:
+        self.level.new_utterance()
+        self.silence_s = None
+
+    def chunk(self, pcm16: bytes | np.ndarray, is_speech: bool) -> float | None:
+        self.hear(pcm16)
+        return self.decide(is_speech, len(pcm16) // 2 if isinstance(pcm16, bytes | bytearray) else len(pcm16))
+
+    def hear(self, pcm16: bytes | np.ndarray) -> None:
+        self.level.add(pcm16)
+
+    def decide(self, is_speech: bool, samples: int) -> float | None:
+        if is_speech:
+            self.silence_s = None
+            return None
+        if self.silence_s is None:
+            quiet = self.level.quiet_s
+            self.anchored_on_level = self.level.heard_voice and FRAME / SAMPLE_RATE <= quiet <= self.max_release_s
+            self.silence_s = quiet if self.anchored_on_level else self.fallback_release_s
+        else:
+            self.silence_s += samples / SAMPLE_RATE
+        return self.silence_s

@@ -1,0 +1,81 @@
+"""How our recorders drive RealtimeSTT's voice activity detection.
+
+Two changes to RealtimeSTT's recording loop, both for latency, both limited to
+recorders that opt in through ``attach()`` (every recorder we build does):
+
+* **Onset on the same chunk, in the same thread.** RealtimeSTT checks a chunk
+  for speech by starting a new thread that runs Silero, and reads the verdict
+  when the *next* chunk arrives: 32 ms late, plus a thread start per chunk of
+  speech while it listens. Here the check runs in the recording thread from the
+  ``on_recorded_chunk`` hook, before the loop asks whether voice is active, so
+  the chunk that confirms speech starts the recording (and a barge-in).
+* **The end of speech on the audio's clock.** The loop's silence timer starts
+  when Silero notices the silence; ``EndOfSpeech`` dates the silence from the
+  last voiced frame instead and counts it in samples, and the timer's start is
+  moved to match on every chunk (see ``voicechat/endpointing.py``).
+
+RealtimeSTT's ``recording`` module imports these functions by name, so they
+are replaced there; recorders without our state attached behave as before.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from RealtimeSTT.core import recording as _rt_recording
+from RealtimeSTT.core.voice_activity import is_silero_speech, is_webrtc_speech, reset_silero_vad_state
+
+from voicechat.endpointing import EndOfSpeech
+
+_ATTR = "voicechat_end_of_speech"
+_original_check_voice_activity = _rt_recording.check_voice_activity
+_original_is_silero_speech = _rt_recording.is_silero_speech
+
+
+def attach(recorder: Any, end_of_speech: EndOfSpeech) -> None:
+    """Opt ``recorder`` in; pass ``on_chunk`` as its ``on_recorded_chunk`` too."""
+    setattr(recorder, _ATTR, end_of_speech)
+
+
+def on_chunk(recorder: Any, data: bytes) -> None:
+    """Every chunk, first: its level; then, while listening, whether speech starts in it."""
+    end_of_speech: EndOfSpeech | None = getattr(recorder, _ATTR, None)
+    if end_of_speech is not None:
+        end_of_speech.hear(data)
+    if recorder.is_recording or not recorder.start_recording_on_voice_activity:
+        return
+    was_active = recorder.is_webrtc_speech_active
+    is_webrtc_speech(recorder, data)
+    if recorder.is_webrtc_speech_active:
+        if not was_active:
+            reset_silero_vad_state(recorder)  # fresh state for a new burst, as RealtimeSTT does
+        is_silero_speech(recorder, data)  # sets recorder.is_silero_speech_active
+
+
+def silence_started(recorder: Any) -> None:
+    """``on_turn_detection_start``: date the silence just noticed from the end of the sound."""
+    end_of_speech: EndOfSpeech | None = getattr(recorder, _ATTR, None)
+    if end_of_speech is not None and end_of_speech.silence_s is not None and recorder.speech_end_silence_start:
+        recorder.speech_end_silence_start = time.time() - end_of_speech.silence_s
+
+
+def _check_voice_activity(recorder: Any, data: bytes, thread_factory: Any = None) -> None:
+    if getattr(recorder, _ATTR, None) is None:
+        _original_check_voice_activity(recorder, data, thread_factory)
+    # else: on_chunk already checked this chunk
+
+
+def _deactivity_check(recorder: Any, data: bytes, *args: Any, **kwargs: Any) -> bool:
+    is_speech = bool(_original_is_silero_speech(recorder, data, *args, **kwargs))
+    end_of_speech: EndOfSpeech | None = getattr(recorder, _ATTR, None)
+    if end_of_speech is not None:
+        silence = end_of_speech.decide(is_speech, len(data) // 2)  # on_chunk has heard it
+        if silence is not None and recorder.speech_end_silence_start:
+            # The loop compares time.time() - start with the silence setting right after this call.
+            recorder.speech_end_silence_start = time.time() - silence
+    return is_speech
+
+
+_rt_recording.check_voice_activity = _check_voice_activity
+_rt_recording.is_silero_speech = _deactivity_check
