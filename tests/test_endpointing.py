@@ -46,8 +46,7 @@ def test_silence_is_dated_from_the_last_sound_whatever_the_release(sentence) -> 
 
 def test_silence_keeps_counting_in_samples() -> None:
     eos = EndOfSpeech()
-    eos.hear(np.zeros(CHUNK * 4, np.int16))  # the room before speech
-    eos.speech_started()
+    eos.speech_started(np.zeros(CHUNK * 4, np.int16))  # with the room before speech
     tone = (8000 * np.sin(np.arange(CHUNK * 10) * 0.2)).astype(np.int16)
     for start in range(0, len(tone), CHUNK):
         assert eos.chunk(tone[start : start + CHUNK], is_speech=True) is None
@@ -62,8 +61,7 @@ def test_silence_keeps_counting_in_samples() -> None:
 
 def test_a_level_that_never_falls_uses_the_typical_release() -> None:
     eos = EndOfSpeech(fallback_release_s=0.1)
-    eos.hear(np.zeros(CHUNK * 4, np.int16))
-    eos.speech_started()
+    eos.speech_started(np.zeros(CHUNK * 4, np.int16))
     loud = (6000 * np.sin(np.arange(CHUNK * 6) * 0.3)).astype(np.int16)
     for start in range(0, len(loud) - CHUNK, CHUNK):
         eos.chunk(loud[start : start + CHUNK], is_speech=True)
@@ -74,8 +72,7 @@ def test_a_level_that_never_falls_uses_the_typical_release() -> None:
 
 def test_a_soft_ending_the_level_missed_uses_the_typical_release() -> None:
     eos = EndOfSpeech(fallback_release_s=0.1, max_release_s=0.3)
-    eos.hear(np.zeros(CHUNK * 4, np.int16))
-    eos.speech_started()
+    eos.speech_started(np.zeros(CHUNK * 4, np.int16))
     loud = (8000 * np.sin(np.arange(CHUNK * 4) * 0.3)).astype(np.int16)
     whisper = (40 * np.sin(np.arange(CHUNK * 16) * 0.3)).astype(np.int16)  # -40 dB under the peak
     audio = np.concatenate([loud, whisper])
@@ -96,9 +93,20 @@ def test_the_noise_floor_follows_the_room() -> None:
     speech = (noise[:4800] + 9000 * np.sin(np.arange(4800) * 0.25)).astype(np.int16)
     level.new_utterance()
     level.add(speech)
+    assert level.floor == pytest.approx(300, rel=0.2)
     level.add(noise[SAMPLE_RATE * 3 : SAMPLE_RATE * 3 + 3200])
     assert level.heard_voice
     assert level.quiet_s == pytest.approx(0.2, abs=0.011)
+
+
+def test_the_floor_starts_from_the_room_before_the_speech() -> None:
+    rng = np.random.default_rng(1)
+    hiss = rng.normal(0, 300, SAMPLE_RATE).astype(np.int16)
+    level = LevelTracker()
+    level.new_utterance(hiss)  # the pre-roll
+    assert level.floor == pytest.approx(300, rel=0.2)
+    level.add(hiss[:CHUNK])
+    assert not level.heard_voice  # the room's hiss is not voice
 
 
 def test_a_real_recorder_ends_the_turn_the_setting_after_the_last_sound(sentence, make_realtimestt) -> None:

@@ -20,7 +20,6 @@ it into the recorder).
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -28,7 +27,6 @@ import numpy as np
 
 SAMPLE_RATE = 16000
 FRAME = 160  # 10 ms at 16 kHz
-BLOCK = 10  # frames per noise-floor minimum
 
 
 def _db(value: float) -> float:  # dB to an amplitude ratio
@@ -42,32 +40,42 @@ class LevelTracker:
     A frame is voiced when its RMS is within ``relative_db`` of the loudest
     frame of the utterance so far, at least ``floor_margin_db`` over the noise
     floor, and over ``absolute_rms``. The noise floor is the quietest frame of
-    the last ``floor_window_s`` (minimum statistics): the pauses between words
-    keep it at the room's noise while someone speaks, and a room that gets
-    noisier raises it within that window.
+    the last ``floor_window_s`` (minimum statistics, kept per chunk): the pauses
+    between words keep it at the room's noise while someone speaks, and a room
+    that gets noisier raises it within that window. Every session's recorder
+    calls ``add`` 31 times a second, so it is a handful of vector operations.
     """
 
     relative_db: float = -40.0
     floor_margin_db: float = 12.0
     absolute_rms: float = 30.0  # about -61 dBFS
     floor_window_s: float = 1.5
+    chunk_s: float = 0.032  # the size of the chunks ``add`` is given, to size the floor's window
     peak: float = field(default=0.0, init=False)
     quiet_samples: int = field(default=0, init=False)
     heard_voice: bool = field(default=False, init=False)
-    _block_mins: deque[float] = field(init=False, repr=False)
-    _block: list[float] = field(default_factory=list, init=False, repr=False)
+    _chunk_mins: deque[float] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._block_mins = deque(maxlen=max(1, round(self.floor_window_s / (BLOCK * FRAME / SAMPLE_RATE))))
+        self._chunk_mins = deque(maxlen=max(1, round(self.floor_window_s / self.chunk_s)))
+        self._relative = _db(self.relative_db)
+        self._margin = _db(self.floor_margin_db)
 
     @property
     def floor(self) -> float:
         """The noise floor's RMS (0 before any audio)."""
-        levels = [*self._block_mins, *self._block]
-        return min(levels) if levels else 0.0
+        return min(self._chunk_mins, default=0.0)
 
-    def new_utterance(self) -> None:
-        """Forget the last utterance's peak and end (the noise floor carries over)."""
+    def new_utterance(self, before: bytes | np.ndarray = b"") -> None:
+        """Forget the last utterance's peak and end; ``before`` is the audio that led up to it (for the floor)."""
+        samples = np.frombuffer(before, np.int16) if isinstance(before, bytes | bytearray) else before
+        step = round(self.chunk_s * SAMPLE_RATE)
+        whole = samples.size // FRAME
+        if whole:
+            x = samples[: whole * FRAME].astype(np.float32).reshape(whole, FRAME)
+            rms = np.sqrt(np.einsum("ij,ij->i", x, x) / FRAME)
+            per_chunk = max(1, step // FRAME)
+            self._chunk_mins.extend(float(rms[i : i + per_chunk].min()) for i in range(0, whole, per_chunk))
         self.peak = 0.0
         self.quiet_samples = 0
         self.heard_voice = False
@@ -78,37 +86,31 @@ class LevelTracker:
 
     def add(self, pcm16: bytes | np.ndarray) -> None:
         samples = np.frombuffer(pcm16, np.int16) if isinstance(pcm16, bytes | bytearray) else pcm16
-        if samples.size == 0:
+        frames = samples.size // FRAME  # a tail shorter than a frame goes with the last frame
+        if frames == 0:
+            self.quiet_samples += samples.size
             return
-        bounds = range(0, samples.size, FRAME)
-        x = samples.astype(np.float32)
-        whole = samples.size // FRAME
-        rms = np.sqrt(np.mean(x[: whole * FRAME].reshape(whole, FRAME) ** 2, axis=1)).tolist()
-        if samples.size > whole * FRAME:
-            rms.append(math.sqrt(float(np.mean(x[whole * FRAME :] ** 2))))
-        self.peak = max(self.peak, max(rms))
-        relative = self.peak * _db(self.relative_db)
-        margin = _db(self.floor_margin_db)
-        for start, level in zip(bounds, rms, strict=True):
-            width = min(FRAME, samples.size - start)
-            self._block.append(level)
-            if len(self._block) == BLOCK:
-                self._block_mins.append(min(self._block))
-                self._block.clear()
-            if level > max(self.absolute_rms, relative, self.floor * margin):
-                self.quiet_samples = 0
-                self.heard_voice = True
-            else:
-                self.quiet_samples += width
+        x = samples[: frames * FRAME].astype(np.float32).reshape(frames, FRAME)
+        rms = np.sqrt(np.einsum("ij,ij->i", x, x) / FRAME)
+        self._chunk_mins.append(float(rms.min()))
+        self.peak = max(self.peak, float(rms.max()))
+        threshold = max(self.absolute_rms, self.peak * self._relative, self.floor * self._margin)
+        voiced = np.flatnonzero(rms > threshold)
+        if voiced.size:
+            last = int(voiced[-1])
+            self.quiet_samples = 0 if last == frames - 1 else samples.size - (last + 1) * FRAME
+            self.heard_voice = True
+        else:
+            self.quiet_samples += samples.size
 
 
 @dataclass
 class EndOfSpeech:
     """Silence since the end of the user's speech, in seconds of audio.
 
-    ``hear()`` takes every chunk (the noise floor needs the pauses before
-    speech too); ``decide()`` takes the detector's verdict on the chunk just
-    heard, while recording. It returns ``None`` while the detector hears
+    ``speech_started()`` takes the pre-roll (the noise floor needs the room
+    before the speech), ``hear()`` every chunk while recording, and ``decide()``
+    the detector's verdict on the chunk just heard. It returns ``None`` while the detector hears
     speech, then the silence so far: from the last voiced frame when the level
     stopped between 10 ms and ``max_release_s`` before the detector's
     decision, else from ``fallback_release_s`` before that decision.
@@ -121,8 +123,9 @@ class EndOfSpeech:
     silence_s: float | None = field(default=None, init=False)
     anchored_on_level: bool = field(default=False, init=False)
 
-    def speech_started(self) -> None:
-        self.level.new_utterance()
+    def speech_started(self, before: bytes | np.ndarray = b"") -> None:
+        """A new utterance; ``before`` is the pre-roll (the room before it, for the noise floor)."""
+        self.level.new_utterance(before)
         self.silence_s = None
 
     def chunk(self, pcm16: bytes | np.ndarray, is_speech: bool) -> float | None:

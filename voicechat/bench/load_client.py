@@ -32,17 +32,18 @@ class Utterance:
     text: str
     pcm: np.ndarray  # int16 at 16 kHz
     voiced_end: int  # index just past the last voiced sample
+    voiced_start: int = 0  # index of the first voiced 10 ms frame (espeak-ng leads with up to 50 ms of silence)
 
 
 def utterance(text: str, pcm: np.ndarray, gain: float = 1.0) -> Utterance:
-    """Speech with its voiced end found from 10 ms energy frames (espeak-ng pads its WAVs with silence)."""
+    """Speech with its voiced start and end found from 10 ms energy frames (espeak-ng pads its WAVs with silence)."""
     scaled = np.clip(pcm.astype(np.float32) * gain, -32768, 32767).astype(np.int16)
     hop = 160
     n = len(scaled) // hop
     energy = np.sqrt(np.mean(scaled[: n * hop].astype(np.float32).reshape(n, hop) ** 2, axis=1))
     voiced = np.flatnonzero(energy > 0.01 * energy.max())  # -40 dB: where the sound really ends
     end = (int(voiced[-1]) + 1) * hop if len(voiced) else len(scaled)
-    return Utterance(text, scaled, end)
+    return Utterance(text, scaled, end, int(voiced[0]) * hop if len(voiced) else 0)
 
 
 class Microphone:
@@ -50,27 +51,30 @@ class Microphone:
 
     def __init__(self, client: VoiceClient) -> None:
         self.client = client
-        self._pending: deque[tuple[np.ndarray, asyncio.Future[float] | None]] = deque()
+        self._pending: deque[tuple[np.ndarray, tuple[asyncio.Future[float], ...]]] = deque()
         self._seq = 0
         self._silence = np.zeros(FRAME, np.int16)
         self.closed = False
 
     def say(self, speech: Utterance) -> tuple[asyncio.Future[float], asyncio.Future[float]]:
-        """Queue an utterance; the futures resolve with the send times of its first and last voiced frame."""
+        """Queue an utterance; the futures resolve with the send times of its first and last voiced frame.
+
+        A frame is sent when its last sample is due, so a voiced sample is in the client's stream when
+        the frame holding it leaves: the same moment for the onset as for the end."""
         loop = asyncio.get_running_loop()
         onset, end = loop.create_future(), loop.create_future()
         frames = [speech.pcm[i : i + FRAME] for i in range(0, len(speech.pcm), FRAME)]
-        last_voiced = max(0, (speech.voiced_end - 1) // FRAME)
+        first_voiced, last_voiced = speech.voiced_start // FRAME, max(0, (speech.voiced_end - 1) // FRAME)
         for k, frame in enumerate(frames):
-            marker = onset if k == 0 else end if k == last_voiced else None
-            self._pending.append((frame, marker))
+            markers = tuple(f for f, at in ((onset, first_voiced), (end, last_voiced)) if at == k)
+            self._pending.append((frame, markers))
         return onset, end
 
     def send_frame(self) -> None:
         """Send the next frame now (speech if queued, else silence)."""
         ws = self.client.ws
         assert ws is not None
-        frame, marker = self._pending.popleft() if self._pending else (self._silence, None)
+        frame, markers = self._pending.popleft() if self._pending else (self._silence, ())
         if len(frame) < FRAME:
             frame = np.concatenate([frame, self._silence[: FRAME - len(frame)]])
         payload = encode_client_audio(self._seq, int(time.time() * 1e6), frame.tobytes())
@@ -84,8 +88,9 @@ class Microphone:
             self.closed = True
             return
         self._seq += 1
-        if marker is not None and not marker.done():
-            marker.set_result(time.monotonic())
+        for marker in markers:
+            if not marker.done():
+                marker.set_result(time.monotonic())
 
 
 class MicrophoneBank:

@@ -211,7 +211,7 @@ class RealtimeSTTRecognizer:
         realtimestt_vad.silence_started(self._recorder)
 
     def _speech_started(self) -> None:
-        self._end_of_speech.speech_started()
+        realtimestt_vad.speech_started(self._recorder)
         if self._partials is not None:
             with self._lock:
                 self._partials.start()

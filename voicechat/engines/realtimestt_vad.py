@@ -39,11 +39,13 @@ def attach(recorder: Any, end_of_speech: EndOfSpeech) -> None:
 
 
 def on_chunk(recorder: Any, data: bytes) -> None:
-    """Every chunk, first: its level; then, while listening, whether speech starts in it."""
-    end_of_speech: EndOfSpeech | None = getattr(recorder, _ATTR, None)
-    if end_of_speech is not None:
-        end_of_speech.hear(data)
-    if recorder.is_recording or not recorder.start_recording_on_voice_activity:
+    """Every chunk, first: while recording, its level; while listening, whether speech starts in it."""
+    if recorder.is_recording:
+        end_of_speech: EndOfSpeech | None = getattr(recorder, _ATTR, None)
+        if end_of_speech is not None:
+            end_of_speech.hear(data)
+        return
+    if not recorder.start_recording_on_voice_activity:
         return
     was_active = recorder.is_webrtc_speech_active
     is_webrtc_speech(recorder, data)
@@ -51,6 +53,13 @@ def on_chunk(recorder: Any, data: bytes) -> None:
         if not was_active:
             reset_silero_vad_state(recorder)  # fresh state for a new burst, as RealtimeSTT does
         is_silero_speech(recorder, data)  # sets recorder.is_silero_speech_active
+
+
+def speech_started(recorder: Any) -> None:
+    """``on_recording_start``: a new utterance, with the pre-roll the recorder still holds as the room's sound."""
+    end_of_speech: EndOfSpeech | None = getattr(recorder, _ATTR, None)
+    if end_of_speech is not None:
+        end_of_speech.speech_started(b"".join(recorder.audio_buffer))
 
 
 def silence_started(recorder: Any) -> None:
