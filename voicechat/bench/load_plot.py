@@ -51,6 +51,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     drops.bar(sessions, [r["dropped_frames"] for r in runs], width=max(1.0, min(sessions) * 0.3), alpha=0.25,
               color="tab:red", label="dropped frames")
     drops.set_ylabel("dropped frames")
+    drops.set_ylim(0, max(1, *(r["dropped_frames"] for r in runs)) * 1.1)  # no negative counts when none dropped
     title = "capacity curve"
     if result.get("capacity") is not None:
         title += f" (capacity {result['capacity']} sessions)"
