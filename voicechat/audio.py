@@ -24,9 +24,20 @@ class AudioFrame:
     captured_at: float = field(default_factory=time.monotonic)
 
 
+def pcm16_samples(pcm: bytes | np.ndarray) -> np.ndarray:
+    """PCM16 bytes as int16 samples (a view, no copy); arrays pass through."""
+    return np.frombuffer(pcm, dtype=np.int16) if isinstance(pcm, (bytes, bytearray, memoryview)) else pcm
+
+
 def pcm16_to_float(pcm: bytes | np.ndarray) -> np.ndarray:
-    x = np.frombuffer(pcm, dtype=np.int16) if isinstance(pcm, (bytes, bytearray, memoryview)) else pcm
-    return x.astype(np.float32) / 32768.0
+    return pcm16_samples(pcm).astype(np.float32) / 32768.0
+
+
+def frame_rms(samples: np.ndarray, frame: int) -> np.ndarray:
+    """RMS of each whole ``frame``-sample frame, in the samples' own scale (a shorter tail is left out)."""
+    n = len(samples) // frame
+    x = np.asarray(samples[: n * frame], dtype=np.float32).reshape(n, frame)
+    return np.sqrt(np.einsum("ij,ij->i", x, x) / frame)  # einsum: one pass, no squared copy (a hot path)
 
 
 def as_float32(audio: np.ndarray) -> np.ndarray:

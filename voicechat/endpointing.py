@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from voicechat.audio import frame_rms, pcm16_samples
+
 SAMPLE_RATE = 16000
 FRAME = 160  # 10 ms at 16 kHz
 
@@ -68,14 +70,9 @@ class LevelTracker:
 
     def new_utterance(self, before: bytes | np.ndarray = b"") -> None:
         """Forget the last utterance's peak and end; ``before`` is the audio that led up to it (for the floor)."""
-        samples = np.frombuffer(before, np.int16) if isinstance(before, bytes | bytearray) else before
-        step = round(self.chunk_s * SAMPLE_RATE)
-        whole = samples.size // FRAME
-        if whole:
-            x = samples[: whole * FRAME].astype(np.float32).reshape(whole, FRAME)
-            rms = np.sqrt(np.einsum("ij,ij->i", x, x) / FRAME)
-            per_chunk = max(1, step // FRAME)
-            self._chunk_mins.extend(float(rms[i : i + per_chunk].min()) for i in range(0, whole, per_chunk))
+        rms = frame_rms(pcm16_samples(before), FRAME)
+        per_chunk = max(1, round(self.chunk_s * SAMPLE_RATE) // FRAME)
+        self._chunk_mins.extend(float(rms[i : i + per_chunk].min()) for i in range(0, len(rms), per_chunk))
         self.peak = 0.0
         self.quiet_samples = 0
         self.heard_voice = False
@@ -85,13 +82,12 @@ class LevelTracker:
         return self.quiet_samples / SAMPLE_RATE
 
     def add(self, pcm16: bytes | np.ndarray) -> None:
-        samples = np.frombuffer(pcm16, np.int16) if isinstance(pcm16, bytes | bytearray) else pcm16
-        frames = samples.size // FRAME  # a tail shorter than a frame goes with the last frame
+        samples = pcm16_samples(pcm16)
+        rms = frame_rms(samples, FRAME)  # a tail shorter than a frame goes with the last frame
+        frames = len(rms)
         if frames == 0:
             self.quiet_samples += samples.size
             return
-        x = samples[: frames * FRAME].astype(np.float32).reshape(frames, FRAME)
-        rms = np.sqrt(np.einsum("ij,ij->i", x, x) / FRAME)
         self._chunk_mins.append(float(rms.min()))
         self.peak = max(self.peak, float(rms.max()))
         threshold = max(self.absolute_rms, self.peak * self._relative, self.floor * self._margin)
@@ -130,7 +126,7 @@ class EndOfSpeech:
 
     def chunk(self, pcm16: bytes | np.ndarray, is_speech: bool) -> float | None:
         self.hear(pcm16)
-        return self.decide(is_speech, len(pcm16) // 2 if isinstance(pcm16, bytes | bytearray) else len(pcm16))
+        return self.decide(is_speech, len(pcm16_samples(pcm16)))
 
     def hear(self, pcm16: bytes | np.ndarray) -> None:
         self.level.add(pcm16)

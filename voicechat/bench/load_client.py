@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import websockets
 
+from voicechat.audio import frame_rms
 from voicechat.bench.load_stats import TurnRecord
 from voicechat.protocol import encode_client_audio
 from voicechat.ws_client import Received, VoiceClient
@@ -39,8 +40,7 @@ def utterance(text: str, pcm: np.ndarray, gain: float = 1.0) -> Utterance:
     """Speech with its voiced start and end found from 10 ms energy frames (espeak-ng pads its WAVs with silence)."""
     scaled = np.clip(pcm.astype(np.float32) * gain, -32768, 32767).astype(np.int16)
     hop = 160
-    n = len(scaled) // hop
-    energy = np.sqrt(np.mean(scaled[: n * hop].astype(np.float32).reshape(n, hop) ** 2, axis=1))
+    energy = frame_rms(scaled, hop)
     voiced = np.flatnonzero(energy > 0.01 * energy.max())  # -40 dB: where the sound really ends
     end = (int(voiced[-1]) + 1) * hop if len(voiced) else len(scaled)
     return Utterance(text, scaled, end, int(voiced[0]) * hop if len(voiced) else 0)

@@ -184,9 +184,8 @@ class RealtimeSTTRecognizer:
             ensure_sentence_starting_uppercase=False,
             ensure_sentence_ends_with_period=False,
         )
-        self._end_of_speech = EndOfSpeech()
         self._recorder = _create_recorder(options, log_level, silero)
-        realtimestt_vad.attach(self._recorder, self._end_of_speech)
+        realtimestt_vad.attach(self._recorder, EndOfSpeech())
         self._recorder.audio_queue = _PatientAudioQueue()  # before any audio: feed_audio puts here
         self._recorder.start_recording_event = _patient(self._recorder.start_recording_event)
         self._recorder.stop_recording_event = _patient(self._recorder.stop_recording_event)

@@ -38,10 +38,14 @@ def attach(recorder: Any, end_of_speech: EndOfSpeech) -> None:
     setattr(recorder, _ATTR, end_of_speech)
 
 
+def _attached(recorder: Any) -> EndOfSpeech | None:
+    return getattr(recorder, _ATTR, None)
+
+
 def on_chunk(recorder: Any, data: bytes) -> None:
     """Every chunk, first: while recording, its level; while listening, whether speech starts in it."""
     if recorder.is_recording:
-        end_of_speech: EndOfSpeech | None = getattr(recorder, _ATTR, None)
+        end_of_speech = _attached(recorder)
         if end_of_speech is not None:
             end_of_speech.hear(data)
         return
@@ -57,27 +61,27 @@ def on_chunk(recorder: Any, data: bytes) -> None:
 
 def speech_started(recorder: Any) -> None:
     """``on_recording_start``: a new utterance, with the pre-roll the recorder still holds as the room's sound."""
-    end_of_speech: EndOfSpeech | None = getattr(recorder, _ATTR, None)
+    end_of_speech = _attached(recorder)
     if end_of_speech is not None:
         end_of_speech.speech_started(b"".join(recorder.audio_buffer))
 
 
 def silence_started(recorder: Any) -> None:
     """``on_turn_detection_start``: date the silence just noticed from the end of the sound."""
-    end_of_speech: EndOfSpeech | None = getattr(recorder, _ATTR, None)
+    end_of_speech = _attached(recorder)
     if end_of_speech is not None and end_of_speech.silence_s is not None and recorder.speech_end_silence_start:
         recorder.speech_end_silence_start = time.time() - end_of_speech.silence_s
 
 
 def _check_voice_activity(recorder: Any, data: bytes, thread_factory: Any = None) -> None:
-    if getattr(recorder, _ATTR, None) is None:
+    if _attached(recorder) is None:
         _original_check_voice_activity(recorder, data, thread_factory)
     # else: on_chunk already checked this chunk
 
 
 def _deactivity_check(recorder: Any, data: bytes, *args: Any, **kwargs: Any) -> bool:
     is_speech = bool(_original_is_silero_speech(recorder, data, *args, **kwargs))
-    end_of_speech: EndOfSpeech | None = getattr(recorder, _ATTR, None)
+    end_of_speech = _attached(recorder)
     if end_of_speech is not None:
         silence = end_of_speech.decide(is_speech, len(data) // 2)  # on_chunk has heard it
         if silence is not None and recorder.speech_end_silence_start:

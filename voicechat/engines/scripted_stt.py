@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from voicechat.audio import as_float32
+from voicechat.audio import as_float32, frame_rms
 from voicechat.engines.base import RecognizerCallbacks, SpeechInput, TranscriptionModel
 from voicechat.engines.scripted_base import FaultPlan, wait_or_abort
 
@@ -29,11 +29,9 @@ PARTIAL_MATCH_FRAMES = 100  # partials are matched on their first second of spee
 
 def envelope(audio: np.ndarray) -> np.ndarray:
     """RMS energy per 10 ms frame, silence trimmed from both ends."""
-    x = np.asarray(audio, dtype=np.float32)
-    n = len(x) // HOP
-    if n == 0:
+    env = frame_rms(audio, HOP)
+    if len(env) == 0:
         return np.zeros(0, dtype=np.float32)
-    env = np.sqrt(np.mean(x[: n * HOP].reshape(n, HOP) ** 2, axis=1))
     voiced = np.flatnonzero(env > 0.05 * env.max()) if env.max() > 0 else np.zeros(0, int)
     if len(voiced) == 0:
         return np.zeros(0, dtype=np.float32)
