@@ -134,6 +134,7 @@ def _recognizer_factory(settings: Settings, transcriber: TranscriptionModel) -> 
             silero_sensitivity=vad.silero_sensitivity, webrtc_sensitivity=vad.webrtc_sensitivity,
             post_speech_silence_s=vad.post_speech_silence_s, min_utterance_s=vad.min_utterance_s,
             pre_roll_s=vad.pre_roll_s, log_level=settings.logging.realtimestt_level, silero=silero,
+            backlog_s=settings.audio.capture_queue_s,
         )
 
     return recognizer
@@ -232,7 +233,6 @@ def conversation_store(settings: Settings) -> ConversationStore | None:
 
 def pipeline_options(settings: Settings, **overrides: object) -> PipelineOptions:
     audio, llm, limits = settings.audio, settings.llm, settings.limits
-    frames = max(1, int(audio.capture_queue_s * 1000 / audio.frame_ms))
     options = dict(
         system_prompt=llm.system_prompt,
         history_max_tokens=llm.history_max_tokens,
@@ -242,7 +242,6 @@ def pipeline_options(settings: Settings, **overrides: object) -> PipelineOptions
         ),
         voice=VoiceSettings(settings.tts.voice, settings.tts.speed),
         output_sample_rate=audio.output_sample_rate,
-        capture_queue_frames=frames,
         sentence_queue_size=limits.sentence_queue_size,
         event_queue_size=limits.event_queue_size,
         barge_in=settings.vad.barge_in,

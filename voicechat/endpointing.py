@@ -111,6 +111,14 @@ class EndOfSpeech:
     stopped between 10 ms and ``max_release_s`` before the detector's
     decision, else from ``fallback_release_s`` before that decision.
     ``chunk()`` is both at once.
+
+    The detector needs whole 32 ms chunks, but once it has said "silence" the
+    rest of the wait needs no model: ``silence_at()`` tells the thread that
+    feeds the audio (in 20 ms frames) how much silence the stream holds so
+    far, so it can hand over a short chunk on the frame that completes the
+    silence, and ``decide_without_model()`` judges that short chunk by the
+    level alone. That takes the turn's end from the 32 ms grain to the
+    frame's.
     """
 
     fallback_release_s: float = 0.1
@@ -118,27 +126,52 @@ class EndOfSpeech:
     level: LevelTracker = field(default_factory=LevelTracker)
     silence_s: float | None = field(default=None, init=False)
     anchored_on_level: bool = field(default=False, init=False)
+    heard_samples: int = field(default=0, init=False)
+    # (silence_s, heard_samples) as of the last decision: one tuple, so another thread reads both at once
+    _verdict: tuple[float | None, int] = field(default=(None, 0), init=False, repr=False)
 
     def speech_started(self, before: bytes | np.ndarray = b"") -> None:
         """A new utterance; ``before`` is the pre-roll (the room before it, for the noise floor)."""
         self.level.new_utterance(before)
         self.silence_s = None
+        self._verdict = (None, self.heard_samples)
 
     def chunk(self, pcm16: bytes | np.ndarray, is_speech: bool) -> float | None:
         self.hear(pcm16)
         return self.decide(is_speech, len(pcm16_samples(pcm16)))
 
     def hear(self, pcm16: bytes | np.ndarray) -> None:
+        """A chunk while recording."""
         self.level.add(pcm16)
+        self.heard_samples += len(pcm16_samples(pcm16))
+
+    def pass_over(self, samples: int) -> None:
+        """A chunk while listening: only counted, so that ``heard_samples`` counts the whole stream."""
+        self.heard_samples += samples
 
     def decide(self, is_speech: bool, samples: int) -> float | None:
         if is_speech:
             self.silence_s = None
-            return None
-        if self.silence_s is None:
+        elif self.silence_s is None:
             quiet = self.level.quiet_s
             self.anchored_on_level = self.level.heard_voice and FRAME / SAMPLE_RATE <= quiet <= self.max_release_s
             self.silence_s = quiet if self.anchored_on_level else self.fallback_release_s
         else:
             self.silence_s += samples / SAMPLE_RATE
+        self._verdict = (self.silence_s, self.heard_samples)
         return self.silence_s
+
+    def decide_without_model(self, samples: int) -> float | None:
+        """A chunk too short for the detector: silence goes on unless the level heard voice in it."""
+        voiced_in_it = self.level.quiet_samples < samples
+        return self.decide(self.silence_s is None or voiced_in_it, samples)
+
+    def silence_at(self, fed_samples: int) -> tuple[float | None, int]:
+        """The silence once ``fed_samples`` (counted like ``heard_samples``) are heard, None while speech;
+        with the sample count of the decision it rests on.
+
+        Safe from another thread: it reads one snapshot of the last decision,
+        so at worst it is a chunk out of date.
+        """
+        silence, decided_at = self._verdict
+        return (None if silence is None else silence + (fed_samples - decided_at) / SAMPLE_RATE), decided_at

@@ -48,7 +48,7 @@ from voicechat.jobs import EndOfReply, ReplyJob, SentenceJob
 from voicechat.partial_stabilizer import PartialStabilizer
 from voicechat.reply_tracker import ReplyTracker
 from voicechat.turn_state import CancelReply, StartReply, Transition, TurnStateMachine
-from voicechat.workers.capture_worker import CaptureWorker
+from voicechat.workers.capture_worker import CaptureStage
 from voicechat.workers.llm_worker import LlmWorker
 from voicechat.workers.stt_worker import SttWorker
 from voicechat.workers.tts_worker import TtsWorker
@@ -67,7 +67,6 @@ class PipelineOptions:
     generation: GenerationParams = field(default_factory=GenerationParams)
     voice: VoiceSettings = field(default_factory=VoiceSettings)
     output_sample_rate: int = 24000
-    capture_queue_frames: int = 100
     sentence_queue_size: int = 64
     event_queue_size: int = 512
     barge_in: bool = True
@@ -115,7 +114,6 @@ class SpeechPipelineManager:
         self._played_samples = 0
         self._stopped = False
 
-        self.capture_q: BoundedLRUQueue[AudioFrame] = BoundedLRUQueue(opts.capture_queue_frames, "capture")
         self.reply_q: BoundedLRUQueue[ReplyJob] = BoundedLRUQueue(4, "reply")
         self.sentence_q: BoundedLRUQueue[SentenceJob | EndOfReply] = BoundedLRUQueue(
             opts.sentence_queue_size, "sentence"
@@ -133,9 +131,9 @@ class SpeechPipelineManager:
             "tts", session_id, engines.tts, label="speech synthesizer", timeout_s=opts.tts_call_timeout_s,
             abort=lambda: engines.tts.abort(session_id), grace_s=opts.abort_grace_s,
         )
-        self.capture = CaptureWorker(self, self.capture_q, recognizer)
+        self.recognizer = recognizer
+        self.capture = CaptureStage(recognizer)  # runs in the feeding thread; the recognizer's backlog bounds it
         self.workers = [
-            self.capture,
             SttWorker(self, recognizer, self._on_final),
             LlmWorker(self, self.reply_q, engines.llm, self.sentence_q, self.llm_guard),
             TtsWorker(self, self.sentence_q, engines.tts, self.tts_guard),
@@ -176,7 +174,10 @@ class SpeechPipelineManager:
     # -- transport inputs --------------------------------------------------------
     def feed_audio(self, frame: AudioFrame) -> None:
         self.last_activity = time.monotonic()
-        self.capture_q.put(frame)
+        try:
+            self.capture.handle(frame)
+        except Exception as exc:  # this session's audio is at fault (or its recognizer): not the transport
+            self.report_error("capture", exc)
 
     def send_text(self, text: str) -> None:
         """Typed input: answered at once, interrupting any reply."""
@@ -385,8 +386,10 @@ class SpeechPipelineManager:
 
     # -- stats ---------------------------------------------------------------------
     def queue_stats(self) -> dict[str, dict[str, int]]:
-        return {
-            q.name: {"size": len(q), "evicted": q.evicted, "dropped_stale": q.dropped_stale}
-            for q in (self.capture_q, self.reply_q, self.sentence_q, self.outbox)
-        }
+        """Per queue: its size, evictions and barge-in drops; "capture" is the recognizer's audio backlog."""
+        backlog = getattr(self.recognizer, "backlog", None)
+        queues = [q for q in (backlog, self.reply_q, self.sentence_q, self.outbox) if q is not None]
+        stats = {q.name: {"size": len(q), "evicted": q.evicted, "dropped_stale": q.dropped_stale} for q in queues}
+        stats.setdefault("capture", {"size": 0, "evicted": 0, "dropped_stale": 0})  # it keeps no backlog
+        return {"capture": stats.pop("capture"), **stats}
 

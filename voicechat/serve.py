@@ -23,6 +23,7 @@ from voicechat.assembly import conversation_store, memory_limits, pipeline_optio
 from voicechat.audio_io import AudioIO
 from voicechat.config import Settings
 from voicechat.engines.base import Engines
+from voicechat.gc_pauses import freeze_startup_heap
 from voicechat.memory_monitor import MemoryMonitor
 from voicechat.server import ServerError, VoiceServer
 from voicechat.server.access import qr_text
@@ -117,6 +118,8 @@ def serve(
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     manager.start()
+    if settings.memory.gc_freeze:
+        freeze_startup_heap()  # what is loaded now lives as long as the process: keep it out of full collections
     try:
         try:
             server.start()

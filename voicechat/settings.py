@@ -37,7 +37,7 @@ class AudioSettings(_Section):
     )
     capture_queue_s: float = Field(
         2.0, ge=0.2, le=30,
-        description="Seconds of audio frames the capture queue holds before evicting the oldest",
+        description="Seconds of audio a session may fall behind (the recognizer's backlog) before the oldest goes",
     )
     input_device: str = Field(
         "", description="Local microphone (sounddevice name or index); empty = system default"
@@ -359,6 +359,10 @@ class MemorySettings(_Section):
     malloc_arenas: int = Field(
         2, ge=0, le=64, description="glibc malloc arenas at most, so churning sessions do not fragment native "
         "memory; 0 = the C library's default (an explicit MALLOC_ARENA_MAX wins)",
+    )
+    gc_freeze: bool = Field(
+        True, description="Once started, exclude everything loaded so far from Python's full garbage collections, "
+        "which otherwise stop every session for 100+ ms (docs/benchmarks.md)",
     )
 
 

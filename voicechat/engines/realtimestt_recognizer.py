@@ -33,6 +33,7 @@ from RealtimeSTT.core import transcription_api as _rt_transcription_api
 from RealtimeSTT.core.recording import _AudioDrainMarker
 from RealtimeSTT.transcription_engines.base import TranscriptionResult
 
+from voicechat.bounded_queue import BoundedLRUQueue
 from voicechat.endpointing import EndOfSpeech
 from voicechat.engines import realtimestt_vad
 from voicechat.engines.base import RecognizerCallbacks, TranscriptionModel
@@ -71,22 +72,40 @@ def _silero_for_recorder(**kwargs: Any) -> Any:
 _rt_initialization.create_silero_vad_model = _silero_for_recorder
 
 
-class _PatientAudioQueue(queue.Queue):  # type: ignore[type-arg]
-    """The recorder's audio queue, without its 10 ms poll.
+class _RecorderBacklog(BoundedLRUQueue[Any]):
+    """The recorder's audio queue: bounded, evicting the oldest chunk, and without a 10 ms poll.
 
-    RealtimeSTT's recording worker waits for audio with ``get(timeout=0.01)``
-    only to notice shutdown between chunks, so every session woke about 100
-    times a second with nothing to do; with dozens of sessions those wake-ups
-    fight the server's event loop for the GIL. Here the wait is longer, and
-    ``close()`` wakes the worker itself when it stops the recorder.
+    This is the one queue between the audio's arrival and the voice activity
+    detection (the capture stage feeds it from the receiving thread). RealtimeSTT's
+    own queue is unbounded and, more than 100 chunks behind, silently discards
+    old audio; here the bound is ``backlog_s`` and every evicted chunk is counted
+    (as the "capture" queue's evictions, the `dropped_frames` of `bench load`).
+    RealtimeSTT's worker waits with ``get(timeout=0.01)`` only to notice shutdown
+    between chunks, so every session woke about 100 times a second with nothing
+    to do; here the wait is longer, and ``close()`` wakes the worker itself.
+    The queue.Queue methods the recorder calls are mapped onto the LRU queue.
     """
 
     WAIT_S = 0.5
 
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        if block and timeout is not None:
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:  # type: ignore[override]
+        if not block:
+            timeout = 0.0
+        elif timeout is not None:
             timeout = max(timeout, self.WAIT_S)
-        return super().get(block, timeout)
+        try:
+            return super().get(timeout)
+        except TimeoutError:
+            raise queue.Empty from None
+
+    def get_nowait(self) -> Any:
+        return self.get(block=False)
+
+    def qsize(self) -> int:
+        return len(self)
+
+    def empty(self) -> bool:
+        return len(self) == 0
 
 
 class _PatientEvent(threading.Event):
@@ -140,12 +159,15 @@ class RealtimeSTTRecognizer:
         log_level: str = "WARNING",
         partial_interval_s: float = 0.3,
         silero: SharedSilero | None = None,
+        backlog_s: float = 2.0,
     ) -> None:
         self.session_id = session_id
         self._model = model
         self._callbacks = callbacks
         self._language = language or None
         self._closed = threading.Event()
+        self._post_speech_silence_s = post_speech_silence_s
+        self._fed_samples = 0  # by feed(), in the capture thread only
         self._final_error: BaseException | None = None
         self._lock = threading.Lock()
         self._partials = (
@@ -180,13 +202,16 @@ class RealtimeSTTRecognizer:
             post_speech_silence_duration=post_speech_silence_s,
             min_length_of_recording=min_utterance_s,
             min_gap_between_recordings=0.0,
+            handle_buffer_overflow=False,  # the backlog bounds and counts instead (_RecorderBacklog)
             pre_recording_buffer_duration=pre_roll_s,
             ensure_sentence_starting_uppercase=False,
             ensure_sentence_ends_with_period=False,
         )
         self._recorder = _create_recorder(options, log_level, silero)
         realtimestt_vad.attach(self._recorder, EndOfSpeech())
-        self._recorder.audio_queue = _PatientAudioQueue()  # before any audio: feed_audio puts here
+        # Before any audio: feed_audio puts here. 32 ms chunks; RealtimeSTT's own overflow check is off.
+        self.backlog = _RecorderBacklog(max(1, round(backlog_s / 0.032)), "capture")
+        self._recorder.audio_queue = self.backlog
         self._recorder.start_recording_event = _patient(self._recorder.start_recording_event)
         self._recorder.stop_recording_event = _patient(self._recorder.stop_recording_event)
 
@@ -238,6 +263,8 @@ class RealtimeSTTRecognizer:
         if self._closed.is_set():
             return
         self._recorder.feed_audio(pcm16)
+        self._fed_samples += len(pcm16) // 2
+        realtimestt_vad.flush_if_silence_complete(self._recorder, self._fed_samples, self._post_speech_silence_s)
         if self._partials is not None:
             with self._lock:
                 due = self._partials.add(pcm16)

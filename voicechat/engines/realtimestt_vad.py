@@ -13,6 +13,11 @@ recorders that opt in through ``attach()`` (every recorder we build does):
   when Silero notices the silence; ``EndOfSpeech`` dates the silence from the
   last voiced frame instead and counts it in samples, and the timer's start is
   moved to match on every chunk (see ``voicechat/endpointing.py``).
+* **The end on the 20 ms frame, not the 32 ms chunk.** Once Silero has said
+  silence, the feeding thread hands over the partial chunk it holds (RealtimeSTT's
+  ``flush_audio_input``) on the frame that completes the silence
+  (``flush_if_silence_complete``); that short chunk is judged by the level alone,
+  since Silero takes only whole chunks.
 
 RealtimeSTT's ``recording`` module imports these functions by name, so they
 are replaced there; recorders without our state attached behave as before.
@@ -29,6 +34,8 @@ from RealtimeSTT.core.voice_activity import is_silero_speech, is_webrtc_speech, 
 from voicechat.endpointing import EndOfSpeech
 
 _ATTR = "voicechat_end_of_speech"
+_FLUSHED = "voicechat_flushed_at"
+SILERO_CHUNK_BYTES = 1024  # 512 samples: the only size Silero takes at 16 kHz
 _original_check_voice_activity = _rt_recording.check_voice_activity
 _original_is_silero_speech = _rt_recording.is_silero_speech
 
@@ -44,13 +51,15 @@ def _attached(recorder: Any) -> EndOfSpeech | None:
 
 def on_chunk(recorder: Any, data: bytes) -> None:
     """Every chunk, first: while recording, its level; while listening, whether speech starts in it."""
+    end_of_speech = _attached(recorder)
     if recorder.is_recording:
-        end_of_speech = _attached(recorder)
         if end_of_speech is not None:
             end_of_speech.hear(data)
         return
-    if not recorder.start_recording_on_voice_activity:
-        return
+    if end_of_speech is not None:
+        end_of_speech.pass_over(len(data) // 2)
+    if not recorder.start_recording_on_voice_activity or len(data) < SILERO_CHUNK_BYTES:
+        return  # a short chunk is the tail of a turn just ended; the next whole one is checked
     was_active = recorder.is_webrtc_speech_active
     is_webrtc_speech(recorder, data)
     if recorder.is_webrtc_speech_active:
@@ -73,6 +82,23 @@ def silence_started(recorder: Any) -> None:
         recorder.speech_end_silence_start = time.time() - end_of_speech.silence_s
 
 
+def flush_if_silence_complete(recorder: Any, fed_samples: int, post_speech_silence_s: float) -> bool:
+    """From the feeding thread, after each frame: pass on the partial chunk if it completes the silence.
+
+    ``fed_samples`` counts every sample fed since the recorder started. At
+    most one flush per decision of the recording thread, so a run of short
+    chunks never replaces Silero while it has not judged the newer audio.
+    """
+    end_of_speech = _attached(recorder)
+    if end_of_speech is None or not recorder.is_recording or not getattr(recorder, "buffer", None):
+        return False
+    silence, decided_at = end_of_speech.silence_at(fed_samples)
+    if silence is None or silence < post_speech_silence_s or getattr(recorder, _FLUSHED, -1) == decided_at:
+        return False
+    setattr(recorder, _FLUSHED, decided_at)
+    return bool(recorder.flush_audio_input())
+
+
 def _check_voice_activity(recorder: Any, data: bytes, thread_factory: Any = None) -> None:
     if _attached(recorder) is None:
         _original_check_voice_activity(recorder, data, thread_factory)
@@ -80,13 +106,18 @@ def _check_voice_activity(recorder: Any, data: bytes, thread_factory: Any = None
 
 
 def _deactivity_check(recorder: Any, data: bytes, *args: Any, **kwargs: Any) -> bool:
-    is_speech = bool(_original_is_silero_speech(recorder, data, *args, **kwargs))
     end_of_speech = _attached(recorder)
-    if end_of_speech is not None:
+    if end_of_speech is None:
+        return bool(_original_is_silero_speech(recorder, data, *args, **kwargs))
+    if len(data) < SILERO_CHUNK_BYTES:  # flushed by flush_if_silence_complete; on_chunk has heard it
+        silence = end_of_speech.decide_without_model(len(data) // 2)
+        is_speech = silence is None
+    else:
+        is_speech = bool(_original_is_silero_speech(recorder, data, *args, **kwargs))
         silence = end_of_speech.decide(is_speech, len(data) // 2)  # on_chunk has heard it
-        if silence is not None and recorder.speech_end_silence_start:
-            # The loop compares time.time() - start with the silence setting right after this call.
-            recorder.speech_end_silence_start = time.time() - silence
+    if silence is not None and recorder.speech_end_silence_start:
+        # The loop compares time.time() - start with the silence setting right after this call.
+        recorder.speech_end_silence_start = time.time() - silence
     return is_speech
 
 
