@@ -212,6 +212,10 @@ class RealtimeSTTRecognizer:
         # Before any audio: feed_audio puts here. 32 ms chunks; RealtimeSTT's own overflow check is off.
         self.backlog = _RecorderBacklog(max(1, round(backlog_s / 0.032)), "capture")
         self._recorder.audio_queue = self.backlog
+        # Per chunk, RealtimeSTT computes an RMS and allocates a metadata record for the pre-roll, which only its
+        # pre-roll trimming reads (off unless `pre_recording_buffer_trim_config` enables it; without the records
+        # it recomputes them). That was a third of the recording thread's busy time at 30 sessions.
+        self._recorder.audio_buffer_metadata = None
         self._recorder.start_recording_event = _patient(self._recorder.start_recording_event)
         self._recorder.stop_recording_event = _patient(self._recorder.stop_recording_event)
 
