@@ -105,3 +105,19 @@ class Feeder:
         t = threading.Thread(target=self.play, args=(audio,), name="test-feeder", daemon=True)
         t.start()
         return t
+
+
+class FixedTextModel:
+    """A TranscriptionModel that answers every final with ``text`` and ignores partials (recognizer tests)."""
+
+    def __init__(self, text: str = "text") -> None:
+        self.text = text
+
+    def transcribe(self, audio, **_) -> str:
+        return self.text
+
+    def request_partial(self, *_, **__) -> None:
+        pass
+
+    def cancel(self, *_, **__) -> None:
+        pass

@@ -6,9 +6,10 @@ import queue
 import threading
 
 import pytest
-from helpers import EventCollector
+from helpers import EventCollector, FixedTextModel
 
 from voicechat.audio import AudioFrame
+from voicechat.engines.base import RecognizerCallbacks
 from voicechat.engines.realtimestt_recognizer import RealtimeSTTRecognizer, _RecorderBacklog
 from voicechat.events import ErrorEvent
 
@@ -26,19 +27,7 @@ def test_the_backlog_is_the_queue_realtimestt_expects_but_bounded_and_counted() 
 
 @pytest.mark.timeout(60)
 def test_a_stalled_detector_never_blocks_the_feeder_and_its_evictions_are_counted() -> None:
-    class Model:
-        def transcribe(self, audio, **_):
-            return ""
-
-        def request_partial(self, *_, **__):
-            pass
-
-        def cancel(self, *_, **__):
-            pass
-
-    from voicechat.engines.base import RecognizerCallbacks
-
-    recognizer = RealtimeSTTRecognizer("s", Model(), RecognizerCallbacks(), partials=False, backlog_s=0.32)
+    recognizer = RealtimeSTTRecognizer("s", FixedTextModel(""), RecognizerCallbacks(), partials=False, backlog_s=0.32)
     stalled, release = threading.Event(), threading.Event()
 
     def stall(_data: bytes) -> None:

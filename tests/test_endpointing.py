@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+from helpers import FixedTextModel
 
 from voicechat.endpointing import SAMPLE_RATE, EndOfSpeech, LevelTracker
 from voicechat.speech_samples import speech_16k
@@ -186,16 +187,6 @@ def make_realtimestt():
     from voicechat.engines.base import RecognizerCallbacks
     from voicechat.engines.realtimestt_recognizer import RealtimeSTTRecognizer
 
-    class Model:
-        def transcribe(self, audio, **_):
-            return "text"
-
-        def request_partial(self, *_, **__):
-            pass
-
-        def cancel(self, *_, **__):
-            pass
-
     made: list[RealtimeSTTRecognizer] = []
 
     class Fed:
@@ -212,7 +203,7 @@ def make_realtimestt():
             ended.set()
 
         recognizer = RealtimeSTTRecognizer(
-            "s", Model(), RecognizerCallbacks(started, stopped, lambda _: None),
+            "s", FixedTextModel(), RecognizerCallbacks(started, stopped, lambda _: None),
             partials=False, post_speech_silence_s=post_speech_silence_s, min_utterance_s=0.0,
         )
         made.append(recognizer)

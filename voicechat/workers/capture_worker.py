@@ -10,8 +10,8 @@ reader). All it does is resample and hand the audio to the recognizer, whose
 own bounded queue (``Recognizer.backlog``) is what stands between the network
 and the voice activity detection. A thread here cost a wake-up and a GIL
 hand-over for every 20 ms frame of every session: 1,500 a second at 30
-sessions, and `bench load` ran with a third less overhead at p95 without them
-(docs/benchmarks.md).
+sessions; without them `bench load` had a lower overhead p95 in 5 of 6
+back-to-back pairs at 30 sessions (docs/benchmarks.md).
 """
 
 from __future__ import annotations
