@@ -16,6 +16,11 @@ Facts this relies on (measured, see docs/design.md):
   handlers leak one per session and debug records cost CPU.
 * Never pass ``silero_use_onnx``: either value switches to torch.hub, which
   downloads at run time. The default backend uses the bundled ONNX file.
+* The recording worker only calls ``get``/``get_nowait``/``qsize`` on
+  ``audio_queue`` (and ``put`` through ``feed_audio``/``flush_audio_input``),
+  so a bounded LRU queue can stand in for it.
+* ``audio_buffer_metadata`` is read only by pre-roll trimming (off by default);
+  with ``None`` there the worker skips it, and trimming would recompute it.
 """
 
 from __future__ import annotations
