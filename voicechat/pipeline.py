@@ -387,9 +387,10 @@ class SpeechPipelineManager:
     # -- stats ---------------------------------------------------------------------
     def queue_stats(self) -> dict[str, dict[str, int]]:
         """Per queue: its size, evictions and barge-in drops; "capture" is the recognizer's audio backlog."""
-        backlog = getattr(self.recognizer, "backlog", None)
-        queues = [q for q in (backlog, self.reply_q, self.sentence_q, self.outbox) if q is not None]
-        stats = {q.name: {"size": len(q), "evicted": q.evicted, "dropped_stale": q.dropped_stale} for q in queues}
-        stats.setdefault("capture", {"size": 0, "evicted": 0, "dropped_stale": 0})  # it keeps no backlog
-        return {"capture": stats.pop("capture"), **stats}
+        backlog = getattr(self.recognizer, "backlog", None)  # None: a recognizer that keeps no backlog
+        stats = {"capture": {"size": 0, "evicted": 0, "dropped_stale": 0}}
+        for q in (backlog, self.reply_q, self.sentence_q, self.outbox):
+            if q is not None:
+                stats[q.name] = {"size": len(q), "evicted": q.evicted, "dropped_stale": q.dropped_stale}
+        return stats
 

@@ -214,8 +214,8 @@ class RealtimeSTTRecognizer:
         )
         self._recorder = _create_recorder(options, log_level, silero)
         realtimestt_vad.attach(self._recorder, EndOfSpeech())
-        # Before any audio: feed_audio puts here. 32 ms chunks; RealtimeSTT's own overflow check is off.
-        self.backlog = _RecorderBacklog(max(1, round(backlog_s / 0.032)), "capture")
+        # Before any audio: feed_audio puts here, in Silero's chunks. RealtimeSTT's own overflow check is off.
+        self.backlog = _RecorderBacklog(max(1, round(backlog_s / realtimestt_vad.SILERO_CHUNK_S)), "capture")
         self._recorder.audio_queue = self.backlog
         # Per chunk, RealtimeSTT computes an RMS and allocates a metadata record for the pre-roll, which only its
         # pre-roll trimming reads (off unless `pre_recording_buffer_trim_config` enables it; without the records

@@ -31,11 +31,12 @@ from typing import Any
 from RealtimeSTT.core import recording as _rt_recording
 from RealtimeSTT.core.voice_activity import is_silero_speech, is_webrtc_speech, reset_silero_vad_state
 
-from voicechat.endpointing import EndOfSpeech
+from voicechat.endpointing import SAMPLE_RATE, EndOfSpeech
 
 _ATTR = "voicechat_end_of_speech"
 _FLUSHED = "voicechat_flushed_at"
 SILERO_CHUNK_BYTES = 1024  # 512 samples: the only size Silero takes at 16 kHz
+SILERO_CHUNK_S = SILERO_CHUNK_BYTES // 2 / SAMPLE_RATE  # 32 ms: what the recorder's queue holds per item
 _original_check_voice_activity = _rt_recording.check_voice_activity
 _original_is_silero_speech = _rt_recording.is_silero_speech
 
@@ -78,8 +79,8 @@ def speech_started(recorder: Any) -> None:
 def silence_started(recorder: Any) -> None:
     """``on_turn_detection_start``: date the silence just noticed from the end of the sound."""
     end_of_speech = _attached(recorder)
-    if end_of_speech is not None and end_of_speech.silence_s is not None and recorder.speech_end_silence_start:
-        recorder.speech_end_silence_start = time.time() - end_of_speech.silence_s
+    if end_of_speech is not None:
+        _date_silence(recorder, end_of_speech.silence_s)
 
 
 def flush_if_silence_complete(recorder: Any, fed_samples: int, post_speech_silence_s: float) -> bool:
@@ -115,10 +116,15 @@ def _deactivity_check(recorder: Any, data: bytes, *args: Any, **kwargs: Any) -> 
     else:
         is_speech = bool(_original_is_silero_speech(recorder, data, *args, **kwargs))
         silence = end_of_speech.decide(is_speech, len(data) // 2)  # on_chunk has heard it
-    if silence is not None and recorder.speech_end_silence_start:
-        # The loop compares time.time() - start with the silence setting right after this call.
-        recorder.speech_end_silence_start = time.time() - silence
+    _date_silence(recorder, silence)
     return is_speech
+
+
+def _date_silence(recorder: Any, silence: float | None) -> None:
+    """Move the loop's silence timer to ``silence`` seconds ago; the loop compares time.time() - start
+    with the silence setting right after. Only while the timer runs (it starts on the first silent chunk)."""
+    if silence is not None and recorder.speech_end_silence_start:
+        recorder.speech_end_silence_start = time.time() - silence
 
 
 _rt_recording.check_voice_activity = _check_voice_activity
