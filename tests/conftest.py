@@ -1,4 +1,4 @@
-"""Shared fixtures: scripted engines over real RealtimeSTT endpointing."""
+"""Shared fixtures; the helpers they use live in ``tests/support``."""
 
 from __future__ import annotations
 
@@ -6,29 +6,11 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from helpers import SENTENCES, speech
+from support.engines import scripted_engines
 
-from voicechat.engines.base import Engines, RecognizerCallbacks
-from voicechat.engines.realtimestt_recognizer import RealtimeSTTRecognizer
-from voicechat.engines.scripted_llm import ScriptedLLM
-from voicechat.engines.scripted_stt import ScriptedTranscriber
-from voicechat.engines.scripted_tts import ScriptedTTS
-from voicechat.engines.stt_scheduler import SttScheduler
-from voicechat.pipeline import PipelineOptions
-from voicechat.session_manager import SessionLimits, SessionManager
-
-
-def scripted_engines(
-    llm: ScriptedLLM | None = None, tts: ScriptedTTS | None = None, transcriber: ScriptedTranscriber | None = None,
-    partials: bool = True,
-) -> Engines:
-    """Scripted models behind the real RealtimeSTT recognizer (real VAD/endpointing)."""
-    stt = SttScheduler(transcriber or ScriptedTranscriber({t: speech(t) for t in SENTENCES}))
-
-    def recognizer(session_id: str, callbacks: RecognizerCallbacks) -> RealtimeSTTRecognizer:
-        return RealtimeSTTRecognizer(session_id, stt, callbacks, partials=partials, post_speech_silence_s=0.5)
-
-    return Engines(stt, recognizer, llm or ScriptedLLM(), tts or ScriptedTTS(sample_rate=16000))
+from voicechat.engines.protocols import Engines
+from voicechat.session.manager import SessionLimits, SessionManager
+from voicechat.session.pipeline import PipelineOptions
 
 
 @pytest.fixture

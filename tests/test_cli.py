@@ -9,9 +9,9 @@ import pytest
 
 from voicechat.bench.sessions import run as bench_sessions
 from voicechat.cli import main
-from voicechat.config import load_config
-from voicechat.console import run_console
-from voicechat.engines.scripted_llm import scripted_reply
+from voicechat.config.loading import load_config
+from voicechat.engines.scripted.llm import scripted_reply
+from voicechat.local.console import run_console
 
 
 @pytest.mark.timeout(60)

@@ -10,10 +10,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from voicechat.circuit_breaker import CircuitBreaker
-from voicechat.config import Settings
-from voicechat.conversation_store import ConversationStore
-from voicechat.engines.base import (
+from voicechat.config.loading import Settings
+from voicechat.config.schema import LlmSettings, SttSettings, TtsSettings
+from voicechat.engines.circuit_breaker import CircuitBreaker
+from voicechat.engines.protocols import (
     BatchTranscriber,
     Engines,
     GenerationParams,
@@ -25,13 +25,13 @@ from voicechat.engines.base import (
     TranscriptionModel,
     VoiceSettings,
 )
-from voicechat.engines.stt_scheduler import SttScheduler
-from voicechat.memory_monitor import MemoryLimits
-from voicechat.pipeline import PipelineOptions
+from voicechat.memory.monitor import MemoryLimits
 from voicechat.server.connection import ConnectionLimits
 from voicechat.server.server import ServerConfig
-from voicechat.session_manager import SessionLimits
-from voicechat.settings import LlmSettings, SttSettings, TtsSettings
+from voicechat.session.conversation_store import ConversationStore
+from voicechat.session.manager import SessionLimits
+from voicechat.session.pipeline import PipelineOptions
+from voicechat.stt.scheduler import SttScheduler
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,7 +49,7 @@ def build_engines(settings: Settings) -> Engines:
     start-up with one line per problem instead of a traceback from deep inside an
     engine. Engines built before a later one fails are closed again.
     """
-    from voicechat.model_store import require_models
+    from voicechat.models.store import require_models
 
     require_models(settings)
     loads: dict[str, float] = {}
@@ -84,12 +84,12 @@ def _timed(loads: dict[str, float], name: str, build: Callable[[], T], built: li
 def _build_stt(settings: Settings) -> SttScheduler:
     stt = settings.stt
     if stt.engine == "scripted":
-        from voicechat.engines.scripted_stt import ScriptedTranscriber
+        from voicechat.engines.scripted.stt import ScriptedTranscriber
 
         model: BatchTranscriber = ScriptedTranscriber(_sample_references(), delay_s=stt.scripted_delay_s)
     else:
-        from voicechat.engines.whisper_model import FasterWhisperModel
-        from voicechat.model_store import resolve_stt_model
+        from voicechat.models.store import resolve_stt_model
+        from voicechat.stt.whisper_model import FasterWhisperModel
 
         model = FasterWhisperModel(
             resolve_stt_model(settings), device=stt.device, compute_type=stt.compute_type,
@@ -121,8 +121,8 @@ def _sample_references() -> dict[str, np.ndarray]:
 
 
 def _recognizer_factory(settings: Settings, transcriber: TranscriptionModel) -> RecognizerFactory:
-    from voicechat.engines.realtimestt_recognizer import RealtimeSTTRecognizer
-    from voicechat.engines.silero_share import SharedSilero
+    from voicechat.stt.realtimestt_recognizer import RealtimeSTTRecognizer
+    from voicechat.stt.silero_share import SharedSilero
 
     stt, vad = settings.stt, settings.vad
     silero = SharedSilero()  # one ONNX session for every recorder of these engines
@@ -143,14 +143,14 @@ def _recognizer_factory(settings: Settings, transcriber: TranscriptionModel) -> 
 def _build_llm(settings: Settings) -> LanguageModel:
     llm = settings.llm
     if llm.backend == "scripted":
-        from voicechat.engines.scripted_llm import ScriptedLLM
+        from voicechat.engines.scripted.llm import ScriptedLLM
 
         return ScriptedLLM(
             first_token_s=llm.scripted_first_token_s, token_s=llm.scripted_token_s,
             breaker=_breaker("language model", llm),
         )
     if llm.backend == "openai":
-        from voicechat.engines.openai_engine import OpenAIChatEngine, RetryPolicy
+        from voicechat.llm.openai_engine import OpenAIChatEngine, RetryPolicy
 
         return OpenAIChatEngine(
             llm.endpoint, model=llm.model, api_key=llm.api_key,
@@ -160,8 +160,8 @@ def _build_llm(settings: Settings) -> LanguageModel:
             ),
             breaker=_breaker("language model", llm),
         )
-    from voicechat.engines.llama_cpp_engine import LlamaCppEngine
-    from voicechat.model_store import resolve_llm_model
+    from voicechat.llm.llama_engine import LlamaCppEngine
+    from voicechat.models.store import resolve_llm_model
 
     return LlamaCppEngine(
         resolve_llm_model(settings), n_ctx=llm.n_ctx, n_seq_max=llm.n_seq_max, n_threads=llm.n_threads,
@@ -173,24 +173,24 @@ def _build_llm(settings: Settings) -> LanguageModel:
 def _build_tts(settings: Settings) -> SpeechSynthesizer:
     t = settings.tts
     if t.engine == "scripted":
-        from voicechat.engines.scripted_tts import ScriptedTTS
+        from voicechat.engines.scripted.tts import ScriptedTTS
 
         return ScriptedTTS(
             first_chunk_s=t.scripted_first_chunk_s, chunk_s=t.scripted_chunk_s,
             breaker=_breaker("speech synthesizer", t),
         )
-    from voicechat.engines.tts_pool import TTSPool
-    from voicechat.model_store import PROJECT_ROOT
+    from voicechat.models.store import PROJECT_ROOT
+    from voicechat.tts.pool import TTSPool
 
     if t.engine == "espeak":
-        from voicechat.engines.espeak_engine import EspeakEngine
+        from voicechat.tts.espeak_engine import EspeakEngine
 
         return TTSPool(
             lambda: EspeakEngine(t.voice, t.speed, chunk_ms=t.chunk_ms), workers=t.workers,
             breaker=_breaker("speech synthesizer", t),
         )
     if t.engine == "piper":
-        from voicechat.engines.piper_engine import PiperEngine, PiperVoices
+        from voicechat.tts.piper_engine import PiperEngine, PiperVoices
 
         voice_dir = PROJECT_ROOT / t.piper_voice_dir
         voices = PiperVoices(voice_dir)
@@ -198,7 +198,7 @@ def _build_tts(settings: Settings) -> SpeechSynthesizer:
             lambda: PiperEngine(t.voice, voice_dir, t.speed, t.chunk_ms, voices=voices), workers=t.workers,
             breaker=_breaker("speech synthesizer", t),
         )
-    from voicechat.engines.kokoro_engine import KokoroEngine
+    from voicechat.tts.kokoro_engine import KokoroEngine
 
     kokoro_dir = PROJECT_ROOT / t.kokoro_dir
     first = KokoroEngine(t.voice, kokoro_dir, t.speed, t.chunk_ms)

@@ -1,4 +1,4 @@
-"""Audio helpers: frames, PCM conversion and stateful resampling.
+"""Audio helpers: frames, PCM conversion, stateful resampling and WAV reading.
 
 Resampling chunk by chunk with a fresh filter each time clicks at every chunk
 edge; ``StreamResampler`` keeps the filter state (soxr's ResampleStream) across
@@ -8,7 +8,9 @@ chunks of one stream, so a stream resampled in pieces equals one resampled whole
 from __future__ import annotations
 
 import time
+import wave
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import soxr
@@ -79,3 +81,14 @@ class StreamResampler:
             return bytes(pcm)
         x = np.frombuffer(pcm, dtype=np.int16)
         return self._stream.resample_chunk(x, last=last).tobytes()
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """Mono int16 samples and the rate of a PCM16 WAV file."""
+    with wave.open(str(path)) as w:
+        if w.getsampwidth() != 2:
+            raise ValueError(f"{path}: expected 16-bit PCM, got {8 * w.getsampwidth()}-bit")
+        x = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+        if w.getnchannels() > 1:
+            x = x.reshape(-1, w.getnchannels()).mean(axis=1).astype(np.int16)
+        return x, w.getframerate()

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from voicechat.config import ConfigError, add_config_arguments, config_main, load_from_args
+from voicechat.config.loading import ConfigError, add_config_arguments, config_main, load_from_args
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,8 +41,8 @@ def _run_parser() -> argparse.ArgumentParser:
 
 
 def run_main(argv: list[str]) -> int:
-    from voicechat.engines.base import EngineError
-    from voicechat.model_store import MissingModelError
+    from voicechat.engines.protocols import EngineError
+    from voicechat.models.store import MissingModelError
 
     args = _run_parser().parse_args(argv)
     if args.scripted:
@@ -59,7 +59,7 @@ def run_main(argv: list[str]) -> int:
         from voicechat.assembly import build_engines
 
         settings = loaded.settings
-        from voicechat.malloc_arenas import limit_malloc_arenas
+        from voicechat.memory.malloc_arenas import limit_malloc_arenas
 
         limit_malloc_arenas(settings.memory.malloc_arenas)  # before the engines start their threads
         engines = build_engines(settings)
@@ -71,7 +71,7 @@ def run_main(argv: list[str]) -> int:
         return 2
     import time
 
-    from voicechat.audio_io import AudioDeviceError
+    from voicechat.local.audio_io import AudioDeviceError
     from voicechat.serve import leftover_threads, open_local_audio, serve
 
     try:
@@ -132,7 +132,7 @@ def selftest_main(argv: list[str]) -> int:
 
 def devices_main(argv: list[str]) -> int:
     """`devices`: the sound devices sounddevice sees, with the defaults marked."""
-    from voicechat.audio_io import format_devices, list_devices
+    from voicechat.local.audio_io import format_devices, list_devices
 
     devices = list_devices()
     print(format_devices(devices) if devices else "no sound devices found (a headless box: the LAN server still works)")
@@ -140,8 +140,8 @@ def devices_main(argv: list[str]) -> int:
 
 
 def models_main(argv: list[str]) -> int:
-    """`models list|download|verify`: the model manager (see voicechat/models_cli.py)."""
-    from voicechat.models_cli import main
+    """`models list|download|verify`: the model manager (see voicechat/models/cli.py)."""
+    from voicechat.models.cli import main
 
     return main(argv)
 

@@ -19,9 +19,8 @@ from rich.table import Table
 
 from voicechat.assembly import build_engines, pipeline_options, session_limits
 from voicechat.audio import AudioFrame
-from voicechat.bounded_queue import QueueClosed
-from voicechat.config import ConfigError, add_config_arguments, load_from_args
-from voicechat.events import (
+from voicechat.config.loading import ConfigError, add_config_arguments, load_from_args
+from voicechat.core.events import (
     AssistantTextDelta,
     AudioChunk,
     ErrorEvent,
@@ -30,10 +29,11 @@ from voicechat.events import (
     ReplyDone,
     TurnMetrics,
 )
-from voicechat.pipeline import SpeechPipelineManager
-from voicechat.session_manager import SessionManager
+from voicechat.models.tiny import tiny_gguf_path, tiny_whisper_path
+from voicechat.session.bounded_queue import QueueClosed
+from voicechat.session.manager import SessionManager
+from voicechat.session.pipeline import SpeechPipelineManager
 from voicechat.speech_samples import SpeechSynthesisUnavailable, speech_16k, with_silence
-from voicechat.tiny_models import tiny_gguf_path, tiny_whisper_path
 
 UTTERANCE = "Hello there, can you tell me what the weather is like today?"
 FRAME = 320  # 20 ms at 16 kHz

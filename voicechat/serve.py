@@ -20,16 +20,16 @@ from types import FrameType
 from typing import TextIO
 
 from voicechat.assembly import conversation_store, memory_limits, pipeline_options, server_config, session_limits
-from voicechat.audio_io import AudioIO
-from voicechat.config import Settings
-from voicechat.engines.base import Engines
-from voicechat.gc_pauses import freeze_startup_heap
-from voicechat.memory_monitor import MemoryMonitor
-from voicechat.server import ServerError, VoiceServer
+from voicechat.config.loading import Settings
+from voicechat.engines.protocols import Engines
+from voicechat.local.audio_io import AudioIO
+from voicechat.memory.gc_pauses import freeze_startup_heap
+from voicechat.memory.monitor import MemoryMonitor
 from voicechat.server.access import qr_text
 from voicechat.server.outbox_signal import OutboxSignal
+from voicechat.server.server import ServerError, VoiceServer
 from voicechat.server.tls import TlsError, cert_fingerprint
-from voicechat.session_manager import SessionManager
+from voicechat.session.manager import SessionManager
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def open_local_audio(settings: Settings, audio_in: str | None, audio_out: str | 
 
     Raises AudioDeviceError when a named device does not exist.
     """
-    from voicechat.audio_io import FileIO, SoundDeviceIO, has_input_device
+    from voicechat.local.audio_io import FileIO, SoundDeviceIO, has_input_device
 
     if audio_in:
         return FileIO(Path(audio_in), Path(audio_out) if audio_out else None,
@@ -128,13 +128,13 @@ def serve(
             return 2
         print(banner(server), file=out, flush=True)
         if audio is not None:
-            from voicechat.tui_app import TuiApp
+            from voicechat.local.tui.app import TuiApp
 
             devices = (settings.audio.input_device or "default", settings.audio.output_device or "default")
             return TuiApp(manager, options, server, audio, stop, echo_gate=settings.audio.echo_gate,
                           devices=devices).run()
         if console:
-            from voicechat.console import run_console
+            from voicechat.local.console import run_console
 
             run_console(manager, options)
         else:

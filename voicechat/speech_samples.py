@@ -10,11 +10,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import wave
 from pathlib import Path
 
 import numpy as np
 import soxr
+
+from voicechat.audio import read_wav
 
 # Distinct sentences, so a transcript or reply that crosses sessions is visible (tests, benchmarks).
 SAMPLE_SENTENCES = [
@@ -52,17 +53,6 @@ def espeak_wav(text: str, path: Path, voice: str = "en-us", words_per_minute: in
         )
     subprocess.run([exe, "-v", voice, "-s", str(words_per_minute), "-w", str(path), text], check=True)
     return path
-
-
-def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """Mono int16 samples and the rate of a PCM16 WAV file."""
-    with wave.open(str(path)) as w:
-        if w.getsampwidth() != 2:
-            raise ValueError(f"{path}: expected 16-bit PCM, got {8 * w.getsampwidth()}-bit")
-        x = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
-        if w.getnchannels() > 1:
-            x = x.reshape(-1, w.getnchannels()).mean(axis=1).astype(np.int16)
-        return x, w.getframerate()
 
 
 def speech_16k(text: str, voice: str = "en-us", words_per_minute: int = 175) -> np.ndarray:

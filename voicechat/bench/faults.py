@@ -24,19 +24,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from voicechat.audio import AudioFrame
-from voicechat.bounded_queue import QueueClosed
-from voicechat.circuit_breaker import CircuitBreaker
-from voicechat.engines.base import Engines, RecognizerCallbacks
-from voicechat.engines.scripted_base import FaultPlan
-from voicechat.engines.scripted_llm import ScriptedLLM
-from voicechat.engines.scripted_stt import EnergyRecognizer, ScriptedTranscriber
-from voicechat.engines.scripted_tts import ScriptedTTS
-from voicechat.engines.stt_scheduler import SttScheduler
+from voicechat.core.events import ErrorEvent, Event, ReplyDone, StateChanged, TurnMetrics, TurnState
+from voicechat.engines.circuit_breaker import CircuitBreaker
+from voicechat.engines.protocols import Engines, RecognizerCallbacks
+from voicechat.engines.scripted.base import FaultPlan
+from voicechat.engines.scripted.llm import ScriptedLLM
+from voicechat.engines.scripted.stt import EnergyRecognizer, ScriptedTranscriber
+from voicechat.engines.scripted.tts import ScriptedTTS
 from voicechat.engines.stuck_calls import STUCK_CALLS
-from voicechat.events import ErrorEvent, Event, ReplyDone, StateChanged, TurnMetrics, TurnState
-from voicechat.pipeline import PipelineOptions
-from voicechat.session_manager import Session, SessionLimits, SessionManager
+from voicechat.session.bounded_queue import QueueClosed
+from voicechat.session.manager import Session, SessionLimits, SessionManager
+from voicechat.session.pipeline import PipelineOptions
 from voicechat.speech_samples import SAMPLE_SENTENCES, speech_16k, with_silence
+from voicechat.stt.scheduler import SttScheduler
 
 MODES = ("none", "stt-hang", "llm-hang", "tts-hang", "stt-fail", "llm-fail", "tts-fail")
 

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from voicechat.bench import percentile
-from voicechat.engines.base import GenerationParams
-from voicechat.engines.llama_context import BatchToken, LlamaContext
-from voicechat.engines.llama_cpp_engine import LlamaCppEngine
-from voicechat.engines.llama_scheduler import LlmEvent
-from voicechat.history import ChatMessage
+from voicechat.core.history import ChatMessage
+from voicechat.engines.protocols import GenerationParams
+from voicechat.llm.llama_context import BatchToken, LlamaContext
+from voicechat.llm.llama_engine import LlamaCppEngine
+from voicechat.llm.scheduler import LlmEvent
 
 BENCH_SHAPE = {"dim": 768, "layers": 8, "heads": 12, "dtype": "f16", "ctx": 8192}
 # Written in the random model's vocabulary words so prompts tokenize about as compactly as with a real
@@ -39,7 +39,7 @@ TOPICS = ["weather", "music", "people", "work", "time", "name", "day", "year"]
 
 def default_model() -> Path:
     """The benchmark's random GGUF, written on first use (about a second)."""
-    from voicechat.tiny_models.gguf_maker import write_random_gguf
+    from voicechat.models.tiny.gguf_maker import write_random_gguf
 
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "voicechat"
     path = cache / "bench-llm-d768-l8-f16.gguf"

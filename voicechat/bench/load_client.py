@@ -21,8 +21,8 @@ import websockets
 
 from voicechat.audio import frame_rms
 from voicechat.bench.load_stats import TurnRecord
-from voicechat.protocol import encode_client_audio
-from voicechat.ws_client import Received, VoiceClient
+from voicechat.server.client import Received, VoiceClient
+from voicechat.server.protocol import encode_client_audio
 
 RATE = 16000
 FRAME = RATE // 50  # 20 ms

@@ -17,8 +17,8 @@ import time
 import psutil
 
 from voicechat.assembly import SCRIPTED_ENGINES, build_engines, pipeline_options
-from voicechat.config import load_config
-from voicechat.session_manager import SessionLimits, SessionManager
+from voicechat.config.loading import load_config
+from voicechat.session.manager import SessionLimits, SessionManager
 
 
 def run(sessions: int, seconds: float, partials: bool) -> dict[str, float]:

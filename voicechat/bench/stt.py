@@ -14,9 +14,9 @@ import statistics
 import time
 
 from voicechat.audio import pcm16_to_float
-from voicechat.engines.base import SpeechInput
-from voicechat.engines.whisper_model import FasterWhisperModel
+from voicechat.engines.protocols import SpeechInput
 from voicechat.speech_samples import SAMPLE_SENTENCES, speech_16k
+from voicechat.stt.whisper_model import FasterWhisperModel
 
 
 def measure(model: FasterWhisperModel, sessions: int, rounds: int) -> dict[str, object]:
@@ -61,7 +61,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
     if args.model is None:
-        from voicechat.tiny_models import tiny_whisper_path
+        from voicechat.models.tiny import tiny_whisper_path
 
         args.model = str(tiny_whisper_path())
     model = FasterWhisperModel(

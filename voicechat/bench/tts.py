@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from voicechat.bench import percentile
-from voicechat.engines.base import VoiceSettings
-from voicechat.engines.tts_pool import PoolEngine, TTSPool
+from voicechat.engines.protocols import VoiceSettings
+from voicechat.tts.pool import PoolEngine, TTSPool
 
 SENTENCES = (
     "Sure, I can help you with that.",
@@ -89,7 +89,7 @@ def default_voice(args: argparse.Namespace) -> str:
     if args.voice:
         return args.voice
     if args.engine == "piper":
-        from voicechat.tiny_models.make_piper import DEFAULT_DIR, TINY_VOICE
+        from voicechat.models.tiny.make_piper import DEFAULT_DIR, TINY_VOICE
 
         return str(DEFAULT_DIR / f"{TINY_VOICE}.onnx")
     return "af_heart" if args.engine == "kokoro" else "en-us"
@@ -97,15 +97,15 @@ def default_voice(args: argparse.Namespace) -> str:
 
 def engine_factory(args: argparse.Namespace, voice: str) -> Callable[[], PoolEngine]:
     if args.engine == "espeak":
-        from voicechat.engines.espeak_engine import EspeakEngine
+        from voicechat.tts.espeak_engine import EspeakEngine
 
         return lambda: EspeakEngine(voice, chunk_ms=args.chunk_ms)
     if args.engine == "piper":
-        from voicechat.engines.piper_engine import PiperEngine, PiperVoices
+        from voicechat.tts.piper_engine import PiperEngine, PiperVoices
 
         voices = PiperVoices(args.piper_voice_dir)
         return lambda: PiperEngine(voice, args.piper_voice_dir, chunk_ms=args.chunk_ms, voices=voices)
-    from voicechat.engines.kokoro_engine import KokoroEngine
+    from voicechat.tts.kokoro_engine import KokoroEngine
 
     return lambda: KokoroEngine(voice, args.kokoro_dir, chunk_ms=args.chunk_ms)
 

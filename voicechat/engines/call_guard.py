@@ -24,8 +24,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
-from voicechat.circuit_breaker import CircuitBreaker, CircuitOpenError, Permit
-from voicechat.engines.base import EngineError
+from voicechat.engines.circuit_breaker import CircuitBreaker, CircuitOpenError, Permit
+from voicechat.engines.protocols import EngineError
 from voicechat.engines.stuck_calls import STUCK_CALLS, GiveUp, StuckCalls
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,3 @@
-"""The LAN server: one port for the page, health, metrics and the WebSocket (see docs/protocol.md)."""
-
-from voicechat.server.server import ServerConfig, ServerError, VoiceServer
-
-__all__ = ["ServerConfig", "ServerError", "VoiceServer"]
+"""The LAN server: one port for the page, health, metrics and the WebSocket; its wire
+protocol (``protocol``, pure) and a protocol client (``client``). See docs/protocol.md.
+"""

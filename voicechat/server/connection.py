@@ -31,11 +31,12 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from voicechat.audio import AudioFrame
-from voicechat.bounded_queue import QueueClosed
-from voicechat.engines.base import VoiceSettings
-from voicechat.events import AudioChunk
-from voicechat.pipeline import PipelineOptions
-from voicechat.protocol import (
+from voicechat.core.events import AudioChunk
+from voicechat.engines.protocols import VoiceSettings
+from voicechat.server.access import token_matches
+from voicechat.server.address_limits import AddressGuard, AuthBackoff, ConnectionCap, address_of
+from voicechat.server.outbox_signal import OutboxSignal
+from voicechat.server.protocol import (
     ClearHistory,
     ClientMessage,
     Hello,
@@ -50,11 +51,10 @@ from voicechat.protocol import (
     parse_audio,
     parse_text,
 )
-from voicechat.server.access import token_matches
-from voicechat.server.address_limits import AddressGuard, AuthBackoff, ConnectionCap, address_of
-from voicechat.server.outbox_signal import OutboxSignal
 from voicechat.server.rate_limit import MalformedCounter, RateLimiter, Verdict
-from voicechat.session_manager import AdmissionError, ResumeError, Session, SessionManager
+from voicechat.session.bounded_queue import QueueClosed
+from voicechat.session.manager import AdmissionError, ResumeError, Session, SessionManager
+from voicechat.session.pipeline import PipelineOptions
 
 if TYPE_CHECKING:
     from voicechat.server.metrics import ServerMetrics

@@ -17,12 +17,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from voicechat.circuit_breaker import BreakerState, CircuitBreaker
-from voicechat.engines.base import Engines
+from voicechat.core.events import ErrorEvent, Event, TurnMetrics
+from voicechat.engines.circuit_breaker import BreakerState, CircuitBreaker
+from voicechat.engines.protocols import Engines
 from voicechat.engines.stuck_calls import STUCK_CALLS
-from voicechat.events import ErrorEvent, Event, TurnMetrics
-from voicechat.protocol import turn_latencies_ms
-from voicechat.session_manager import SessionManager
+from voicechat.server.protocol import turn_latencies_ms
+from voicechat.session.manager import SessionManager
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)

@@ -25,8 +25,6 @@ from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage
 from websockets.protocol import State
 
-from voicechat.pipeline import PipelineOptions
-from voicechat.protocol import encode_message
 from voicechat.server.access import default_data_dir, join_urls, load_or_create_token
 from voicechat.server.address_limits import AddressGuard, AuthBackoff, ConnectionCap, address_of
 from voicechat.server.connection import (
@@ -38,6 +36,7 @@ from voicechat.server.connection import (
 )
 from voicechat.server.health import GpuProbe, system_health
 from voicechat.server.metrics import ServerMetrics, engine_breakers
+from voicechat.server.protocol import encode_message
 from voicechat.server.routes import HttpRoutes
 from voicechat.server.tls import (
     cert_fingerprint,
@@ -48,7 +47,8 @@ from voicechat.server.tls import (
     server_ssl_context,
     tls_enabled,
 )
-from voicechat.session_manager import SessionManager
+from voicechat.session.manager import SessionManager
+from voicechat.session.pipeline import PipelineOptions
 
 log = logging.getLogger(__name__)
 

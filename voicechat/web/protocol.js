@@ -1,4 +1,4 @@
-// Wire format of docs/protocol.md (voicechat/protocol.py is authoritative), without sockets or DOM,
+// Wire format of docs/protocol.md (voicechat/server/protocol.py is authoritative), without sockets or DOM,
 // so it runs unchanged in the browser and under Node in tests/test_web_static.py.
 
 export const PROTOCOL_VERSION = 1;

@@ -1,0 +1,105 @@
+"""`bench load`: its definitions (pure) and a small real run that must be correct, not fast."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from voicechat.bench import load
+from voicechat.bench.load_client import Tracker, audio_gaps, utterance
+from voicechat.bench.load_stats import Delays, TurnRecord, capacity, quantiles, summarise_turns
+from voicechat.server.client import Received
+from voicechat.server.protocol import ServerAudio
+
+
+def test_turn_latencies_follow_their_definitions() -> None:
+    turn = TurnRecord(0, 0, "hi", onset=10.0, speech_end=11.0, first_audio=11.75, interrupted_at=12.0,
+                      stale_until=12.09, stamps={"speech_end": 11.6, "transcript_final": 11.62, "first_audio": 11.7})
+    assert turn.v2v_ms == pytest.approx(750)
+    assert turn.barge_in_ms == pytest.approx(90)
+    assert turn.breakdown_ms() == pytest.approx(
+        {"speech_sent->speech_end": 600, "speech_end->transcript_final": 20, "transcript_final->first_audio": 80,
+         "first_audio->received": 50})
+    # A stale reply that had already stopped before the user spoke costs nothing, never a negative time.
+    assert TurnRecord(0, 1, "x", 0, 1, interrupted_at=5.0, stale_until=4.0).barge_in_ms == 0
+
+
+def test_overhead_subtracts_silence_and_engine_delays() -> None:
+    turns = [TurnRecord(0, i, "x", 0.0, 1.0, first_audio=1.0 + ms / 1000, completed=True) for i, ms in
+             enumerate([700, 710, 720, 900])]
+    turns.append(TurnRecord(0, 9, "x", 0.0, 1.0))  # never answered: started, not completed
+    summary = summarise_turns(turns, Delays(0.6, stt_s=0.05))
+    assert summary["turns"] == 4 and summary["turns_started"] == 5
+    assert summary["v2v_ms"] == {"p50": 710.0, "p95": 900.0, "p99": 900.0}
+    assert summary["overhead_ms"] == {"p50": 60.0, "p95": 250.0, "p99": 250.0}
+    assert summary["barge_in_ms"] == quantiles([]) == {"p50": None, "p95": None, "p99": None}
+
+
+def test_capacity_is_the_largest_clean_run_within_the_bound() -> None:
+    def run(n: int, p95: float, dropped: int = 0, errors: int = 0) -> dict[str, object]:
+        return {"sessions": n, "overhead_ms": {"p95": p95}, "dropped_frames": dropped, "errors": errors}
+
+    assert capacity([run(10, 20), run(30, 60), run(50, 79.9), run(70, 120)]) == 50
+    assert capacity([run(10, 20), run(30, 30, dropped=3), run(50, 50, errors=1)]) == 10
+    assert capacity([run(10, 100)]) is None
+
+
+def test_voiced_end_is_where_the_sound_stops() -> None:
+    pcm = np.concatenate([np.zeros(1600), 8000 * np.ones(3200), 100 * np.ones(160), np.zeros(4800)]).astype(np.int16)
+    assert utterance("x", pcm).voiced_end == 1600 + 3200 + 160  # above -40 dB of the peak is still sound
+    assert utterance("x", pcm, gain=0.5).pcm.max() == 4000
+
+
+def test_tracker_digests_only_what_is_new() -> None:
+    received = Received()
+    seen = Tracker(received)
+
+    def message(at: float, **fields: object) -> None:
+        received.messages.append(fields)
+        received.message_times.append(at)
+
+    def audio(at: float, generation: int, start: int) -> None:
+        received.audio.append((at, ServerAudio(generation, 0, start, 16000, b"\0\0" * 320)))
+
+    message(1.0, type="final_transcript", text="hello", generation=1)
+    audio(1.2, 2, 0)
+    audio(1.3, 2, 320)
+    assert seen.update().finals == ["hello"] and seen.first_audio_after(1) == (1.2, 2)
+    message(1.5, type="flush_playback", generation=3)
+    message(1.6, type="state_changed", state="listening", generation=3)
+    seen.update()
+    assert seen.flush_after(2) == 1.5 and seen.flush_after(3) is None
+    assert seen.last_audio[2] == 1.3 and seen.listening_after(3) and not seen.listening_after(4)
+    assert seen.finals == ["hello"]  # nothing counted twice
+
+
+def test_audio_gaps_count_holes_except_in_flushed_replies() -> None:
+    received = Received()
+    for gen, starts in ((1, [0, 320, 960]), (2, [0, 640])):  # both have a hole; reply 2 was flushed by 3
+        received.audio += [(0.0, ServerAudio(gen, 0, s, 16000, b"\0\0" * 320)) for s in starts]
+    received.messages.append({"type": "flush_playback", "generation": 3})
+    assert audio_gaps(received) == 1
+
+
+@pytest.mark.timeout(240)
+def test_small_load_run_is_correct(tmp_path) -> None:
+    """4 sessions, a barge-in each, 20 churn cycles: every turn answered, no error, nothing left behind."""
+    plan = load.LoadPlan(seconds=0.0, min_turns=4, barge_every=3)
+    result = load.run_one(plan, 4, churn=20, speech=load.script())
+    assert result["errors"] == 0, result["error_samples"]
+    assert result["turns"] == result["turns_started"] == 16
+    assert result["barge_ins"] == 4
+    assert result["leaked_threads"] == 0
+    assert {k: result["churn"][k] for k in ("cycles", "errors")} == {"cycles": 20, "errors": 0}
+    for key in ("v2v_ms", "overhead_ms", "barge_in_ms"):
+        assert result[key]["p50"] is not None and result[key]["p50"] <= result[key]["p95"] <= result[key]["p99"]
+    assert result["dropped_frames"] == 0
+    json.dumps(result)  # the --json output is plain JSON
+
+    from voicechat.bench.load_plot import plot
+
+    png = tmp_path / "load.png"
+    plot({**result, "sweep": [result, {**result, "sessions": 8}], "capacity": 8}, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

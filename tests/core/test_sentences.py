@@ -1,0 +1,79 @@
+"""Sentence splitting of a token stream."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from voicechat.core.sentences import SentenceSplitter
+
+
+def split_all(text: str, chunks: list[int] | None = None, **kw) -> list[str]:
+    s = SentenceSplitter(**kw)
+    out: list[str] = []
+    if chunks is None:
+        out += s.feed(text)
+    else:
+        pos = 0
+        for size in chunks:
+            out += s.feed(text[pos : pos + size])
+            pos += size
+        out += s.feed(text[pos:])
+    return out + s.flush()
+
+
+def test_whole_sentences():
+    assert split_all("Hello there. How are you? Fine!") == ["Hello there.", "How are you?", "Fine!"]
+
+
+def test_first_fragment_released_early_at_a_clause():
+    s = SentenceSplitter(first_fragment_min_words=3)
+    assert s.feed("Well, sure thing, my friend") == ["Well, sure thing,"]
+    # later pieces wait for a full sentence
+    assert s.feed(", let me think") == []
+    assert s.feed(" about it. Next") == ["my friend, let me think about it."]
+    assert s.flush() == ["Next"]
+
+
+def test_short_clause_is_not_released():
+    s = SentenceSplitter(first_fragment_min_words=3)
+    assert s.feed("Yes, ") == []
+
+
+def test_piece_needs_following_whitespace():
+    s = SentenceSplitter()
+    assert s.feed("It costs 3.5") == []
+    assert s.feed(" euros. ") == ["It costs 3.5 euros."]
+
+
+def test_abbreviations_and_initials_do_not_split():
+    text = "Dr. Smith met Mr. J. R. Tolkien at 5 p.m. yesterday, e.g. at home. Then he left."
+    assert split_all(text, first_fragment_min_words=100) == [
+        "Dr. Smith met Mr. J. R. Tolkien at 5 p.m. yesterday, e.g. at home.",
+        "Then he left.",
+    ]
+
+
+def test_newline_ends_a_piece():
+    assert split_all("First line\nSecond line") == ["First line", "Second line"]
+
+
+def test_overlong_text_is_cut_at_a_word_boundary():
+    text = " ".join(["word"] * 100)
+    pieces = split_all(text, max_chars=50)
+    assert all(len(p) <= 50 for p in pieces)
+    assert " ".join(pieces).split() == text.split()
+
+
+def test_flush_empty():
+    assert SentenceSplitter().flush() == []
+
+
+words = st.sampled_from(["Hello", "world", "Dr.", "ok,", "yes.", "why?", "no!", "a", "3.5", "e.g.", "J.", "-", "\n"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(tokens=st.lists(words, min_size=1, max_size=40), cuts=st.lists(st.integers(1, 7), max_size=40))
+def test_pieces_do_not_depend_on_token_boundaries(tokens, cuts):
+    text = " ".join(tokens)
+    whole = split_all(text, max_chars=60)
+    assert split_all(text, cuts, max_chars=60) == whole
+    assert " ".join(whole).split() == text.split()  # nothing lost, nothing added

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: speech, feeders, servers, raw sockets, a fake Hub."""

@@ -1,0 +1,1 @@
+"""Configuration: the schema (``schema``), its layered sources (``sources``) and loading (``loading``)."""

@@ -1,0 +1,164 @@
+"""The turn-taking state machine: pure logic, no threads, no I/O.
+
+Inputs are what the recognizer, the LLM/TTS stages and the player observe;
+outputs are a new state plus *actions* the owner (SpeechPipelineManager) must
+carry out. Keeping this pure makes every barge-in corner case a unit test.
+
+Generation ids: ``generation`` names the reply currently allowed to produce
+output. Starting a reply bumps it (leftovers of older replies become stale),
+and so does a barge-in (the interrupted reply becomes stale at once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from voicechat.core.events import TurnState
+
+
+@dataclass(frozen=True, slots=True)
+class StartReply:
+    """Generate and speak a reply to ``user_text`` as generation ``generation``."""
+
+    generation: int
+    user_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelReply:
+    """Barge-in: abort LLM+TTS of ``cancelled``, flush output, tell the client."""
+
+    cancelled: int
+    generation: int
+
+
+Action = StartReply | CancelReply
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    previous: TurnState
+    state: TurnState
+    generation: int
+    actions: tuple[Action, ...] = field(default_factory=tuple)
+
+    @property
+    def changed(self) -> bool:
+        return self.previous is not self.state
+
+
+class TurnStateMachine:
+    """Listening -> user speaking -> thinking -> assistant speaking -> listening.
+
+    ``barge_in=False`` gives half-duplex behaviour: speech while the assistant
+    talks is ignored (and so is its transcript).
+    """
+
+    def __init__(self, barge_in: bool = True) -> None:
+        self.barge_in = barge_in
+        self.state = TurnState.LISTENING
+        self.generation = 0
+        self.reply_active = False
+        self._pending_text = ""
+        self._ignore_next_final = False
+
+    # -- inputs ----------------------------------------------------------------
+    def speech_started(self) -> Transition:
+        prev = self.state
+        if self.reply_active:
+            if not self.barge_in:
+                self._ignore_next_final = True
+                return self._stay(prev)
+            cancel = self._cancel()
+            self.state = TurnState.USER_SPEAKING
+            return Transition(prev, self.state, self.generation, (cancel,))
+        self.state = TurnState.USER_SPEAKING
+        return Transition(prev, self.state, self.generation)
+
+    def speech_ended(self) -> Transition:
+        prev = self.state
+        if self.state is TurnState.USER_SPEAKING:
+            self.state = TurnState.THINKING
+        return Transition(prev, self.state, self.generation)
+
+    def transcript_final(self, text: str) -> Transition:
+        """A final transcript arrived (possibly for an utterance that ended earlier)."""
+        prev = self.state
+        if self._ignore_next_final:
+            self._ignore_next_final = False
+            return self._settle(prev)
+        self._pending_text = _join(self._pending_text, text)
+        if self.state is TurnState.USER_SPEAKING or self.reply_active:
+            # The user is still talking (or a half-duplex reply plays): keep the
+            # text and answer everything together when they stop.
+            return self._stay(prev)
+        return self._start_or_settle(prev)
+
+    def text_input(self, text: str) -> Transition:
+        """Typed input: interrupts any reply and is answered at once."""
+        prev = self.state
+        actions: list[Action] = []
+        if self.reply_active:
+            actions.append(self._cancel())
+        self._pending_text = _join(self._pending_text, text)
+        t = self._start_or_settle(prev)
+        return Transition(prev, t.state, t.generation, (*actions, *t.actions))
+
+    def audio_started(self, generation: int) -> Transition:
+        prev = self.state
+        if generation == self.generation and self.reply_active and self.state is TurnState.THINKING:
+            self.state = TurnState.ASSISTANT_SPEAKING
+        return Transition(prev, self.state, self.generation)
+
+    def reply_finished(self, generation: int) -> Transition:
+        """The reply's audio has finished playing (or it produced none)."""
+        prev = self.state
+        if generation != self.generation or not self.reply_active:
+            return self._stay(prev)
+        self.reply_active = False
+        if self._pending_text and self.state is not TurnState.USER_SPEAKING:
+            return self._start_or_settle(prev)  # half-duplex: answer what was said meanwhile
+        if self.state in (TurnState.THINKING, TurnState.ASSISTANT_SPEAKING):
+            self.state = TurnState.LISTENING
+        return Transition(prev, self.state, self.generation)
+
+    def listener_left(self) -> Transition:
+        """The client went away: a reply nobody can hear ends here, like a barge-in."""
+        prev = self.state
+        if not self.reply_active:
+            return self._stay(prev)
+        cancel = self._cancel()
+        self.state = TurnState.LISTENING
+        return Transition(prev, self.state, self.generation, (cancel,))
+
+    # -- helpers ---------------------------------------------------------------
+    def _cancel(self) -> CancelReply:
+        cancelled = self.generation
+        self.generation += 1
+        self.reply_active = False
+        return CancelReply(cancelled=cancelled, generation=self.generation)
+
+    def _start_or_settle(self, prev: TurnState) -> Transition:
+        if not self._pending_text:
+            return self._settle(prev)
+        self.generation += 1
+        self.reply_active = True
+        text, self._pending_text = self._pending_text, ""
+        self.state = TurnState.THINKING
+        return Transition(prev, self.state, self.generation, (StartReply(self.generation, text),))
+
+    def _settle(self, prev: TurnState) -> Transition:
+        """Nothing to answer: go back to listening unless someone is talking."""
+        if not self.reply_active and self.state is TurnState.THINKING:
+            self.state = TurnState.LISTENING
+        return Transition(prev, self.state, self.generation)
+
+    def _stay(self, prev: TurnState) -> Transition:
+        return Transition(prev, self.state, self.generation)
+
+
+def _join(a: str, b: str) -> str:
+    b = b.strip()
+    if not a:
+        return b
+    return f"{a} {b}" if b else a

@@ -1,0 +1,174 @@
+"""Engine interfaces (typing Protocols) shared by real and scripted engines.
+
+Models are expensive and loaded once per process, so the *shared* engines
+(transcription model, language model, synthesizer) take a ``session_id`` on
+every call and must be safe to call from many sessions' threads at once.
+Only the recognizer (VAD + endpointing) is per session: it is cheap and holds
+that session's audio state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from voicechat.core.history import ChatMessage
+
+
+class EngineError(RuntimeError):
+    """An engine call failed; the message is safe to show to the user."""
+
+
+# -- speech to text ------------------------------------------------------------
+@dataclass(frozen=True, slots=True, eq=False)
+class SpeechInput:
+    """One transcription request: float32 mono 16 kHz ``audio`` in [-1, 1]."""
+
+    session_id: str
+    audio: np.ndarray
+    final: bool
+    language: str | None = None
+
+
+@runtime_checkable
+class BatchTranscriber(Protocol):
+    """A speech-to-text model (faster-whisper in production), loaded once.
+
+    It sees batches, not sessions' threads: the shared ``SttScheduler`` decides
+    what runs, in which order and together with what.
+    """
+
+    def transcribe_batch(self, inputs: Sequence[SpeechInput]) -> list[str]:
+        """Return one transcript per input, in order."""
+        ...
+
+
+@runtime_checkable
+class TranscriptionModel(Protocol):
+    """What a session's recognizer talks to: the shared STT scheduler."""
+
+    def transcribe(
+        self, audio: np.ndarray, *, session_id: str, final: bool, language: str | None = None
+    ) -> str:
+        """Transcribe float32 mono 16 kHz ``audio`` in [-1, 1] and wait for the text."""
+        ...
+
+    def request_partial(
+        self, session_id: str, audio: np.ndarray, on_text: Callable[[str], None], language: str | None = None
+    ) -> None:
+        """Ask for an interim transcript without waiting; a newer request replaces an older one."""
+        ...
+
+    def cancel(self, session_id: str, *, partials_only: bool = False) -> None:
+        """Forget the session's queued requests (its utterance ended, or it closed)."""
+        ...
+
+
+@dataclass(slots=True)
+class RecognizerCallbacks:
+    """What a recognizer reports while audio streams in (called from its threads)."""
+
+    on_speech_start: Callable[[], None] = lambda: None
+    on_speech_end: Callable[[], None] = lambda: None
+    on_partial: Callable[[str], None] = lambda text: None
+
+
+@runtime_checkable
+class Recognizer(Protocol):
+    """Per-session voice activity detection, endpointing and transcription."""
+
+    def feed(self, pcm16: bytes) -> None:
+        """Queue 16 kHz mono PCM16 audio; never blocks for long."""
+        ...
+
+    def next_final(self) -> str | None:
+        """Block until the next utterance's final transcript; None once closed."""
+        ...
+
+    def close(self) -> None:
+        """Stop, unblock ``next_final`` and release every thread and handler."""
+        ...
+
+
+class RecognizerFactory(Protocol):
+    def __call__(self, session_id: str, callbacks: RecognizerCallbacks) -> Recognizer: ...
+
+
+# -- language model ------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    top_k: int = 0  # 0 = off
+    seed: int | None = None  # None = a fresh random seed per reply; fixed = reproducible sampling
+    repeat_penalty: float = 1.0  # 1.0 = off
+    ignore_eos: bool = False  # benchmarks: run to max_tokens even if the model ends its reply
+
+
+@runtime_checkable
+class LanguageModel(Protocol):
+    """One shared chat model serving every session."""
+
+    def stream(
+        self, session_id: str, messages: Sequence[ChatMessage], params: GenerationParams
+    ) -> Iterator[str]:
+        """Yield the reply's text pieces as they are generated."""
+        ...
+
+    def abort(self, session_id: str) -> None:
+        """Stop ``session_id``'s running generation at once (its iterator ends)."""
+        ...
+
+    def release(self, session_id: str) -> None:
+        """The session is gone: free whatever the model keeps for it."""
+        ...
+
+
+# -- text to speech ------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class VoiceSettings:
+    voice: str = "en-us"
+    speed: float = 1.0
+
+
+@runtime_checkable
+class SpeechSynthesizer(Protocol):
+    """Shared text-to-speech; yields PCM16 mono chunks at ``sample_rate``."""
+
+    sample_rate: int
+
+    def synthesize(
+        self, session_id: str, text: str, voice: VoiceSettings, *, first_in_reply: bool = False
+    ) -> Iterator[bytes]:
+        """Yield PCM16 chunks speaking ``text``.
+
+        ``first_in_reply`` marks a reply's first sentence: a shared pool runs it
+        before later sentences of other replies, since it sets time to first audio.
+        """
+        ...
+
+    def abort(self, session_id: str) -> None:
+        """Stop ``session_id``'s running synthesis within one chunk."""
+        ...
+
+
+@dataclass(slots=True)
+class Engines:
+    """The set of engines a process shares between all its sessions."""
+
+    transcriber: TranscriptionModel
+    recognizer_factory: RecognizerFactory
+    llm: LanguageModel
+    tts: SpeechSynthesizer
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for engine in (self.transcriber, self.llm, self.tts):
+            close = getattr(engine, "close", None)
+            if callable(close):
+                close()

@@ -1,0 +1,383 @@
+"""The thread that owns the llama.cpp context and runs every session's generation in one batch.
+
+llama.cpp contexts are not thread-safe, so exactly one thread touches the context. Callers hand
+it requests (already tokenized) through a command list guarded by a condition variable; it waits
+on that condition while there is no work (no polling). Each step decodes the next token of every
+generating session plus a chunk of waiting prompts in one ``llama_decode`` (continuous
+batching), samples each sequence with its own sampler chain and pushes text pieces into each
+request's queue, where the caller's iterator blocks. The decisions (who decodes, prefill chunks,
+sequence ownership, KV reuse) come from ``llm_batching``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from voicechat.engines.protocols import EngineError, GenerationParams
+from voicechat.llm.batching import AdmissionQueue, PrefillWant, SequencePool, plan_step, reusable_prefix
+from voicechat.llm.llama_context import BatchToken, LlamaContext, Sampler
+from voicechat.llm.text import StopMatcher, Utf8Pieces
+
+log = logging.getLogger(__name__)
+
+EventKind = Literal["admitted", "token", "finished", "evicted"]
+
+
+@dataclass(frozen=True, slots=True)
+class LlmEvent:
+    """What the scheduler did, for tests and metrics (called on the scheduler thread: be quick).
+
+    admitted: ``value`` = prompt tokens to prefill this turn, ``detail`` = "reused=N";
+    token: ``value`` = the token id; finished: ``value`` = tokens generated, ``detail`` = reason;
+    evicted: the session's cached KV was dropped to make room.
+    """
+
+    kind: EventKind
+    session_id: str
+    value: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LlmStats:
+    active: int  # requests holding a sequence (prefilling or generating)
+    queued: int  # requests waiting for a sequence (or not yet seen by the scheduler)
+    cached_sessions: int  # idle sessions whose KV is kept for their next turn
+    generated_tokens: int
+    prefill_tokens: int
+    steps: int
+    tokens_per_s: float  # generated tokens per second of time spent decoding
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    error: EngineError | None = None
+
+
+@dataclass(eq=False)
+class GenRequest:
+    """One reply being generated; the caller reads ``out`` (str pieces, then one ``StreamEnd``)."""
+
+    session_id: str
+    prompt: list[int]
+    params: GenerationParams
+    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    aborted: bool = False
+    # Owned by the scheduler thread from here on.
+    seq: int = -1
+    kv: list[int] = field(default_factory=list)  # tokens in the sequence's KV, in order
+    pending: list[int] = field(default_factory=list)  # prompt tokens still to prefill
+    next_token: int | None = None  # sampled, not yet decoded
+    last_token: int | None = None  # the latest sampled token (the one that ended the reply, at the end)
+    generated: int = 0
+    sampler: Sampler | None = None
+    text: Utf8Pieces = field(default_factory=Utf8Pieces)
+    stops: StopMatcher | None = None
+    done: bool = False
+
+
+class BatchScheduler:
+    """Continuous batching over one ``LlamaContext``; see the module docstring."""
+
+    def __init__(
+        self, ctx: LlamaContext, *, prefill_chunk: int, on_event: Callable[[LlmEvent], None] | None = None
+    ) -> None:
+        self._ctx = ctx
+        self._prefill_chunk = prefill_chunk
+        self._on_event = on_event
+        self._cond = threading.Condition()
+        self._commands: list[tuple[str, str, GenRequest | None]] = []
+        self._current: dict[str, GenRequest] = {}  # newest unfinished request per session
+        self._closing = False
+        # Scheduler-thread state.
+        self._pool = SequencePool(ctx.n_seq_max)
+        self._waiting: AdmissionQueue[GenRequest] = AdmissionQueue()
+        self._active: list[GenRequest] = []  # admission order = prefill order
+        self._cache: dict[str, list[int]] = {}  # idle sessions' tokens in their sequence's KV
+        self._last_prefill: dict[str, int] = {}
+        self._generated = self._prefilled = self._steps = 0
+        self._decode_s = 0.0
+        self._thread = threading.Thread(target=self._run, name="llm-scheduler", daemon=True)
+        self._thread.start()
+
+    # -- any thread ------------------------------------------------------------------
+    def submit(self, req: GenRequest) -> None:
+        with self._cond:
+            if self._closing:
+                raise EngineError("the language model is shut down")
+            old = self._current.get(req.session_id)
+            if old is not None:  # one generation per session: a new turn ends the old one
+                self._mark_aborted(old)
+            self._current[req.session_id] = req
+            self._commands.append(("submit", req.session_id, req))
+            self._cond.notify()
+
+    def abort(self, session_id: str) -> None:
+        with self._cond:
+            req = self._current.get(session_id)
+            if req is not None:
+                self._abort_locked(req)
+
+    def abort_request(self, req: GenRequest) -> None:
+        """Abort ``req`` if it is still its session's current request (its caller stopped reading)."""
+        with self._cond:
+            if self._current.get(req.session_id) is req:
+                self._abort_locked(req)
+
+    def _abort_locked(self, req: GenRequest) -> None:
+        self._mark_aborted(req)
+        self._commands.append(("abort", req.session_id, req))
+        self._cond.notify()
+
+    def release(self, session_id: str) -> None:
+        with self._cond:
+            req = self._current.pop(session_id, None)
+            if req is not None:
+                self._mark_aborted(req)
+            self._commands.append(("release", session_id, None))
+            self._cond.notify()
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Stop the thread (open streams end with an error); False if it did not stop in time."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("LLM scheduler did not stop within %.0f s", timeout)
+            return False
+        return True
+
+    def stats(self) -> LlmStats:
+        with self._cond:
+            return LlmStats(
+                active=len(self._active),
+                queued=len(self._waiting) + sum(1 for kind, _, _ in self._commands if kind == "submit"),
+                cached_sessions=len(self._cache),
+                generated_tokens=self._generated, prefill_tokens=self._prefilled, steps=self._steps,
+                tokens_per_s=self._generated / self._decode_s if self._decode_s else 0.0,
+            )
+
+    def last_prefill_tokens(self, session_id: str) -> int | None:
+        """Prompt tokens the session's latest turn had to prefill (the rest came from its cached KV)."""
+        with self._cond:
+            return self._last_prefill.get(session_id)
+
+    @staticmethod
+    def _mark_aborted(req: GenRequest) -> None:
+        """End the caller's iterator now; the scheduler drops the work at its next step."""
+        if not req.aborted:
+            req.aborted = True
+            req.out.put(StreamEnd())
+
+    # -- scheduler thread ----------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while self._next_commands():
+                self._admit()
+                if self._active:
+                    self._step()
+        except Exception:  # a bug or a broken context: fail every caller instead of hanging them
+            log.exception("LLM scheduler failed")
+        finally:
+            stopped = EngineError("the language model stopped")
+            for req in list(self._active):
+                self._finish(req, "error", stopped)
+            for req in self._waiting.drain():
+                self._end(req, stopped)
+            with self._cond:
+                self._closing = True
+                for req in self._current.values():
+                    self._mark_aborted(req)
+                self._current.clear()
+
+    def _next_commands(self) -> bool:
+        """Apply queued commands, waiting for some while idle; False once closing."""
+        with self._cond:
+            while not self._commands and not self._active and not self._closing:
+                self._cond.wait()
+            if self._closing:
+                return False
+            commands, self._commands = self._commands, []
+        for kind, session_id, req in commands:
+            if kind == "submit" and req is not None and not req.aborted:
+                replaced = self._waiting.push(session_id, req)
+                if replaced is not None:
+                    self._end(replaced)
+            elif kind == "abort" and req is not None:
+                self._drop(req)
+            elif kind == "release":
+                self._release(session_id)
+        # Requests replaced by a newer turn of the same session.
+        for req in [r for r in self._active if r.aborted]:
+            self._finish(req, "aborted")
+        return True
+
+    def _drop(self, req: GenRequest) -> None:
+        if req in self._active:
+            self._finish(req, "aborted")
+        elif self._waiting.get(req.session_id) is req:
+            self._waiting.remove(req.session_id)
+            self._end(req)
+
+    def _release(self, session_id: str) -> None:
+        for req in [r for r in self._active if r.session_id == session_id]:
+            self._finish(req, "aborted")
+        waiting = self._waiting.remove(session_id)
+        if waiting is not None:
+            self._end(waiting)
+        seq = self._pool.release(session_id)
+        if seq is not None:
+            self._ctx.seq_rm(seq)
+        self._cache.pop(session_id, None)
+        with self._cond:
+            self._last_prefill.pop(session_id, None)
+
+    def _admit(self) -> None:
+        for req, grant in self._waiting.admit(self._pool):
+            if grant.evicted is not None:
+                self._ctx.seq_rm(grant.seq)
+                self._cache.pop(grant.evicted, None)
+                self._emit("evicted", grant.evicted)
+            cached = self._cache.pop(req.session_id, [])
+            keep = reusable_prefix(cached, req.prompt)
+            if keep < len(cached) and not self._ctx.seq_rm(grant.seq, keep):
+                self._ctx.seq_rm(grant.seq)
+                keep = 0
+            req.seq, req.kv, req.pending = grant.seq, req.prompt[:keep], req.prompt[keep:]
+            req.sampler = Sampler(req.params)
+            req.stops = StopMatcher(req.params.stop)
+            self._active.append(req)
+            with self._cond:
+                self._last_prefill[req.session_id] = len(req.pending)
+            self._emit("admitted", req.session_id, len(req.pending), f"reused={keep}")
+
+    def _step(self) -> None:
+        by_session = {r.session_id: r for r in self._active}  # one active request per session
+        decoding = [r for r in self._active if r.next_token is not None]
+        plan = plan_step(
+            [r.session_id for r in decoding],
+            [PrefillWant(r.session_id, len(r.pending)) for r in self._active if r.pending],
+            batch_size=self._ctx.n_batch, prefill_budget=self._prefill_chunk,
+        )
+        batch: list[BatchToken] = []
+        outputs: list[tuple[GenRequest, int]] = []
+        for req in decoding:
+            assert req.next_token is not None
+            outputs.append((req, len(batch)))
+            batch.append(BatchToken(req.next_token, len(req.kv), req.seq, logits=True))
+        chunks: list[tuple[GenRequest, list[int]]] = []
+        for session_id, n in plan.prefill:
+            req = by_session[session_id]
+            chunk = req.pending[:n]
+            last = n == len(req.pending)  # the prompt's final chunk: its last token gives the logits
+            for i, token in enumerate(chunk):
+                batch.append(BatchToken(token, len(req.kv) + i, req.seq, logits=last and i == n - 1))
+            if last:
+                outputs.append((req, len(batch) - 1))
+            chunks.append((req, chunk))
+        t0 = time.perf_counter()
+        rc = self._ctx.decode(batch)
+        elapsed = time.perf_counter() - t0
+        if rc != 0:
+            self._decode_failed(rc, [r for r, _ in outputs] + [r for r, _ in chunks])
+            return
+        for req in decoding:
+            req.kv.append(req.next_token)  # type: ignore[arg-type]
+            req.next_token = None
+        for req, chunk in chunks:
+            req.kv.extend(chunk)
+            del req.pending[: len(chunk)]
+        sampled = 0
+        for req, index in outputs:
+            if req.aborted:
+                self._finish(req, "aborted")
+            else:
+                assert req.sampler is not None
+                self._on_token(req, req.sampler.sample(self._ctx, index))
+                sampled += 1
+        with self._cond:
+            self._steps += 1
+            self._decode_s += elapsed
+            self._generated += sampled
+            self._prefilled += sum(len(c) for _, c in chunks)
+
+    def _on_token(self, req: GenRequest, token: int) -> None:
+        req.generated += 1
+        req.last_token = token
+        self._emit("token", req.session_id, token)
+        if self._ctx.is_eog(token) and not req.params.ignore_eos:
+            self._finish(req, "eog")
+            return
+        assert req.stops is not None
+        text = req.stops.feed(req.text.feed(self._ctx.piece(token)))
+        if text:
+            req.out.put(text)
+        if req.stops.stopped:
+            self._finish(req, "stop")
+        elif req.generated >= req.params.max_tokens:
+            self._finish(req, "length")
+        elif len(req.kv) + 1 > self._ctx.n_ctx_seq:  # no position left for this token
+            log.warning("session %s: reply cut at the end of the context (llm.n_ctx)", req.session_id)
+            self._finish(req, "context")
+        else:
+            req.next_token = token
+
+    def _decode_failed(self, rc: int, reqs: list[GenRequest]) -> None:
+        if rc == 1:  # no room in the KV cache: drop idle sessions' caches, else the biggest request
+            freed = self._pool.evict_idle()
+            if freed is not None:
+                key, seq = freed
+                self._ctx.seq_rm(seq)
+                self._cache.pop(key, None)
+                self._emit("evicted", key)
+                return  # the next step retries
+            victim = max(self._active, key=lambda r: len(r.kv) + len(r.pending))
+            log.warning("session %s: KV cache full with every sequence busy", victim.session_id)
+            self._fail(victim, EngineError("the language model's context is full: raise llm.n_ctx"))
+            return
+        for req in dict.fromkeys(reqs):
+            self._fail(req, EngineError(f"llama_decode failed with status {rc}"))
+
+    def _fail(self, req: GenRequest, error: EngineError) -> None:
+        """End a request whose sequence state is uncertain: its KV is cleared, not cached."""
+        self._ctx.seq_rm(req.seq)
+        req.kv = []
+        self._finish(req, "error", error)
+
+    def _finish(self, req: GenRequest, reason: str, error: EngineError | None = None) -> None:
+        if req.done:
+            return
+        if reason in ("eog", "length", "context") and req.stops is not None:
+            tail = req.stops.feed(req.text.flush()) + req.stops.flush()
+            if tail:
+                req.out.put(tail)
+        if req.sampler is not None:
+            req.sampler.close()
+            req.sampler = None
+        self._active.remove(req)
+        self._cache[req.session_id] = req.kv
+        self._pool.finish(req.session_id)
+        self._end(req, error)
+        self._emit("finished", req.session_id, req.generated, reason)
+
+    def _end(self, req: GenRequest, error: EngineError | None = None) -> None:
+        req.done = True
+        if not req.aborted:
+            req.out.put(StreamEnd(error))
+        with self._cond:
+            if self._current.get(req.session_id) is req:
+                del self._current[req.session_id]
+
+    def _emit(self, kind: EventKind, session_id: str, value: int = 0, detail: str = "") -> None:
+        if self._on_event is not None:
+            try:
+                self._on_event(LlmEvent(kind, session_id, value, detail))
+            except Exception:
+                log.exception("LLM event listener failed")

@@ -1,0 +1,1 @@
+"""Process memory: pressure levels (``monitor``), glibc arenas and garbage-collector pauses."""

@@ -1,0 +1,159 @@
+"""faster-whisper as a ``BatchTranscriber``: one model, several sessions' utterances per decode.
+
+faster-whisper's ``WhisperModel.transcribe`` handles one audio at a time (its
+batched pipeline batches chunks of *one* long audio). A voice turn is short, so
+utterances of different sessions are decoded together here instead: each is
+turned into a 30 s log-mel window, the windows are stacked, encoded in one call
+and decoded with one ``generate`` over the batch. A batch of one takes the very
+same path, so batched and one-by-one decoding give the same text. Audio longer
+than one window (rare in conversation) goes through ``WhisperModel.transcribe``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from voicechat.engines.protocols import EngineError, SpeechInput
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+WINDOW_S = 30
+# Whisper's own rule for "this was not speech": both unlikely text and a high no-speech probability.
+NO_SPEECH_THRESHOLD = 0.6
+LOG_PROB_THRESHOLD = -1.0
+
+
+class FasterWhisperModel:
+    """Loads one CTranslate2 Whisper model and decodes batches of utterances."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str = "auto",
+        compute_type: str = "default",
+        cpu_threads: int = 0,
+        num_workers: int = 1,
+        beam_size: int = 5,
+        partial_beam_size: int = 1,
+        max_new_tokens: int | None = None,
+        download_root: str | None = None,
+    ) -> None:
+        from faster_whisper import WhisperModel
+
+        local = Path(model)
+        if (local.is_absolute() or os.sep in model) and not (local / "model.bin").is_file():
+            raise EngineError(f"Whisper model directory {model} has no model.bin (set stt.model)")
+        try:
+            self.model = WhisperModel(
+                model, device=device, compute_type=compute_type, cpu_threads=cpu_threads,
+                num_workers=num_workers, download_root=download_root, local_files_only=True,
+            )
+        except Exception as exc:  # faster-whisper raises several types for unusable models
+            raise EngineError(f"could not load Whisper model {model!r} (stt.model): {exc}") from exc
+        self.name = model
+        self.beam_size = beam_size
+        self.partial_beam_size = partial_beam_size
+        self.max_new_tokens = max_new_tokens
+        self._window = WINDOW_S * SAMPLE_RATE
+        self._tokenizers: dict[str | None, object] = {}
+        self._tokenizer_lock = threading.Lock()
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.model.model.is_multilingual)
+
+    def transcribe_batch(self, inputs: Sequence[SpeechInput]) -> list[str]:
+        texts = [""] * len(inputs)
+        short: list[int] = []
+        for i, item in enumerate(inputs):
+            if len(item.audio) == 0:
+                continue
+            if len(item.audio) > self._window:
+                texts[i] = self._transcribe_long(item)
+            else:
+                short.append(i)
+        # Finals and partials use different beam sizes; the scheduler never mixes them,
+        # but group anyway so this stays correct for any caller.
+        for final in (True, False):
+            group = [i for i in short if inputs[i].final == final]
+            if group:
+                for i, text in zip(group, self._decode([inputs[i] for i in group], final), strict=True):
+                    texts[i] = text
+        return texts
+
+    # -- internals ---------------------------------------------------------------------------
+    def _decode(self, inputs: Sequence[SpeechInput], final: bool) -> list[str]:
+        from faster_whisper.audio import pad_or_trim
+
+        whisper = self.model
+        features = np.stack([pad_or_trim(whisper.feature_extractor(item.audio)[..., :-1]) for item in inputs])
+        encoded = whisper.encode(features)
+        languages = self._languages(inputs, encoded)
+        prompts = []
+        for language in languages:
+            prompts.append(whisper.get_prompt(self._tokenizer(language), [], without_timestamps=True))
+        tokenizer = self._tokenizer(languages[0])
+        results = whisper.model.generate(
+            encoded,
+            prompts,
+            beam_size=self.beam_size if final else self.partial_beam_size,
+            max_length=min(whisper.max_length, len(prompts[0]) + (self.max_new_tokens or whisper.max_length)),
+            suppress_blank=True,
+            suppress_tokens=_suppressed(tokenizer),
+            return_scores=True,
+            return_no_speech_prob=True,
+        )
+        texts = []
+        for language, result in zip(languages, results, strict=True):
+            tokens = result.sequences_ids[0]
+            avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+            if result.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD:
+                texts.append("")
+                continue
+            texts.append(self._tokenizer(language).decode(tokens).strip())  # drops special tokens
+        return texts
+
+    def _languages(self, inputs: Sequence[SpeechInput], encoded: object) -> list[str | None]:
+        if not self.multilingual:
+            return ["en"] * len(inputs)
+        languages = [item.language for item in inputs]
+        if all(languages):
+            return languages
+        detected = self.model.model.detect_language(encoded)
+        return [lang or detected[i][0][0].strip("<|>") for i, lang in enumerate(languages)]
+
+    def _tokenizer(self, language: str | None):  # faster_whisper.tokenizer.Tokenizer
+        from faster_whisper.tokenizer import Tokenizer
+
+        with self._tokenizer_lock:
+            tokenizer = self._tokenizers.get(language)
+            if tokenizer is None:
+                tokenizer = Tokenizer(
+                    self.model.hf_tokenizer, self.multilingual, task="transcribe",
+                    language=language if self.multilingual else None,
+                )
+                self._tokenizers[language] = tokenizer
+            return tokenizer
+
+    def _transcribe_long(self, item: SpeechInput) -> str:
+        segments, _info = self.model.transcribe(
+            item.audio, language=item.language if self.multilingual else None,
+            beam_size=self.beam_size if item.final else self.partial_beam_size,
+            condition_on_previous_text=False, without_timestamps=True,
+        )
+        return " ".join(segment.text.strip() for segment in segments).strip()
+
+
+def _suppressed(tokenizer) -> list[int]:
+    """Non-speech symbols plus the task/control tokens, as faster-whisper suppresses by default."""
+    from faster_whisper.transcribe import get_suppressed_tokens
+
+    return list(get_suppressed_tokens(tokenizer, [-1]))
