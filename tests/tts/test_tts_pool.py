@@ -231,8 +231,8 @@ def test_a_failing_factory_fails_the_pool_and_shuts_down_what_it_made() -> None:
 @pytest.mark.timeout(90)
 def test_sessions_speak_through_the_pool(make_manager) -> None:
     """Two sessions' replies go through one pool into their pipelines at the session rate."""
-    from support.helpers import EventCollector, back_to_listening
     from support.engines import scripted_engines
+    from support.helpers import EventCollector, back_to_listening
 
     from voicechat.core.events import AssistantTextDelta, AudioChunk
 
