@@ -238,8 +238,9 @@ def pipeline_options(settings: Settings, **overrides: object) -> PipelineOptions
         history_max_tokens=llm.history_max_tokens,
         generation=GenerationParams(
             temperature=llm.temperature, top_p=llm.top_p, max_tokens=llm.max_tokens, top_k=llm.top_k,
-            seed=None if llm.seed < 0 else llm.seed,
+            seed=None if llm.seed < 0 else llm.seed, repeat_penalty=llm.repeat_penalty,
         ),
+        max_spoken_sentences=llm.max_spoken_sentences,
         voice=VoiceSettings(settings.tts.voice, settings.tts.speed),
         output_sample_rate=audio.output_sample_rate,
         sentence_queue_size=limits.sentence_queue_size,

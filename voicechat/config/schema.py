@@ -156,8 +156,17 @@ class LlmSettings(_Section):
     top_k: int = Field(40, ge=0, description="Sample only among the k likeliest tokens; 0 = off")
     seed: int = Field(-1, ge=-1, description="Sampling seed; -1 = random (a fixed seed makes replies reproducible)")
     max_tokens: int = Field(256, ge=1, le=8192, description="Longest reply in tokens")
+    repeat_penalty: float = Field(
+        1.1, ge=1, le=2,
+        description="Penalty on tokens used in the last 64 (llama_cpp); 1 = off. Small models loop without it",
+    )
+    max_spoken_sentences: int = Field(
+        4, ge=0, le=100,
+        description="A reply ends after this many spoken sentences, or sooner when it repeats itself; 0 = no cap",
+    )
     system_prompt: str = Field(
-        "You are a friendly voice assistant. Answer in one to three short spoken sentences.",
+        "You are a friendly voice assistant. Your replies are spoken aloud: answer in one to three short "
+        "sentences of plain conversational text, with no lists, markdown, emoji or links.",
         description="System prompt that opens every conversation",
     )
     chat_template: str = Field("", description="Jinja chat template override; empty = the model's own")

@@ -65,6 +65,7 @@ class PipelineOptions:
     system_prompt: str = "You are a friendly voice assistant."
     history_max_tokens: int = 2048
     generation: GenerationParams = field(default_factory=GenerationParams)
+    max_spoken_sentences: int = 0  # a reply ends after this many spoken sentences; 0 = no cap
     voice: VoiceSettings = field(default_factory=VoiceSettings)
     output_sample_rate: int = 24000
     sentence_queue_size: int = 64
@@ -98,6 +99,7 @@ class SpeechPipelineManager:
         self.options = opts = options or PipelineOptions()
         self.engines = engines
         self.generation_params = opts.generation
+        self.max_spoken_sentences = opts.max_spoken_sentences
         self.voice = opts.voice
         self.output_sample_rate = opts.output_sample_rate
         self.history = ConversationHistory(opts.system_prompt, opts.history_max_tokens, lock=threading.RLock())

@@ -1,7 +1,10 @@
 """LLM stage: one reply at a time, streamed token by token into sentences.
 
-Each text piece goes out at once as an assistant text delta; completed
-sentences go to the TTS stage (the first one early, at a clause boundary).
+Each text piece goes out at once as an assistant text delta (the page shows
+the text as the model wrote it); completed sentences go to the TTS stage (the
+first one early, at a clause boundary) as speakable text: no markdown, bullets,
+emoji or URLs. A ``ReplyGuard`` ends the reply, and the generation, once it
+repeats itself or has said ``max_spoken_sentences``.
 A barge-in makes the job stale: the loop notices at the next token and the
 pipeline has already asked the model to abort, so neither waits on the other.
 The model is called through the session's ``CallGuard``: a failed, hung or
@@ -15,7 +18,9 @@ from typing import Protocol
 
 from voicechat.core.history import ChatMessage
 from voicechat.core.jobs import EndOfReply, ReplyJob, SentenceJob
+from voicechat.core.reply_guard import ReplyGuard
 from voicechat.core.sentences import SentenceSplitter
+from voicechat.core.speakable import speakable
 from voicechat.engines.call_guard import CallGuard, GuardedStream
 from voicechat.engines.protocols import GenerationParams, LanguageModel
 from voicechat.session.bounded_queue import BoundedLRUQueue
@@ -24,6 +29,7 @@ from voicechat.session.stages.base import QueueWorker, StageHost
 
 class LlmHost(StageHost, Protocol):
     generation_params: GenerationParams
+    max_spoken_sentences: int  # 0 = no cap
 
     def prompt_for(self, job: ReplyJob) -> Sequence[ChatMessage]: ...
 
@@ -59,7 +65,9 @@ class LlmWorker(QueueWorker[ReplyJob]):
         if not self.host.is_current(gen):
             return
         splitter = SentenceSplitter()
+        guard = ReplyGuard(max_sentences=self.host.max_spoken_sentences)
         parts: list[str] = []
+        kept: list[str] = []  # each sentence as spoken, for the reply text when the guard ends it early
         index = 0
         failed = False
         session, messages, params = self.host.session_id, self.host.prompt_for(job), self.host.generation_params
@@ -72,7 +80,9 @@ class LlmWorker(QueueWorker[ReplyJob]):
                 parts.append(piece)
                 self.host.emit_text(gen, piece)
                 for sentence in splitter.feed(piece):
-                    index = self._queue_sentence(gen, index, sentence)
+                    index = self._speak(gen, index, sentence, guard, kept)
+                if guard.stopped:
+                    break
         except Exception as exc:
             failed = True
             self.host.report_error(self.stage, exc, gen)
@@ -81,12 +91,22 @@ class LlmWorker(QueueWorker[ReplyJob]):
                 stream.close()
         if not self.host.is_current(gen):
             return
-        for sentence in splitter.flush():
-            index = self._queue_sentence(gen, index, sentence)
-        self.sentences.put(EndOfReply(gen, "".join(parts).strip(), failed=failed))
+        if not guard.stopped:
+            for sentence in splitter.flush():
+                index = self._speak(gen, index, sentence, guard, kept)
+        text = " ".join(kept) if guard.stopped else "".join(parts).strip()
+        self.sentences.put(EndOfReply(gen, text, failed=failed))
 
-    def _queue_sentence(self, gen: int, index: int, text: str) -> int:
+    def _speak(self, gen: int, index: int, sentence: str, guard: ReplyGuard, kept: list[str]) -> int:
+        """Queue what the guard lets through of ``sentence``, as speakable text; returns the next index."""
+        spoken = speakable(sentence)
+        if guard.stopped or not spoken:
+            return index
+        admitted = guard.admit(spoken)
+        if admitted is None:
+            return index
+        kept.append(admitted)
         if index == 0:
             self.host.stamp(gen, "first_sentence")
-        self.sentences.put(SentenceJob(gen, index, text))
+        self.sentences.put(SentenceJob(gen, index, admitted))
         return index + 1

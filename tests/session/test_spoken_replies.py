@@ -1,0 +1,62 @@
+"""Replies for the ear: the voice gets plain sentences, and a looping reply is cut short and aborted."""
+
+from collections.abc import Iterator, Sequence
+
+import pytest
+from support.engines import scripted_engines
+from support.helpers import EventCollector, count
+
+from voicechat.core.events import AssistantTextDelta, ReplyDone
+from voicechat.core.history import ChatMessage
+from voicechat.engines.protocols import GenerationParams
+from voicechat.engines.scripted.llm import ScriptedLLM
+from voicechat.engines.scripted.tts import ScriptedTTS
+
+
+class WrittenLLM(ScriptedLLM):
+    """Streams one fixed written reply, word by word (as a real model's tokens would come)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def stream(self, session_id: str, messages: Sequence[ChatMessage], params: GenerationParams) -> Iterator[str]:
+        pieces = self.text.split(" ")
+        return self._paced(session_id, lambda: (p if i == 0 else " " + p for i, p in enumerate(pieces)))
+
+
+def reply_to(make_manager, text: str, **options) -> tuple[list[str], list, WrittenLLM, str]:
+    llm, tts = WrittenLLM(text), ScriptedTTS(sample_rate=16000)
+    manager = make_manager(engines=scripted_engines(llm=llm, tts=tts), output_sample_rate=16000, **options)
+    session = manager.create("test")
+    collector = EventCollector(session.pipeline)
+    session.pipeline.send_text("Tell me something.")
+    events = collector.wait_for(count(ReplyDone), timeout=20)
+    return tts.texts.get(session.id, []), events, llm, session.id
+
+
+@pytest.mark.timeout(30)
+def test_markdown_and_emoji_are_shown_but_not_spoken(make_manager):
+    written = "Here you go:\n- **Paris** is in France 🇫🇷.\n- Rome is in Italy.\n\nSee https://example.com for more."
+    spoken, events, _, _ = reply_to(make_manager, written)
+    assert spoken == ["Here you go:", "Paris is in France.", "Rome is in Italy.", "See the link for more."]
+    shown = "".join(e.text for e in events if isinstance(e, AssistantTextDelta))
+    assert shown == written
+
+
+@pytest.mark.timeout(30)
+def test_a_looping_reply_stops_and_the_model_is_aborted(make_manager):
+    loop = "This is a joke, but it is a good one. " * 6 + "Never reached."
+    spoken, events, llm, session_id = reply_to(make_manager, loop.strip())
+    assert spoken == ["This is a joke,", "but it is a good one."]
+    assert session_id in llm.abort_calls
+    done = next(e for e in events if isinstance(e, ReplyDone))
+    assert done.text == "This is a joke, but it is a good one."
+
+
+@pytest.mark.timeout(30)
+def test_the_sentence_cap_ends_a_long_reply(make_manager):
+    long = " ".join(f"Sentence number {n} is here." for n in range(1, 9))
+    spoken, _, llm, session_id = reply_to(make_manager, long, max_spoken_sentences=3)
+    assert spoken == ["Sentence number 1 is here.", "Sentence number 2 is here.", "Sentence number 3 is here."]
+    assert session_id in llm.abort_calls
