@@ -111,6 +111,19 @@ def test_sampling_settings_are_per_session(make_engine):
     assert events.tokens("bob-again") == events.tokens("bob")  # a fixed seed reproduces the reply
 
 
+def test_the_repeat_penalty_changes_sampling_and_is_reproducible(make_engine):
+    """The penalty sampler is really in the chain (its llama.cpp signature once broke every reply)."""
+    engine, events = make_engine()
+    plain = GenerationParams(temperature=0.8, max_tokens=48, seed=11, ignore_eos=True)
+    penalised = GenerationParams(temperature=0.8, max_tokens=48, seed=11, ignore_eos=True, repeat_penalty=2.0)
+    "".join(engine.stream("plain", PROMPTS["alice"], plain))
+    "".join(engine.stream("penalised", PROMPTS["alice"], penalised))
+    "".join(engine.stream("penalised-again", PROMPTS["alice"], penalised))
+    assert len(events.tokens("penalised")) == 48
+    assert events.tokens("penalised") == events.tokens("penalised-again")
+    assert events.tokens("penalised") != events.tokens("plain")
+
+
 def test_abort_stops_within_one_step_and_others_continue(make_engine):
     engine, events = make_engine()
     long = GenerationParams(temperature=0.0, max_tokens=400, ignore_eos=True)

@@ -57,16 +57,21 @@ class BatchToken:
     logits: bool = False
 
 
+REPEAT_LAST_N = 64  # tokens the repeat penalty looks back over
+
+
 class Sampler:
     """One sequence's sampler chain (its own settings and random state)."""
 
-    def __init__(self, params: GenerationParams) -> None:
+    def __init__(self, params: GenerationParams, n_vocab: int) -> None:
         chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
         if params.temperature <= 0:
             ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_greedy())
         else:
             if params.repeat_penalty != 1.0:
-                ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_penalties(64, params.repeat_penalty, 0.0, 0.0))
+                # This llama.cpp's C API takes the vocabulary size first (include/llama.h).
+                penalties = ll.llama_sampler_init_penalties(n_vocab, REPEAT_LAST_N, params.repeat_penalty, 0.0, 0.0)
+                ll.llama_sampler_chain_add(chain, penalties)
             if params.top_k > 0:
                 ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_top_k(params.top_k))
             if params.top_p < 1.0:
@@ -110,6 +115,7 @@ class LlamaContext:
         if not self._model:
             raise EngineError(f"could not load the GGUF model {path}: not a GGUF file llama.cpp can read (llm.model)")
         self._vocab = ll.llama_model_get_vocab(self._model)
+        self.n_vocab = int(ll.llama_vocab_n_tokens(self._vocab))
         threads = n_threads or default_threads()
         cparams = ll.llama_context_default_params()
         cparams.n_ctx = n_ctx

@@ -251,7 +251,7 @@ class BatchScheduler:
                 self._ctx.seq_rm(grant.seq)
                 keep = 0
             req.seq, req.kv, req.pending = grant.seq, req.prompt[:keep], req.prompt[keep:]
-            req.sampler = Sampler(req.params)
+            req.sampler = Sampler(req.params, self._ctx.n_vocab)
             req.stops = StopMatcher(req.params.stop)
             self._active.append(req)
             with self._cond:
