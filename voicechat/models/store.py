@@ -292,6 +292,12 @@ def require_models(settings: Settings, root: Path = PROJECT_ROOT) -> None:
         raise MissingModelError(problems)
 
 
+def unfetchable_problems(settings: Settings, root: Path = PROJECT_ROOT) -> list[ModelProblem]:
+    """Problems of settings that point at no registry entry: no download can fix them."""
+    manifest = Manifest(models_dir(root))
+    return [p for located in _needed(settings, root, manifest) if located.spec is None for p in located.problems]
+
+
 def needed_specs(settings: Settings, root: Path = PROJECT_ROOT) -> list[ModelSpec]:
     """Registry entries the current config points at (what `models download` fetches by default)."""
     manifest = Manifest(models_dir(root))
@@ -339,6 +345,8 @@ def resolve_kokoro(settings: Settings, root: Path = PROJECT_ROOT) -> KokoroFiles
 
 def points_at(spec: ModelSpec, settings: Settings, root: Path = PROJECT_ROOT) -> bool:
     """Whether the current config selects ``spec`` (value and engine)."""
+    if not spec.config_key:
+        return False
     if spec.engine is not None:
         section, key = spec.engine[0].split(".")
         if getattr(getattr(settings, section), key) != spec.engine[1]:
