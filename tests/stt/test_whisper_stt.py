@@ -16,7 +16,7 @@ from voicechat.engines.scripted.tts import ScriptedTTS
 from voicechat.models.tiny import tiny_whisper_path
 from voicechat.stt.realtimestt_recognizer import RealtimeSTTRecognizer
 from voicechat.stt.scheduler import SttScheduler
-from voicechat.stt.whisper_model import FasterWhisperModel
+from voicechat.stt.whisper_model import FasterWhisperModel, compute_type_for
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +97,11 @@ def test_four_concurrent_sessions_transcribe_through_the_scheduler(whisper, make
         assert whisper.transcribe_batch([SpeechInput(s.id, audio, True, "en")]) == [text]
         partials[s.id].wait_for(count(PartialTranscript), timeout=10)
     assert stt.stats.finals == 4
+
+
+@pytest.mark.parametrize(("device", "asked", "cuda", "used"), [
+    ("auto", "default", 0, "int8"), ("cpu", "default", 2, "int8"), ("auto", "default", 1, "default"),
+    ("cuda", "default", 1, "default"), ("auto", "float32", 0, "float32"),
+])
+def test_default_compute_type_is_int8_on_a_cpu(device, asked, cuda, used):
+    assert compute_type_for(device, asked, cuda_devices=cuda) == used

@@ -88,7 +88,8 @@ class SttSettings(_Section):
         "auto", description="Where STT runs; auto picks CUDA when available"
     )
     compute_type: str = Field(
-        "default", description="CTranslate2 compute type (int8, float16, ...); default = engine's choice"
+        "default",
+        description="CTranslate2 compute type (int8, float16, ...); default = int8 on a CPU, the model's own on a GPU",
     )
     cpu_threads: int = Field(0, ge=0, description="CPU threads for STT; 0 = automatic")
     num_workers: int = Field(1, ge=1, le=16, description="Transcriptions that may run in parallel")

@@ -30,6 +30,22 @@ NO_SPEECH_THRESHOLD = 0.6
 LOG_PROB_THRESHOLD = -1.0
 
 
+def compute_type_for(device: str, compute_type: str, cuda_devices: int | None = None) -> str:
+    """``stt.compute_type`` as CTranslate2 should get it: "default" means int8 on a CPU.
+
+    CTranslate2's own default follows the saved weights: a float16 model (the
+    starter set's) runs as float32 on a CPU, which is slower than int8 there.
+    """
+    if compute_type != "default":
+        return compute_type
+    if cuda_devices is None:
+        import ctranslate2
+
+        cuda_devices = ctranslate2.get_cuda_device_count()
+    on_cpu = device == "cpu" or (device == "auto" and cuda_devices == 0)
+    return "int8" if on_cpu else compute_type
+
+
 class FasterWhisperModel:
     """Loads one CTranslate2 Whisper model and decodes batches of utterances."""
 
@@ -51,6 +67,7 @@ class FasterWhisperModel:
         local = Path(model)
         if (local.is_absolute() or os.sep in model) and not (local / "model.bin").is_file():
             raise EngineError(f"Whisper model directory {model} has no model.bin (set stt.model)")
+        compute_type = compute_type_for(device, compute_type)
         try:
             self.model = WhisperModel(
                 model, device=device, compute_type=compute_type, cpu_threads=cpu_threads,
