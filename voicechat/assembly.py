@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from voicechat.models.sets import ActiveModelSet
+    from voicechat.stt.listening import ListeningRules
 
 T = TypeVar("T")
 
@@ -123,6 +124,13 @@ def _sample_references() -> dict[str, np.ndarray]:
 
 
 def _recognizer_factory(settings: Settings, transcriber: TranscriptionModel) -> RecognizerFactory:
+    if settings.vad.frontend == "batched":
+        from voicechat.stt.batched_recognizer import BatchedRecognizerFactory
+
+        return BatchedRecognizerFactory(
+            transcriber, language=settings.stt.language, backlog_s=settings.audio.capture_queue_s,
+            rules=listening_rules(settings),
+        )
     from voicechat.stt.realtimestt_recognizer import RealtimeSTTRecognizer
     from voicechat.stt.silero_share import SharedSilero
 
@@ -140,6 +148,18 @@ def _recognizer_factory(settings: Settings, transcriber: TranscriptionModel) -> 
         )
 
     return recognizer
+
+
+def listening_rules(settings: Settings) -> ListeningRules:
+    """The turn rules of the batched front end, from ``vad`` and ``stt`` settings."""
+    from voicechat.stt.listening import ListeningRules
+
+    stt, vad = settings.stt, settings.vad
+    return ListeningRules(
+        onset_probability=1.0 - vad.silero_sensitivity, post_speech_silence_s=vad.post_speech_silence_s,
+        min_utterance_s=vad.min_utterance_s, pre_roll_s=vad.pre_roll_s, partials=stt.partials,
+        partial_interval_s=stt.partial_interval_s,
+    )
 
 
 def _build_llm(settings: Settings) -> LanguageModel:

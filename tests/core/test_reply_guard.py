@@ -79,3 +79,9 @@ def test_spoken_text_is_always_a_prefix_of_a_sentence(sentences):
             assert guard.admit(s) is None
             break
     assert guard.spoken <= 5
+
+
+def test_an_early_clause_counts_with_its_sentence():
+    guard = ReplyGuard(max_sentences=2)
+    assert run(guard, ["You said:", "hello there.", "Then a second one.", "A third is cut."]) == [
+        "You said:", "hello there.", "Then a second one."]

@@ -56,7 +56,7 @@ def conversation() -> TuiModel:
     model.apply(AssistantTextDelta("and warm.", 1))
     model.apply(ReplyDone(1, "It is sunny and warm.", 100))
     model.apply(TurnMetrics(1, {
-        "speech_end": 1.0, "transcript_final": 1.212, "first_token": 1.5, "first_sentence": 1.6, "first_audio": 1.7,
+        "voice_end": 0.4, "speech_end": 1.0, "transcript_final": 1.212, "first_token": 1.5, "first_sentence": 1.6, "first_audio": 1.7,
     }))
     return model
 
@@ -65,7 +65,8 @@ def test_transcript_reply_and_per_turn_latency() -> None:
     text = screen(conversation())
     assert "you What is the weather like?" in text
     assert "assistant It is sunny and warm." in text
-    assert "stt 212 · llm 288 · sentence 100 · tts 100 · voice→voice 700 ms" in text
+    # voice to voice from the last voiced sample (0.4), through the end-of-turn decision (1.0)
+    assert "end 600 · stt 212 · llm 288 · sentence 100 · tts 100 · voice→voice 1300 ms" in text
 
 
 def test_status_line_state_level_latency_and_keys() -> None:
@@ -77,7 +78,7 @@ def test_status_line_state_level_latency_and_keys() -> None:
     assert "━" * 6 in text and "-30 dB" in text
     assert "last turn" in text and "median of 1" in text
     latency_row = next(row for row in text.splitlines() if "last turn" in row)
-    assert latency_row.split()[2:] == ["212", "288", "100", "100", "700"]
+    assert latency_row.split()[2:] == ["600", "212", "288", "100", "100", "1300"]
     footer = text.rstrip().splitlines()[-1]
     for key in ("m mute", "t push-to-talk", "c clear", "v voice", "+/- speed", "q quit"):
         assert key in footer

@@ -155,7 +155,8 @@ def test_the_partial_chunk_is_flushed_once_per_decision_when_it_completes_the_si
     assert not realtimestt_vad.flush_if_silence_complete(recorder, heard + 2000, silence + 0.05)  # not recording
 
 
-def test_a_real_recorder_ends_the_turn_the_setting_after_the_last_sound(sentence, make_realtimestt) -> None:
+@pytest.mark.parametrize("frontend", ["realtimestt", "batched"])
+def test_a_real_recorder_ends_the_turn_the_setting_after_the_last_sound(sentence, frontend, request) -> None:
     """Audio fed in 20 ms frames at 2x real time: the turn ends 0.6 s of *audio* after the sound, on the
     frame that completes it.
 
@@ -165,11 +166,12 @@ def test_a_real_recorder_ends_the_turn_the_setting_after_the_last_sound(sentence
     against both grains.
     """
     pcm, voiced_end = sentence
+    run = request.getfixturevalue("make_realtimestt" if frontend == "realtimestt" else "make_batched")
     ends, onsets = [], []
     for lead_samples in range(8000, 8000 + 512, 64):  # every eighth of a chunk
         lead = np.zeros(lead_samples, np.int16)
         audio = np.concatenate([lead, pcm[:voiced_end], np.zeros(SAMPLE_RATE, np.int16)])
-        fed = make_realtimestt(audio, post_speech_silence_s=0.6, pace=2.0)
+        fed = run(audio, post_speech_silence_s=0.6, pace=2.0)
         first_voiced = len(lead) + int(np.flatnonzero(np.abs(pcm) > 0.01 * np.abs(pcm).max())[0])
         onsets.append((fed.started_at - first_voiced) / 16)
         ends.append((fed.ended_at - len(lead) - voiced_end) / 16 - 600)
@@ -178,6 +180,43 @@ def test_a_real_recorder_ends_the_turn_the_setting_after_the_last_sound(sentence
     # one 20 ms frame (it was one 32 ms chunk: 2-30 ms on these leads).
     assert all(-10 <= ms <= 20 + 10 for ms in ends), ends
     assert max(ends) - min(ends) <= 20, ends
+
+
+@pytest.fixture
+def make_batched():
+    """The batched front end's rules on real Silero verdicts, one 20 ms frame at a time (no thread: the
+    front end's tick is one call of ``chunk`` per whole chunk, then ``tail``); positions in samples."""
+    from voicechat.stt.listening import ListeningRules, ListeningState, SpeechStarted, UtteranceEnded
+    from voicechat.stt.silero_batch import CHUNK as SILERO_CHUNK
+    from voicechat.stt.silero_batch import SileroBatch, SileroStream
+
+    silero = SileroBatch()
+
+    class Fed:
+        started_at = ended_at = -1
+
+    def run(audio: np.ndarray, *, post_speech_silence_s: float, pace: float) -> Fed:
+        fed, stream = Fed(), SileroStream()
+        state = ListeningState(ListeningRules(post_speech_silence_s=post_speech_silence_s, min_utterance_s=0.0,
+                                              partials=False))
+        waiting = np.zeros(0, np.int16)
+        for start in range(0, len(audio), 320):
+            waiting = np.concatenate([waiting, audio[start : start + 320]])
+            events = []
+            while len(waiting) >= SILERO_CHUNK:
+                chunk, waiting = waiting[:SILERO_CHUNK], waiting[SILERO_CHUNK:]
+                p = silero.run([stream], chunk[None, :].astype(np.float32) / 32768.0)[0]
+                events += state.chunk(chunk.tobytes(), float(p))
+            events += state.tail(len(waiting))
+            for e in events:
+                if isinstance(e, SpeechStarted):
+                    fed.started_at = e.sample + SILERO_CHUNK
+                elif isinstance(e, UtteranceEnded):
+                    fed.ended_at = e.decided_sample
+                    return fed
+        raise AssertionError("the turn never ended")
+
+    return run
 
 
 @pytest.fixture
@@ -197,7 +236,7 @@ def make_realtimestt():
         def started() -> None:
             fed.started_at = seen[0]
 
-        def stopped() -> None:
+        def stopped(voice_ended_at: float | None = None) -> None:
             fed.ended_at = seen[0]
             ended.set()
 

@@ -19,7 +19,7 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psutil
@@ -46,6 +46,7 @@ class LoadPlan:
     tts_delay_s: float = 0.0
     silence_s: float = 0.6  # vad.post_speech_silence_s
     extra: tuple[str, ...] = ()  # more KEY=VALUE settings for the server
+    frontend: str = "batched"  # vad.frontend
 
     def server_settings(self, max_sessions: int) -> dict[str, str]:
         settings = {
@@ -53,6 +54,7 @@ class LoadPlan:
             # Every simulated browser comes from 127.0.0.1: the per-address cap is for the LAN.
             "server.max_connections_per_address": str(max_sessions + 8),
             "vad.post_speech_silence_s": str(self.silence_s),
+            "vad.frontend": self.frontend,
         }
         if self.engines == "scripted":
             settings |= {
@@ -201,10 +203,24 @@ def run_one(plan: LoadPlan, n: int, churn: int, speech: list[Utterance]) -> dict
     }
 
 
-def run(plan: LoadPlan, sessions: list[int], churn: int) -> dict[str, object]:
-    """The first N with churn (the headline figures), then the rest of the capacity sweep."""
+def run(plan: LoadPlan, sessions: list[int], churn: int, frontends: list[str] | None = None) -> dict[str, object]:
+    """The first N with churn (the headline figures), then the rest of the capacity sweep.
+
+    With several front ends, each N runs on each of them in turn (alternating, so that they see the
+    same machine state) and the result holds one such report per front end under "frontends".
+    """
     speech = script()
-    runs = [run_one(plan, n, churn if i == 0 else 0, speech) for i, n in enumerate(sessions)]
+    frontends = frontends or [plan.frontend]
+    runs: dict[str, list[dict[str, object]]] = {fe: [] for fe in frontends}
+    for i, n in enumerate(sessions):
+        for fe in frontends:
+            runs[fe].append(run_one(replace(plan, frontend=fe), n, churn if i == 0 else 0, speech))
+    reports = {fe: _report(fe_runs) for fe, fe_runs in runs.items()}
+    return reports[frontends[0]] if len(frontends) == 1 else {"frontends": reports, "errors": sum(
+        int(r["errors"]) for r in reports.values())}  # type: ignore[call-overload]
+
+
+def _report(runs: list[dict[str, object]]) -> dict[str, object]:
     result = dict(runs[0])
     if len(runs) > 1:
         result["sweep"] = [{k: v for k, v in r.items() if k not in SAMPLES} for r in runs]
@@ -222,6 +238,13 @@ def _sessions(text: str) -> list[int]:
     return values
 
 
+def _frontends(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values or any(v not in ("batched", "realtimestt") for v in values):
+        raise argparse.ArgumentTypeError(f"--frontend takes batched, realtimestt or both, not {text!r}")
+    return values
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="run.py bench load", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -235,24 +258,30 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--llm-delay", type=float, default=0.0, help="scripted LLM delay to first token (s)")
     parser.add_argument("--tts-delay", type=float, default=0.0, help="scripted TTS delay to first audio (s)")
     parser.add_argument("--silence", type=float, default=0.6, help="end-of-turn silence, vad.post_speech_silence_s")
+    parser.add_argument("--frontend", type=_frontends, default=["batched"],
+                        help="vad.frontend: batched, realtimestt, or both (batched,realtimestt: alternating per N)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more server settings")
     parser.add_argument("--json", help="write the result to this file")
     parser.add_argument("--plot", help="write a PNG: latency distribution and the capacity curve")
     args = parser.parse_args(argv)
     plan = LoadPlan(args.engines, args.seconds, args.turns, args.barge_every, args.stt_delay, args.llm_delay,
                     args.tts_delay, args.silence, tuple(args.set))
-    result = run(plan, args.sessions, args.churn)
-    printable = {k: v for k, v in result.items() if k not in SAMPLES and k != "sweep"}
-    print(json.dumps(printable, indent=2))
-    for row in result.get("sweep", []):  # type: ignore[union-attr]
-        print(f"N={row['sessions']:4} overhead p95 {row['overhead_ms']['p95']} ms, dropped {row['dropped_frames']}, "
-              f"errors {row['errors']}, cpu {row['server_cpu_percent']} %")
+    result = run(plan, args.sessions, args.churn, args.frontend)
+    reports = result.get("frontends", {args.frontend[0]: result})  # type: ignore[union-attr]
+    for frontend, report in reports.items():  # type: ignore[union-attr]
+        printable = {k: v for k, v in report.items() if k not in SAMPLES and k != "sweep"}
+        print(f"== vad.frontend = {frontend}")
+        print(json.dumps(printable, indent=2))
+        for row in report.get("sweep", []):
+            print(f"N={row['sessions']:4} overhead p95 {row['overhead_ms']['p95']} ms, barge-in p95 "
+                  f"{row['barge_in_ms']['p95']} ms, dropped {row['dropped_frames']}, errors {row['errors']}, "
+                  f"cpu {row['server_cpu_percent']} %")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     if args.plot:
         from voicechat.bench.load_plot import plot
 
-        plot(result, Path(args.plot))
+        plot(reports[args.frontend[0]], Path(args.plot))  # type: ignore[index]
     return 1 if result["errors"] else 0
 
 

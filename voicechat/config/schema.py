@@ -55,11 +55,16 @@ class AudioSettings(_Section):
 class VadSettings(_Section):
     """Voice activity detection and turn taking."""
 
+    frontend: Literal["batched", "realtimestt"] = Field(
+        "batched",
+        description="batched = one thread runs Silero for every session in one batch per 32 ms; "
+        "realtimestt = one RealtimeSTT recorder (and its thread) per session",
+    )
     silero_sensitivity: float = Field(
         0.4, ge=0, le=1, description="Silero VAD sensitivity; higher detects speech more eagerly"
     )
     webrtc_sensitivity: int = Field(
-        3, ge=0, le=3, description="WebRTC VAD aggressiveness; 0 = most sensitive, 3 = least"
+        3, ge=0, le=3, description="WebRTC VAD aggressiveness (frontend realtimestt); 0 = most sensitive, 3 = least"
     )
     post_speech_silence_s: float = Field(
         0.6, ge=0.1, le=5, description="Silence in seconds that ends the user's turn"

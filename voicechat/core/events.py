@@ -88,9 +88,11 @@ class ReplyDone:
 class TurnMetrics:
     """Monotonic timestamps (seconds) of one turn's stages, and their deltas.
 
-    ``stamps`` keys: speech_end, transcript_final, first_token, first_sentence,
-    first_audio. Missing keys mean the stage did not happen (typed input has no
-    speech_end).
+    ``stamps`` keys: voice_end (when the last voiced sample of the utterance
+    reached the server, dated on the audio's clock), speech_end (when the end
+    of the turn was decided), transcript_final, first_token, first_sentence,
+    first_audio. Missing keys mean the stage did not happen or was not dated
+    (typed input has neither voice_end nor speech_end).
     """
 
     generation: int

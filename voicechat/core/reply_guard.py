@@ -8,7 +8,8 @@ threads, no clock.
 
 Rules, on the words of a sentence (lower case, punctuation ignored):
 
-- after ``max_sentences`` spoken sentences the reply ends (0 = no cap);
+- after ``max_sentences`` spoken sentences the reply ends (0 = no cap; a
+  clause the splitter released early counts with the sentence it begins);
 - a sentence of at least ``min_words_compared`` words that the reply already
   said word for word (however it was split into pieces), or nearly the same as
   an earlier piece (``SequenceMatcher`` ratio at or above ``max_similarity``),
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 
 _WORD = re.compile(r"[\w']+")
+CLAUSE_ENDS = (",", ";", ":", "-", "–", "—")
 
 
 @dataclass
@@ -57,7 +59,7 @@ class ReplyGuard:
         spans = [(m.group().lower(), m.start()) for m in _WORD.finditer(sentence)]
         words = tuple(w for w, _ in spans)
         if len(words) < self.min_words_compared:
-            self.spoken += 1
+            self._count(sentence)
             return sentence
         said = " " + " ".join(self._said) + " "
         if f" {' '.join(words)} " in said:  # word for word, however the earlier text was split
@@ -83,13 +85,18 @@ class ReplyGuard:
             head = sentence[:spans[came_back][1]].rstrip(" ,;:-")
             if not _WORD.search(head):
                 return None
-            self.spoken += 1
+            self._count(head)
             return head
         self._ngrams = counts
         self._sentences.append(words)
         self._said.extend(words)
-        self.spoken += 1
+        self._count(sentence)
         return sentence
+
+    def _count(self, piece: str) -> None:
+        """A clause released early ("You said:", "Well,") is part of the sentence that follows it."""
+        if not piece.rstrip().endswith(CLAUSE_ENDS):
+            self.spoken += 1
 
     def _stop(self, reason: str) -> None:
         self.stop_reason = reason

@@ -72,7 +72,8 @@ class RecognizerCallbacks:
     """What a recognizer reports while audio streams in (called from its threads)."""
 
     on_speech_start: Callable[[], None] = lambda: None
-    on_speech_end: Callable[[], None] = lambda: None
+    # ``voice_ended_at``: when the last voiced sample reached the server (monotonic s), if the recognizer knows
+    on_speech_end: Callable[[float | None], None] = lambda voice_ended_at: None
     on_partial: Callable[[str], None] = lambda text: None
 
 
@@ -168,7 +169,7 @@ class Engines:
     extra: dict[str, object] = field(default_factory=dict)
 
     def close(self) -> None:
-        for engine in (self.transcriber, self.llm, self.tts):
+        for engine in (self.recognizer_factory, self.transcriber, self.llm, self.tts):
             close = getattr(engine, "close", None)
             if callable(close):
                 close()

@@ -209,12 +209,15 @@ def _event_type(event: object) -> str:
 
 def turn_latencies_ms(metrics: TurnMetrics) -> dict[str, float]:
     """A turn's stage latencies in milliseconds (the wire's ``latency_ms``, the metrics' histograms)."""
+    voice_end = "voice_end" if "voice_end" in metrics.stamps else "speech_end"
     pairs = {
+        "endpointing": ("voice_end", "speech_end"),
         "stt": ("speech_end", "transcript_final"),
         "llm_first_token": ("transcript_final", "first_token"),
         "first_sentence": ("first_token", "first_sentence"),
         "tts_first_audio": ("first_sentence", "first_audio"),
-        "voice_to_voice": ("speech_end", "first_audio"),
+        # from the last voiced sample's arrival where the recognizer dates it, which is what the user waits
+        "voice_to_voice": (voice_end, "first_audio"),
     }
     out = {}
     for name, (start, end) in pairs.items():

@@ -228,9 +228,11 @@ class SpeechPipelineManager:
             self._stabilizer.reset()
         self._transition(self._turns.speech_started)
 
-    def _on_speech_end(self) -> None:
+    def _on_speech_end(self, voice_ended_at: float | None = None) -> None:
         with self._lock:
             self._utterance_stamps = {"speech_end": time.monotonic()}
+            if voice_ended_at is not None:
+                self._utterance_stamps["voice_end"] = voice_ended_at
         self._transition(self._turns.speech_ended)
 
     def _on_partial(self, text: str) -> None:

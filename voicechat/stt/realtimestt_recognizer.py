@@ -255,7 +255,7 @@ class RealtimeSTTRecognizer:
             with self._lock:
                 self._partials.stop()
             self._model.cancel(self.session_id, partials_only=True)
-        self._callbacks.on_speech_end()
+        self._callbacks.on_speech_end(None)
 
     # -- partials --------------------------------------------------------------
     def _request_partial(self, audio: np.ndarray, utterance: int) -> None:

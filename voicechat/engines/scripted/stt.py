@@ -197,7 +197,7 @@ class EnergyRecognizer:
         if self._silence >= self._silence_limit:
             audio = np.concatenate(self._utterance)
             self._utterance, self._history = None, np.zeros(0, dtype=np.int16)
-            self._cb.on_speech_end()
+            self._cb.on_speech_end(None)
             self._finals.put(audio)
 
     def next_final(self) -> str | None:

@@ -28,7 +28,7 @@ from voicechat.server.protocol import turn_latencies_ms
 
 Role = Literal["user", "assistant", "error", "info"]
 
-LATENCY_STAGES = ("stt", "llm_first_token", "first_sentence", "tts_first_audio", "voice_to_voice")
+LATENCY_STAGES = ("endpointing", "stt", "llm_first_token", "first_sentence", "tts_first_audio", "voice_to_voice")
 """The stages of ``protocol.turn_latencies_ms``, in the order a turn goes through them."""
 
 MAX_TURNS_FOR_MEDIAN = 10_000

@@ -35,6 +35,7 @@ ROLE_LOOK: dict[str, tuple[str, str]] = {
     "info": ("·", "dim"),
 }
 STAGE_LABELS: dict[str, str] = {
+    "endpointing": "end",
     "stt": "stt",
     "llm_first_token": "llm",
     "first_sentence": "sentence",

@@ -1,0 +1,189 @@
+"""The listening front end: one thread, Silero batched across sessions, faults confined to the tick."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from support.engines import recognizer_factory
+from support.helpers import SENTENCES, FixedTextModel, speech, utterance
+
+from voicechat.engines.protocols import RecognizerCallbacks
+from voicechat.engines.scripted.stt import ScriptedTranscriber
+from voicechat.stt.batched_recognizer import BatchedRecognizer
+from voicechat.stt.frontend import ListeningFrontEnd
+from voicechat.stt.listening import ListeningRules
+from voicechat.stt.scheduler import SttScheduler
+
+RULES = ListeningRules(post_speech_silence_s=0.3, min_utterance_s=0.0, partials=False)
+FRAME = 320  # 20 ms
+
+
+class LoudnessVad:
+    """A stand-in for Silero: speech where the chunk is loud. Can be made to fail or to hang."""
+
+    def __init__(self) -> None:
+        self.fail = False
+        self.hold = threading.Event()
+        self.hold.set()
+        self.entered = threading.Event()
+        self.calls = 0
+
+    def run(self, streams, chunks: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        self.entered.set()
+        self.hold.wait(10)
+        if self.fail:
+            raise RuntimeError("vad broke")
+        return (np.sqrt((chunks**2).mean(axis=1)) > 0.02).astype(np.float32)
+
+
+class Ears:
+    """Callbacks that record what one session's recognizer reported."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.ended = threading.Event()
+        self.voice_ended_at: list[float | None] = []
+
+    def callbacks(self) -> RecognizerCallbacks:
+        def end(at: float | None) -> None:
+            self.voice_ended_at.append(at)
+            self.ended.set()
+
+        return RecognizerCallbacks(self.started.set, end, lambda _: None)
+
+
+def feed(recognizer: BatchedRecognizer, audio: np.ndarray) -> None:
+    pcm = audio.tobytes()
+    for i in range(0, len(pcm), FRAME * 2):
+        recognizer.feed(pcm[i : i + FRAME * 2])
+
+
+def loud(seconds: float) -> np.ndarray:
+    n = int(seconds * 16000)
+    return (np.sin(np.arange(n) * 0.3) * 8000).astype(np.int16)
+
+
+def quiet(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * 16000), np.int16)
+
+
+@pytest.mark.timeout(60)
+def test_sessions_share_one_batch_and_each_hears_only_its_own_speech():
+    stt = SttScheduler(ScriptedTranscriber({t: speech(t) for t in SENTENCES}))
+    factory = recognizer_factory(stt, "batched", partials=False, post_speech_silence_s=0.4)
+    texts = SENTENCES[:3]
+    ears = [Ears() for _ in texts]
+    recognizers = [factory(f"s{i}", e.callbacks()) for i, e in enumerate(ears)]
+    finals: dict[int, str | None] = {}
+    listeners = [threading.Thread(target=lambda i=i: finals.setdefault(i, recognizers[i].next_final()))
+                 for i in range(len(texts))]
+    for t in listeners:
+        t.start()
+    audios = [utterance(t, before_s=0.3, after_s=1.0) for t in texts]
+    step = FRAME * 2
+    pcms = [a.tobytes() for a in audios]
+    for offset in range(0, max(len(p) for p in pcms), step):  # the sessions' frames interleave, as on a server
+        for r, p in zip(recognizers, pcms, strict=True):
+            if offset < len(p):
+                r.feed(p[offset : offset + step])
+        threading.Event().wait(0.005)  # the front end keeps up with 4x real time
+    for t in listeners:
+        t.join(20)
+    assert [finals[i] for i in range(len(texts))] == texts
+    assert factory.frontend.stats.max_batch >= 2 and factory.frontend.stats.vad_errors == 0
+    assert all(e.voice_ended_at and e.voice_ended_at[0] is not None for e in ears)
+    for r in recognizers:
+        r.close()
+    factory.close()
+    stt.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_failing_vad_is_counted_and_the_sessions_go_on():
+    vad = LoudnessVad()
+    frontend = ListeningFrontEnd(lambda: vad)
+    ears = Ears()
+    recognizer = BatchedRecognizer("s", FixedTextModel("hi"), ears.callbacks(), frontend, rules=RULES)
+    vad.fail = True
+    feed(recognizer, quiet(0.3))
+    assert wait_until(lambda: frontend.stats.vad_errors >= 3)
+    vad.fail = False
+    final: list[str | None] = []
+    waiter = threading.Thread(target=lambda: final.append(recognizer.next_final()))
+    waiter.start()
+    feed(recognizer, np.concatenate([loud(0.5), quiet(0.6)]))
+    waiter.join(10)
+    assert final == ["hi"] and ears.started.is_set()
+    recognizer.close()
+    frontend.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_slow_vad_delays_the_tick_not_the_sessions_feeding():
+    vad = LoudnessVad()
+    frontend = ListeningFrontEnd(lambda: vad)
+    recognizer = BatchedRecognizer("s", FixedTextModel(), Ears().callbacks(), frontend, rules=RULES)
+    vad.hold.clear()
+    feed(recognizer, quiet(0.1))
+    assert vad.entered.wait(5)  # the front end is stuck inside the VAD call
+    feed(recognizer, quiet(1.0))  # the receiving thread is not: a second of frames goes in meanwhile
+    assert not vad.hold.is_set() and len(recognizer.backlog) >= 30
+    threading.Event().wait(0.2)  # the VAD call is slow: several ticks' worth
+    vad.hold.set()
+    assert wait_until(lambda: len(recognizer.backlog) == 0)  # caught up, several chunks a tick
+    assert frontend.stats.overruns >= 1
+    recognizer.close()
+    frontend.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_session_closed_mid_utterance_leaves_nothing_behind():
+    vad = LoudnessVad()
+    frontend = ListeningFrontEnd(lambda: vad)
+    ears = Ears()
+    recognizer = BatchedRecognizer("s", FixedTextModel(), ears.callbacks(), frontend, rules=RULES)
+    final: list[str | None] = []
+    waiter = threading.Thread(target=lambda: final.append(recognizer.next_final()))
+    waiter.start()
+    feed(recognizer, loud(0.5))
+    assert ears.started.wait(5)
+    recognizer.close()
+    waiter.join(5)
+    assert final == [None] and not ears.ended.is_set()
+    assert frontend.listeners == 0
+    assert wait_until(lambda: not any(t.name == "listening-frontend" for t in threading.enumerate()))
+    feed(recognizer, loud(0.2))  # audio after close goes nowhere
+    assert len(recognizer.backlog) == 0
+    frontend.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_listener_that_raises_is_counted_and_the_others_are_served():
+    vad = LoudnessVad()
+    frontend = ListeningFrontEnd(lambda: vad)
+    broken, fine = Ears(), Ears()
+
+    def explode() -> None:
+        raise RuntimeError("callback broke")
+
+    bad = BatchedRecognizer("bad", FixedTextModel(), RecognizerCallbacks(explode), frontend, rules=RULES)
+    good = BatchedRecognizer("good", FixedTextModel(), fine.callbacks(), frontend, rules=RULES)
+    for r in (bad, good):
+        feed(r, np.concatenate([loud(0.4), quiet(0.5)]))
+    assert fine.ended.wait(5)
+    assert frontend.stats.listener_errors >= 1 and not broken.started.is_set()
+    for r in (bad, good):
+        r.close()
+    frontend.close()
+
+
+def wait_until(predicate, timeout: float = 5.0) -> bool:
+    done = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return True
+        done.wait(0.01)
+    return predicate()

@@ -1,0 +1,122 @@
+"""The batched front end's turn rules, on scripted speech probabilities (pure)."""
+
+import numpy as np
+
+from voicechat.stt.listening import ListeningRules, ListeningState, PartialDue, SpeechStarted, UtteranceEnded
+
+CHUNK = 512
+TONE = (np.sin(np.arange(CHUNK) * 0.3) * 8000).astype(np.int16).tobytes()
+QUIET = np.zeros(CHUNK, np.int16).tobytes()
+
+
+def run(state: ListeningState, verdicts: list[float | None]) -> list:
+    """Loud chunks where the verdict says speech (>= 0.5), digital silence elsewhere.
+
+    Streams start with a little silence: the level's noise floor is learnt from the room before the speech.
+    """
+    events = []
+    for p in verdicts:
+        events += state.chunk(TONE if p is not None and p >= 0.5 else QUIET, p)
+    return events
+
+
+def test_speech_starts_on_the_chunk_that_shows_it():
+    state = ListeningState(ListeningRules(partials=False))
+    events = run(state, [0.1, 0.2, 0.9])
+    assert events == [SpeechStarted(1, 2 * CHUNK)] and state.recording
+
+
+def test_the_turn_ends_the_silence_setting_after_the_last_voiced_sample():
+    rules = ListeningRules(post_speech_silence_s=0.32, min_utterance_s=0.0, partials=False)
+    state = ListeningState(rules)
+    events = run(state, [0.0] * 5 + [0.9] * 10 + [0.0] * 20)
+    ends = [e for e in events if isinstance(e, UtteranceEnded)]
+    assert len(ends) == 1
+    assert ends[0].last_voiced_sample == 15 * CHUNK  # the tone stops exactly at the chunk boundary
+    assert ends[0].decided_sample - ends[0].last_voiced_sample == round(0.32 * 16000)
+    # the pre-roll (the 5 quiet chunks), 10 chunks of speech, then the silence up to the end
+    assert len(ends[0].audio) == ends[0].decided_sample and not state.recording
+
+
+def test_the_tail_ends_the_turn_between_chunks():
+    rules = ListeningRules(post_speech_silence_s=0.3, min_utterance_s=0.0, partials=False)
+    state = ListeningState(rules)
+    run(state, [0.0] * 5 + [0.9] * 10 + [0.0] * 9)  # 9 chunks = 0.288 s of silence analysed
+    assert state.tail(100) == []  # 0.294 s
+    ended = state.tail(200)  # 0.3005 s: enough, without waiting for the next whole chunk
+    assert len(ended) == 1 and ended[0].decided_sample == 24 * CHUNK + 200
+    assert ended[0].last_voiced_sample == 15 * CHUNK
+
+
+def test_hysteresis_keeps_a_dip_inside_speech():
+    state = ListeningState(ListeningRules(onset_probability=0.6, release_margin=0.15, partials=False))
+    run(state, [0.9, 0.9, 0.5, 0.9])
+    assert state.recording and state._end.silence_s is None  # 0.5 is above the 0.45 release
+
+
+def test_no_verdict_keeps_the_last_one():
+    rules = ListeningRules(post_speech_silence_s=0.1, min_utterance_s=0.0, partials=False)
+    state = ListeningState(rules)
+    assert run(state, [None, None]) == []  # listening: no verdict starts nothing
+    run(state, [0.9, None, None])
+    assert state.recording and state._end.silence_s is None  # still speech
+    assert any(isinstance(e, UtteranceEnded) for e in run(state, [0.0] + [None] * 5))  # silence goes on
+
+
+def test_an_utterance_shorter_than_the_minimum_goes_on_until_it_is_long_enough():
+    rules = ListeningRules(post_speech_silence_s=0.064, min_utterance_s=0.5, partials=False)
+    state = ListeningState(rules)
+    events = run(state, [0.9, 0.9] + [0.0] * 30)
+    end = next(e for e in events if isinstance(e, UtteranceEnded))
+    assert end.decided_sample >= 0.5 * 16000
+
+
+def test_partials_are_due_every_interval_of_speech_with_a_short_pre_roll():
+    rules = ListeningRules(partial_interval_s=0.2, partial_min_s=0.3, partial_pre_roll_s=0.1, pre_roll_s=1.0)
+    state = ListeningState(rules)
+    events = run(state, [0.0] * 10 + [0.9] * 30)
+    partials = [e for e in events if isinstance(e, PartialDue)]
+    # due once 0.3 s is recorded (chunk 10), then every 0.2 s or more of speech (7 chunks): 3 in 30 chunks
+    assert len(partials) == 3 and all(p.utterance == 1 for p in partials)
+    first = partials[0]
+    assert len(first.audio) == (round(0.1 * 16000) + 10 * CHUNK)  # recorded so far + 0.1 s before the onset
+
+
+def test_the_pre_roll_is_kept_and_bounded():
+    state = ListeningState(ListeningRules(pre_roll_s=0.1, post_speech_silence_s=0.1, min_utterance_s=0.0,
+                                          partials=False))
+    events = run(state, [0.0] * 20 + [0.9] * 3 + [0.0] * 10)
+    end = next(e for e in events if isinstance(e, UtteranceEnded))
+    speech_and_silence = end.decided_sample - 20 * CHUNK
+    assert len(end.audio) == round(0.1 * 16000) + speech_and_silence
+
+
+def test_a_second_utterance_gets_a_new_number():
+    rules = ListeningRules(post_speech_silence_s=0.1, min_utterance_s=0.0, partials=False)
+    state = ListeningState(rules)
+    events = run(state, [0.9] * 3 + [0.0] * 5 + [0.9] * 3 + [0.0] * 5)
+    assert [e.utterance for e in events if isinstance(e, SpeechStarted | UtteranceEnded)] == [1, 1, 2, 2]
+
+
+def test_the_next_utterance_starts_with_none_of_the_last_ones_speech():
+    rules = ListeningRules(post_speech_silence_s=0.2, min_utterance_s=0.0, pre_roll_s=1.0, partials=False)
+    state = ListeningState(rules)
+    events = run(state, [0.0] * 5 + [0.9] * 10 + [0.0] * 8 + [0.9] * 10 + [0.0] * 10)
+    first, second = [e for e in events if isinstance(e, UtteranceEnded)]
+    # its pre-roll is the silence heard since the first one's last voiced sample, not the first one's speech
+    assert first.last_voiced_sample == 15 * CHUNK
+    second_onset = 23 * CHUNK
+    pre_roll = len(second.audio) - (second.decided_sample - second_onset)
+    assert pre_roll == 8 * CHUNK  # the 8 quiet chunks between them (the 1 s pre-roll would reach into speech)
+    assert not (np.abs(second.audio[:pre_roll]) > 0.01).any()
+
+
+def test_a_turn_ended_by_the_tail_keeps_none_of_its_speech_either():
+    rules = ListeningRules(post_speech_silence_s=0.3, min_utterance_s=0.0, partials=False)
+    state = ListeningState(rules)
+    run(state, [0.0] * 5 + [0.9] * 10 + [0.0] * 9)
+    assert state.tail(200)  # ended with 200 samples not yet analysed
+    events = run(state, [0.0, 0.9] + [0.0] * 12)
+    second = next(e for e in events if isinstance(e, UtteranceEnded))
+    pre_roll = len(second.audio) - (second.decided_sample - 25 * CHUNK)
+    assert not (np.abs(second.audio[:pre_roll]) > 0.01).any()

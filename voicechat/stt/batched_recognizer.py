@@ -1,0 +1,214 @@
+"""Per-session recognizer on the shared listening front end (``vad.frontend = "batched"``).
+
+The capture stage writes 16 kHz PCM16 into ``backlog`` from the receiving
+thread; the front end's thread takes it in Silero chunks, and this session's
+``ListeningState`` decides where speech starts and ends. Speech start and end
+are reported from the front end's thread (they only take a lock and post to
+queues); partials go to the shared STT scheduler as fire-and-forget requests;
+a finished utterance is queued for ``next_final``, which the session's STT
+worker calls and which asks the shared model for the transcript.
+
+Every chunk written is dated on arrival, so the end of speech, found in
+samples of the stream, is also known on the wall clock: the time the last
+voiced sample reached the server (``voice_ended_at`` of ``on_speech_end``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from voicechat.engines.protocols import RecognizerCallbacks, TranscriptionModel
+from voicechat.session.bounded_queue import BoundedLRUQueue, QueueClosed
+from voicechat.stt.frontend import ListeningFrontEnd
+from voicechat.stt.listening import ListeningRules, ListeningState, PartialDue, SpeechStarted, UtteranceEnded
+from voicechat.stt.silero_batch import CHUNK, SileroStream
+
+CHUNK_BYTES = CHUNK * 2
+ARRIVALS_KEPT = 512  # feed() calls remembered for dating samples: 10 s of 20 ms frames
+
+
+class SampleBacklog:
+    """Audio waiting for the front end: bounded, the oldest dropped first and counted.
+
+    Reads like the pipeline's queues for ``queue_stats`` (``name``, ``len`` in
+    chunks, ``evicted`` chunks, ``dropped_stale``).
+    """
+
+    name = "capture"
+    dropped_stale = 0
+
+    def __init__(self, max_s: float, sample_rate: int = 16000) -> None:
+        self._max = max(CHUNK_BYTES, round(max_s * sample_rate) * 2)
+        self._buf = bytearray()
+        self._lock = threading.Lock()
+        self.written = 0  # samples written so far
+        self.dropped = 0  # samples dropped so far
+        self._arrivals: deque[tuple[int, float]] = deque(maxlen=ARRIVALS_KEPT)  # (samples written, monotonic)
+
+    def write(self, pcm16: bytes, now: float) -> None:
+        with self._lock:
+            self._buf += pcm16
+            self.written += len(pcm16) // 2
+            self._arrivals.append((self.written, now))
+            over = len(self._buf) - self._max
+            if over > 0:
+                over += -over % CHUNK_BYTES
+                del self._buf[:over]
+                self.dropped += over // 2
+
+    def take(self) -> bytes | None:
+        with self._lock:
+            if len(self._buf) < CHUNK_BYTES:
+                return None
+            chunk = bytes(self._buf[:CHUNK_BYTES])
+            del self._buf[:CHUNK_BYTES]
+            return chunk
+
+    def clear(self) -> None:
+        with self._lock:
+            self._buf.clear()
+            self._arrivals.clear()
+
+    def waiting(self) -> int:
+        """Samples written and not yet taken."""
+        with self._lock:
+            return len(self._buf) // 2
+
+    def arrived_at(self, sample: int) -> float | None:
+        """When the sample at ``sample`` of the analysed stream arrived (None: too long ago)."""
+        with self._lock:
+            written_index = sample + self.dropped
+            for end, when in self._arrivals:
+                if end > written_index:
+                    return when
+        return None
+
+    @property
+    def evicted(self) -> int:
+        return self.dropped // CHUNK
+
+    def __len__(self) -> int:
+        return self.waiting() // CHUNK
+
+
+@dataclass(frozen=True, slots=True)
+class _Final:
+    audio: np.ndarray
+
+
+class BatchedRecognizer:
+    """One session's listener; its thread-shared state is the backlog and the finals queue."""
+
+    def __init__(
+        self,
+        session_id: str,
+        model: TranscriptionModel,
+        callbacks: RecognizerCallbacks,
+        frontend: ListeningFrontEnd,
+        *,
+        rules: ListeningRules | None = None,
+        language: str = "en",
+        backlog_s: float = 2.0,
+    ) -> None:
+        self.session_id = session_id
+        self._model = model
+        self._callbacks = callbacks
+        self._frontend = frontend
+        self._language = language or None
+        self.backlog = SampleBacklog(backlog_s)
+        self.stream = SileroStream()  # front-end thread only
+        self._state = ListeningState(rules or ListeningRules())  # front-end thread only
+        self._finals: BoundedLRUQueue[_Final] = BoundedLRUQueue(8, "finals")
+        self._closed = threading.Event()
+        frontend.attach(self)
+
+    # -- capture thread ------------------------------------------------------------------
+    def feed(self, pcm16: bytes) -> None:
+        if not self._closed.is_set():
+            self.backlog.write(pcm16, time.monotonic())
+
+    # -- front-end thread (Listener) --------------------------------------------------------
+    def take_chunk(self) -> bytes | None:
+        return self.backlog.take()
+
+    def on_verdict(self, chunk: bytes, probability: float | None) -> None:
+        for event in self._state.chunk(chunk, probability):
+            self._handle(event)
+
+    def on_tick(self) -> None:
+        for event in self._state.tail(self.backlog.waiting()):
+            self._handle(event)
+
+    def _handle(self, event: SpeechStarted | PartialDue | UtteranceEnded) -> None:
+        if self._closed.is_set():
+            return
+        if isinstance(event, SpeechStarted):
+            self._callbacks.on_speech_start()
+        elif isinstance(event, PartialDue):
+            self._request_partial(event)
+        else:
+            self._model.cancel(self.session_id, partials_only=True)
+            self._finals.put(_Final(event.audio))
+            self._callbacks.on_speech_end(self.backlog.arrived_at(event.last_voiced_sample))
+
+    def _request_partial(self, event: PartialDue) -> None:
+        def deliver(text: str) -> None:  # in the scheduler's thread
+            current = self._state.recording and self._state.utterance == event.utterance
+            if current and text and not self._closed.is_set():
+                self._callbacks.on_partial(text)
+
+        self._model.request_partial(self.session_id, event.audio, deliver, self._language)
+
+    # -- the session's STT worker ---------------------------------------------------------
+    def next_final(self) -> str | None:
+        """Block until an utterance ends, then transcribe it with the shared model; None once closed."""
+        try:
+            item = self._finals.get()
+        except QueueClosed:
+            return None
+        if self._closed.is_set():
+            return None
+        text = self._model.transcribe(item.audio, session_id=self.session_id, final=True, language=self._language)
+        return None if self._closed.is_set() else (text or "").strip()
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._frontend.detach(self)
+        self.backlog.clear()
+        self._model.cancel(self.session_id)
+        self._finals.close()
+
+
+class BatchedRecognizerFactory:
+    """Makes each session's ``BatchedRecognizer`` on one shared front end, which it owns and closes."""
+
+    def __init__(
+        self,
+        model: TranscriptionModel,
+        *,
+        rules: ListeningRules | None = None,
+        language: str = "en",
+        backlog_s: float = 2.0,
+        frontend: ListeningFrontEnd | None = None,
+    ) -> None:
+        self.model = model
+        self.rules = rules or ListeningRules()
+        self.language = language
+        self.backlog_s = backlog_s
+        self.frontend = frontend or ListeningFrontEnd()
+
+    def __call__(self, session_id: str, callbacks: RecognizerCallbacks) -> BatchedRecognizer:
+        return BatchedRecognizer(
+            session_id, self.model, callbacks, self.frontend,
+            rules=self.rules, language=self.language, backlog_s=self.backlog_s,
+        )
+
+    def close(self) -> None:
+        self.frontend.close()

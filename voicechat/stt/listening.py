@@ -1,0 +1,161 @@
+"""One session's listening state: where speech starts and ends, and what to transcribe (pure).
+
+The shared front end (``frontend.py``) runs Silero over every session's next
+32 ms chunk and hands each verdict here, with the chunk. This class owns the
+turn rules: speech starts on a chunk whose speech probability reaches
+``onset_probability`` and goes on while it stays above that less
+``release_margin`` (Silero's own advice: a lower threshold to let go); it
+ends ``post_speech_silence_s`` after the last voiced 10 ms frame
+(``EndOfSpeech``: Silero says *whether* speech ended, the level says *when*),
+once at least ``min_utterance_s`` was recorded; a partial is due every
+``partial_interval_s`` of new speech. Positions are samples of the session's own
+stream, so the caller can date each decision on the audio's clock.
+
+No threads, no model, no clock: the front end's thread calls ``chunk`` and
+``tail``; everything here is a function of the audio and the verdicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from voicechat.audio import pcm16_to_float
+from voicechat.stt.endpointing import SAMPLE_RATE, EndOfSpeech
+
+BYTES_PER_SAMPLE = 2
+
+
+@dataclass(frozen=True)
+class ListeningRules:
+    onset_probability: float = 0.6  # 1 - vad.silero_sensitivity, as RealtimeSTT reads the sensitivity
+    release_margin: float = 0.15  # speech goes on while the probability stays above onset - margin (hysteresis)
+    post_speech_silence_s: float = 0.6
+    min_utterance_s: float = 0.3
+    pre_roll_s: float = 1.0
+    partials: bool = True
+    partial_interval_s: float = 0.3
+    partial_pre_roll_s: float = 0.5  # partials need less of the room than the final does
+    partial_min_s: float = 0.3
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    utterance: int
+    sample: int  # first sample of the chunk that showed speech
+
+
+@dataclass(frozen=True, slots=True)
+class PartialDue:
+    utterance: int
+    audio: np.ndarray  # float32, the utterance so far with a short pre-roll
+
+
+@dataclass(frozen=True, slots=True)
+class UtteranceEnded:
+    utterance: int
+    audio: np.ndarray  # float32: pre-roll, speech and the silence up to the decision
+    last_voiced_sample: int  # where the speech ended, on the stream's clock
+    decided_sample: int  # how much of the stream had arrived when the end was decided
+
+
+Event = SpeechStarted | PartialDue | UtteranceEnded
+
+
+@dataclass
+class ListeningState:
+    rules: ListeningRules = field(default_factory=ListeningRules)
+    recording: bool = field(default=False, init=False)
+    utterance: int = field(default=0, init=False)  # bumped at every onset
+    analysed: int = field(default=0, init=False)  # samples given to ``chunk`` so far
+    _audio: bytearray = field(default_factory=bytearray, init=False, repr=False)  # pre-roll, then the utterance
+    _recorded: int = field(default=0, init=False)  # samples since the onset
+    _since_partial: int = field(default=0, init=False)
+    _end: EndOfSpeech = field(default_factory=EndOfSpeech, init=False, repr=False)
+
+    def chunk(self, pcm16: bytes, probability: float | None) -> list[Event]:
+        """The next chunk of the stream and Silero's verdict on it (None: no verdict, keep the last one)."""
+        samples = len(pcm16) // BYTES_PER_SAMPLE
+        start = self.analysed
+        self.analysed += samples
+        if not self.recording:
+            if probability is None or probability < self.rules.onset_probability:
+                self._end.pass_over(samples)
+                self._keep_pre_roll(pcm16)
+                return []
+            return self._start(pcm16, start)
+        self._audio += pcm16
+        self._recorded += samples
+        self._end.hear(pcm16)
+        release = self.rules.onset_probability - self.rules.release_margin
+        speech = self._end.silence_s is None if probability is None else probability >= release
+        silence = self._end.decide(speech, samples)
+        events: list[Event] = []
+        if silence is not None and self._may_end(silence):
+            events.append(self._finish(silence, self.analysed))
+        elif speech:
+            events.extend(self._partial(samples))
+        return events
+
+    def tail(self, waiting_samples: int) -> list[Event]:
+        """Between chunks: end the utterance if the samples not yet analysed complete the silence.
+
+        Silero needs whole chunks, but once it has said "silence" the rest of the
+        wait needs no model: this takes the end from the chunk's grain to the
+        arrival's.
+        """
+        if not self.recording or self._end.silence_s is None:
+            return []
+        silence, _ = self._end.silence_at(self._end.heard_samples + waiting_samples)
+        if silence is None or not self._may_end(silence):
+            return []
+        return [self._finish(silence, self.analysed + waiting_samples)]
+
+    # -- internals ---------------------------------------------------------------------
+    def _start(self, pcm16: bytes, start: int) -> list[Event]:
+        self.recording = True
+        self.utterance += 1
+        self._end.speech_started(bytes(self._audio))
+        self._end.hear(pcm16)
+        self._end.decide(True, len(pcm16) // BYTES_PER_SAMPLE)
+        self._audio += pcm16
+        self._recorded = len(pcm16) // BYTES_PER_SAMPLE
+        self._since_partial = self._recorded
+        return [SpeechStarted(self.utterance, start)]
+
+    def _may_end(self, silence_s: float) -> bool:
+        long_enough = self._recorded >= self.rules.min_utterance_s * SAMPLE_RATE
+        return silence_s >= self.rules.post_speech_silence_s and long_enough
+
+    def _finish(self, silence_s: float, decided: int) -> UtteranceEnded:
+        audio = pcm16_to_float(bytes(self._audio))
+        event = UtteranceEnded(self.utterance, audio, max(0, decided - round(silence_s * SAMPLE_RATE)), decided)
+        self.recording = False
+        self._recorded = 0
+        # The silence after the speech is the next utterance's room; none of this one's speech may leak into it.
+        # (the samples the decision counted beyond the analysed ones are not in the buffer yet)
+        silence_in_buffer = round(silence_s * SAMPLE_RATE) - (decided - self.analysed)
+        silence_bytes = min(len(self._audio), max(0, silence_in_buffer) * BYTES_PER_SAMPLE)
+        del self._audio[: len(self._audio) - silence_bytes]
+        self._keep_pre_roll(b"")
+        return event
+
+    def _partial(self, samples: int) -> list[Event]:
+        rules = self.rules
+        if not rules.partials:
+            return []
+        self._since_partial += samples
+        if self._since_partial < rules.partial_interval_s * SAMPLE_RATE:
+            return []
+        if self._recorded < rules.partial_min_s * SAMPLE_RATE:
+            return []
+        self._since_partial = 0
+        keep = (self._recorded + round(rules.partial_pre_roll_s * SAMPLE_RATE)) * BYTES_PER_SAMPLE
+        return [PartialDue(self.utterance, pcm16_to_float(bytes(self._audio[-keep:])))]
+
+    def _keep_pre_roll(self, pcm16: bytes) -> None:
+        self._audio += pcm16
+        keep = round(self.rules.pre_roll_s * SAMPLE_RATE) * BYTES_PER_SAMPLE
+        if len(self._audio) > keep:
+            del self._audio[: len(self._audio) - keep]
