@@ -56,7 +56,8 @@ def conversation() -> TuiModel:
     model.apply(AssistantTextDelta("and warm.", 1))
     model.apply(ReplyDone(1, "It is sunny and warm.", 100))
     model.apply(TurnMetrics(1, {
-        "voice_end": 0.4, "speech_end": 1.0, "transcript_final": 1.212, "first_token": 1.5, "first_sentence": 1.6, "first_audio": 1.7,
+        "voice_end": 0.4, "speech_end": 1.0, "transcript_final": 1.212, "first_token": 1.5, "first_sentence": 1.6,
+        "first_audio": 1.7,
     }))
     return model
 
