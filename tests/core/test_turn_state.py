@@ -81,9 +81,40 @@ def test_typed_input_interrupts_and_answers():
     start = spoken_turn(m)
     m.audio_started(start.generation)
     t = m.text_input("stop, what time is it?")
-    assert [type(a) for a in t.actions] == [CancelReply, StartReply]
-    assert t.actions[1].generation == m.generation == 3
+    assert t.actions == (CancelReply(cancelled=1, generation=2), StartReply(2, "stop, what time is it?"))
+    assert m.generation == 2 and t.generation == 2, "the typed turn's number is its reply's"
     assert t.state is S.THINKING
+
+
+def test_a_turn_and_its_reply_share_one_generation():
+    """The user's events of a turn carry ``generation`` as it is while they speak: the reply's number."""
+    m = TurnStateMachine()
+    assert m.speech_started().generation == 1
+    assert m.speech_ended().generation == 1
+    assert m.transcript_final("hi").actions == (StartReply(1, "hi"),)
+    m.audio_started(1)
+    done = m.reply_finished(1)
+    assert done.state is S.LISTENING and done.generation == m.generation == 2, "listening: the next turn's"
+    # The next turn speaks as 2 and is answered as 2.
+    assert m.speech_started().generation == 2
+    m.speech_ended()
+    assert m.transcript_final("again").actions == (StartReply(2, "again"),)
+    # A barge-in cancels 2; the interrupting turn is 3, and so is its reply (no number is skipped).
+    m.audio_started(2)
+    t = m.speech_started()
+    assert t.actions == (CancelReply(cancelled=2, generation=3),) and t.generation == 3
+    m.speech_ended()
+    assert m.transcript_final("stop").actions == (StartReply(3, "stop"),)
+
+
+def test_an_utterance_without_words_leaves_its_number_to_the_next():
+    m = TurnStateMachine()
+    m.speech_started()
+    m.speech_ended()
+    assert m.transcript_final("").generation == 1
+    m.speech_started()
+    m.speech_ended()
+    assert m.transcript_final("now").actions == (StartReply(1, "now"),)
 
 
 def test_listener_leaving_cancels_the_reply_and_listens():
@@ -106,6 +137,7 @@ inputs = st.lists(
 def test_invariants_hold_for_any_input_sequence(steps, barge_in):
     m = TurnStateMachine(barge_in=barge_in)
     last_gen = 0
+    started: set[int] = set()
     for step in steps:
         t = {
             "start": m.speech_started, "end": m.speech_ended,
@@ -115,14 +147,19 @@ def test_invariants_hold_for_any_input_sequence(steps, barge_in):
             "left": m.listener_left,
         }[step]()
         assert m.generation >= last_gen  # generations never go back
+        assert t.generation == m.generation  # a transition reports the generation after it
         for a in t.actions:
-            assert a.generation > last_gen  # every action names a fresh generation
             if isinstance(a, CancelReply):
                 assert barge_in or step in ("text", "left")
+                assert a.generation == a.cancelled + 1 and a.generation > last_gen
         starts = [a for a in t.actions if isinstance(a, StartReply)]
         assert len(starts) <= 1
         if starts:
             assert m.reply_active and starts[0].generation == m.generation
+            assert starts[0].generation not in started, "every reply gets a number no reply had"
+            started.add(starts[0].generation)
+        if not m.reply_active:
+            assert m.generation not in started, "while idle, generation names the next reply"
         if m.state is S.ASSISTANT_SPEAKING:
             assert m.reply_active
         if m.state is S.LISTENING:

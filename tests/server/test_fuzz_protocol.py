@@ -3,7 +3,8 @@
 The contract under test: the decoders (``parse_text``, ``parse_audio``,
 ``decode_server_audio``) raise nothing but ``ProtocolError`` whatever they are
 given, and what they accept is well-formed (finite numbers, bounded integers,
-the right types), so nothing downstream can trip over an accepted message.
+the right types, none converted from another JSON type), so nothing downstream
+can trip over an accepted message.
 
 Each test runs ``FUZZ_EXAMPLES`` examples: 200 by default (CI), more with
 ``VOICECHAT_FUZZ_EXAMPLES=N``, e.g.::
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 from voicechat.server.protocol import (
     CLIENT_AUDIO_HEADER,
     KIND_CLIENT_AUDIO,
+    MAX_TEXT_CHARS,
     MESSAGE_TYPES,
     PROTOCOL_VERSION,
     SAMPLE_RATES,
@@ -34,6 +36,7 @@ from voicechat.server.protocol import (
     Playback,
     ProtocolError,
     SettingsUpdate,
+    TextInput,
     decode_server_audio,
     encode_client_audio,
     encode_message,
@@ -122,6 +125,8 @@ def check_accepted_message(message: object) -> None:
         assert 0 <= message.generation <= U32_MAX and 0 <= message.played_samples <= U32_MAX
     if isinstance(message, SettingsUpdate) and message.speed is not None:
         assert 0.25 <= message.speed <= 4
+    if isinstance(message, TextInput):
+        assert 0 < len(message.text) <= MAX_TEXT_CHARS and message.text.strip()
     if isinstance(message, Ping):
         json.loads(encode_message("pong", t=message.t))  # a strict JSON parser (a browser) can read the echo
     json.dumps(message.model_dump(), allow_nan=False)
@@ -148,6 +153,17 @@ def test_structured_messages_are_accepted_only_when_well_formed(raw: dict[str, o
         return
     check_accepted_message(message)
     assert set(raw) <= {"type", *TYPE_FIELDS[message.type]}  # unknown fields are refused
+    for name, sent in raw.items():
+        assert same_json_type(sent, getattr(message, name)), (name, sent)
+
+
+def same_json_type(sent: object, accepted: object) -> bool:
+    """No conversion between JSON types; only an integer may stand for a number (a float field)."""
+    if sent is None or isinstance(sent, bool | str):
+        return type(accepted) is type(sent)
+    if isinstance(sent, int):
+        return type(accepted) in (int, float)
+    return type(sent) is float and type(accepted) is float
 
 
 @FUZZ
@@ -187,6 +203,12 @@ def test_known_hostile_inputs_found_by_fuzzing() -> None:
         '{"type":"settings","speed":NaN}': "bad_message",
         # Found by the live fuzz: secrets.compare_digest raised TypeError on a non-ASCII resume token (close 1011).
         '{"type":"hello","token":"t","resume":"\\u0080"}': "bad_message",
+        # Found by an independent client: converted between JSON types instead of refused.
+        '{"type":"ping","t":true}': "bad_message",
+        '{"type":"mute","muted":"false"}': "bad_message",
+        '{"type":"playback","generation":"5","played_samples":0}': "bad_message",
+        # A lone surrogate would fail when the text is written to the conversation journal (UTF-8).
+        '{"type":"text","text":"\\ud800"}': "bad_message",
     }
     for data, code in cases.items():
         try:

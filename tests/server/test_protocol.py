@@ -18,6 +18,7 @@ from voicechat.core.events import (
 )
 from voicechat.server.protocol import (
     CLIENT_AUDIO_HEADER,
+    MAX_TEXT_CHARS,
     Hello,
     Playback,
     ProtocolError,
@@ -69,6 +70,65 @@ def test_bad_messages_name_the_field() -> None:
         parse_text('{"type":"settings","speed":100}')
 
 
+@pytest.mark.parametrize(
+    ("message", "field"),
+    [
+        ({"type": "mute", "muted": "yes"}, "muted"),
+        ({"type": "mute", "muted": 1}, "muted"),
+        ({"type": "mute", "muted": "false"}, "muted"),
+        ({"type": "settings", "speed": "2"}, "speed"),
+        ({"type": "settings", "speed": True}, "speed"),
+        ({"type": "playback", "generation": "5", "played_samples": 0}, "generation"),
+        ({"type": "playback", "generation": 5.0, "played_samples": 0}, "generation"),
+        ({"type": "playback", "generation": 1, "played_samples": True}, "played_samples"),
+        ({"type": "playback", "generation": 1, "played_samples": 0, "finished": "no"}, "finished"),
+        ({"type": "hello", "token": "t", "playback_reports": "yes"}, "playback_reports"),
+        ({"type": "hello", "token": "t", "input_sample_rate": "16000"}, "input_sample_rate"),
+        ({"type": "hello", "token": "t", "output_sample_rate": 24000.0}, "output_sample_rate"),
+        ({"type": "hello", "token": 12345}, "token"),
+        ({"type": "ping", "t": True}, "t"),
+        ({"type": "ping", "t": "1.5"}, "t"),
+        ({"type": "text", "text": 5}, "text"),
+    ],
+)
+def test_json_types_are_not_converted(message: dict, field: str) -> None:
+    """Found by an independent client: these were converted (``"false"`` to False, ``true`` to 1.0) and accepted."""
+    with pytest.raises(ProtocolError) as info:
+        parse_text(json.dumps(message))
+    assert info.value.code == "bad_message"
+    assert str(info.value).startswith(f"{message['type']}: {field}: "), str(info.value)
+
+
+def test_a_hello_without_a_token_parses_so_the_server_can_refuse_it_like_a_wrong_one() -> None:
+    for data in ('{"type":"hello"}', '{"type":"hello","token":null}', '{"type":"hello","token":""}'):
+        hello = parse_text(data)
+        assert isinstance(hello, Hello) and not hello.token
+    assert parse_text('{"type":"hello","token":"' + "k" * 1000 + '"}').token == "k" * 1000  # just a wrong one
+
+
+def test_one_text_limit_in_characters_not_only_whitespace() -> None:
+    def text(n: int, char: str = "a") -> str:
+        return json.dumps({"type": "text", "text": char * n}, ensure_ascii=False)
+
+    assert parse_text(text(MAX_TEXT_CHARS)) == TextInput(type="text", text="a" * MAX_TEXT_CHARS)
+    assert len(parse_text(text(MAX_TEXT_CHARS, "\U0001f600")).text) == MAX_TEXT_CHARS  # code points, not UTF-16
+    for bad in (text(MAX_TEXT_CHARS + 1), text(4000), text(4001), text(0), text(3, " "), text(2, "\n")):
+        with pytest.raises(ProtocolError, match=f"^text: text: must be 1 to {MAX_TEXT_CHARS} characters") as info:
+            parse_text(bad)
+        assert info.value.code == "bad_message"
+    assert len(parse_text(text(4000), max_text_chars=4000).text) == 4000  # the limit is the caller's (config)
+    with pytest.raises(ProtocolError, match="1 to 10 characters"):
+        parse_text(text(11), max_text_chars=10)
+
+
+def test_strings_must_be_valid_unicode() -> None:
+    """A lone surrogate (legal as a JSON escape) would fail later, when the text is encoded to UTF-8 (the journal)."""
+    for data in ('{"type":"text","text":"hi \\ud800"}', '{"type":"hello","token":"\\udfff"}',
+                 '{"type":"settings","voice":"a\\ud800"}'):
+        assert code_of(parse_text, data) == "bad_message"
+    assert parse_text('{"type":"text","text":"\\ud83d\\ude00"}').text == "\U0001f600"  # a pair is one character
+
+
 def test_audio_frames_round_trip_and_bad_ones_are_refused() -> None:
     pcm = bytes(range(200)) * 2
     frame = parse_audio(encode_client_audio(7, 123456789, pcm))
@@ -80,6 +140,12 @@ def test_audio_frames_round_trip_and_bad_ones_are_refused() -> None:
     assert code_of(parse_audio, wrong_kind) == "bad_audio_frame"
     wrong_version = b"\x01\x09" + encode_client_audio(1, 0, b"")[2:]
     assert code_of(parse_audio, wrong_version) == "bad_version"
+
+
+@pytest.mark.parametrize("reserved", [1, 0x100, 0xFFFF])
+def test_audio_with_nonzero_reserved_bytes_is_refused(reserved: int) -> None:
+    frame = CLIENT_AUDIO_HEADER.pack(1, 1, reserved, 0, 0) + b"\0\0"
+    assert code_of(parse_audio, frame) == "bad_audio_frame"
 
 
 def test_events_encode_audio_as_binary_and_the_rest_as_json() -> None:

@@ -48,6 +48,18 @@ def test_persistent_flood_closes():
     assert Verdict.DROP in verdicts
 
 
+def test_the_client_is_told_of_drops_once_then_at_most_once_a_second():
+    clock = Clock()
+    limiter = RateLimiter(rate=10, abuse_seconds=100, clock=clock)
+    assert [limiter.check() for _ in range(10)] == [Verdict.OK] * 10
+    assert [limiter.check() for _ in range(117)] == [Verdict.DROP] + [Verdict.DROP_QUIETLY] * 116
+    clock.now += 0.999
+    assert limiter.check() is Verdict.DROP_QUIETLY  # still paying back the overdraft: dropped, not told
+    clock.now += 0.001
+    assert limiter.check() is Verdict.DROP  # a second after the last time it was told
+    assert limiter.dropped == 119
+
+
 def test_malformed_in_a_row_resets_on_a_good_message():
     counter = MalformedCounter(limit=3)
     assert not counter.bad() and not counter.bad()

@@ -139,6 +139,7 @@ def test_abuse_closes_only_that_connection(make_manager, tmp_path):
                 except websockets.ConnectionClosed:
                     break
             assert await malformed.wait_closed() == 1008
+            assert [e["code"] for e in malformed.received.of_type("error")] == ["bad_json"] * 5  # one each
             assert await big.wait_closed() == 1009
             assert await flood.wait_closed() == 1008
             assert any(e["code"] == "rate_limited" for e in flood.received.of_type("error"))

@@ -100,6 +100,30 @@ def test_wrong_tokens_wait_longer_each_time_without_holding_up_others(make_manag
     assert sleep.delays == [0.5, 0.5, 1.0, 2.0, 2.0, 0.5]
 
 
+def test_a_missing_null_empty_or_wrong_token_is_refused_alike_after_a_growing_delay(make_manager, tmp_path):
+    """Before, a hello without a token (or with null) got bad_message and the connection stayed open, undelayed."""
+    delays: list[float] = []
+
+    async def record(delay: float) -> None:  # the delay the server asked for, without waiting it out
+        delays.append(delay)
+
+    async def refused(hello: dict[str, object]) -> tuple[int | None, list[str]]:
+        c = client(server, token=None)
+        await c.connect(hello=False)
+        await c.send_json(**hello)
+        code = await c.wait_closed()
+        return code, [e["code"] for e in c.received.of_type("error")]
+
+    hellos = [{"type": "hello"}, {"type": "hello", "token": None}, {"type": "hello", "token": ""},
+              {"type": "hello", "token": "wrong-token"}]
+    limits = ConnectionLimits(hello_timeout_s=3)
+    with running_server(make_manager(), tmp_path, limits=limits, auth_delay_s=0.5, auth_delay_max_s=10) as server:
+        server.guard.sleep = record
+        results = [run(refused(hello)) for hello in hellos]
+    assert results == [(1008, ["unauthorized"])] * 4
+    assert delays == [0.5, 1.0, 2.0, 4.0], "each counts as a recent wrong token of the address"
+
+
 def test_wrong_token_delay_really_waits(make_manager, tmp_path):
     async def scenario(server):
         c = client(server, token="wrong-token")
@@ -151,7 +175,8 @@ def test_malformed_frames_before_hello_close_too(make_manager, tmp_path):
             await c.send_raw(frame)
         assert await c.wait_closed() == 1008
         codes = [e["code"] for e in c.received.of_type("error")]
-        assert codes == ["bad_json", "not_ready", "not_ready", "bad_message", "not_ready", "not_ready"]
+        # One error per message: the 5th's is not followed by a second one for the close (there was, before).
+        assert codes == ["bad_json", "not_ready", "not_ready", "bad_message", "not_ready"]
 
     with running_server(make_manager(), tmp_path, limits=limits) as server:
         run(scenario(server))

@@ -4,7 +4,13 @@ import pytest
 from support.engines import scripted_engines
 from support.helpers import SENTENCES, EventCollector, Feeder, count, utterance
 
-from voicechat.core.events import AudioChunk, FinalTranscript, FlushPlayback, ReplyDone
+from voicechat.core.events import (
+    AssistantTextDelta,
+    AudioChunk,
+    FinalTranscript,
+    FlushPlayback,
+    ReplyDone,
+)
 from voicechat.core.sentences import SentenceSplitter
 from voicechat.engines.scripted.llm import ScriptedLLM, scripted_reply
 from voicechat.engines.scripted.tts import ScriptedTTS
@@ -91,3 +97,21 @@ def test_half_duplex_does_not_interrupt(make_manager):
     assert llm.abort_calls == []
     done = next(e for e in events if isinstance(e, ReplyDone))
     assert done.text == scripted_reply(SENTENCES[0], 40)
+
+
+@pytest.mark.timeout(60)
+def test_typed_input_during_a_reply_is_one_turn_with_its_reply(make_manager):
+    """The interrupting text's echo carries its reply's generation (the flush's), and follows the flush."""
+    manager = make_manager(scripted_engines(llm=ScriptedLLM(token_s=0.05, reply_words=80)))
+    pipeline = manager.create("test").pipeline
+    collector = EventCollector(pipeline)
+    pipeline.send_text("tell me a long story")
+    collector.wait_for(count(AssistantTextDelta))
+    pipeline.send_text("stop")
+    events = collector.wait_for(lambda ev: any(isinstance(e, ReplyDone) and e.generation == 2 for e in ev), 30)
+
+    finals = [(i, e) for i, e in enumerate(events) if isinstance(e, FinalTranscript)]
+    assert [(e.text, e.generation) for _i, e in finals] == [("tell me a long story", 1), ("stop", 2)]
+    flush_at, flush = next((i, e) for i, e in enumerate(events) if isinstance(e, FlushPlayback))
+    assert flush.generation == 2 and flush_at < finals[1][0]
+    assert {e.generation for e in events[finals[1][0]:] if isinstance(e, (AssistantTextDelta, ReplyDone))} == {2}

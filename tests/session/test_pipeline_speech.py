@@ -63,8 +63,10 @@ def test_spoken_turn_emits_every_event_in_order(make_manager):
     if "voice_end" in stages:  # the turn ends the configured silence (0.5 s) after the last voiced sample
         assert 0.45 <= metrics.stamps["speech_end"] - metrics.stamps["voice_end"] < 1.0
 
-    states = [e.state for e in events if isinstance(e, StateChanged)]
-    assert states == [TurnState.USER_SPEAKING, TurnState.THINKING, TurnState.ASSISTANT_SPEAKING, TurnState.LISTENING]
+    states = [(e.state, e.generation) for e in events if isinstance(e, StateChanged)]
+    assert states == [(TurnState.USER_SPEAKING, 1), (TurnState.THINKING, 1), (TurnState.ASSISTANT_SPEAKING, 1),
+                      (TurnState.LISTENING, 2)], "the user's events and the reply are turn 1; listening starts turn 2"
+    assert {e.generation for e in events if isinstance(e, kinds)} == {1}
 
     history = [(m.role, m.content) for m in session.pipeline.history.messages()[1:]]
     assert history == [("user", text), ("assistant", reply)]

@@ -48,6 +48,17 @@ def test_resume_within_grace_keeps_the_conversation(make_manager):
     assert s.connected
 
 
+def test_the_users_mute_is_kept_across_a_resume_and_the_detached_session_listens_to_nothing(make_manager):
+    manager = make_manager(limits=SessionLimits(resume_grace_s=30))
+    s = manager.create("test")
+    for muted in (True, False):
+        manager.set_muted(s, muted)
+        manager.detach(s.id)
+        assert s.pipeline.capture.muted, "nobody is there to listen to"
+        assert manager.resume(s.resume_token) is s
+        assert (s.muted, s.pipeline.capture.muted) == (muted, muted)
+
+
 def test_disconnected_session_is_closed_when_grace_expires(make_manager):
     manager = make_manager(limits=SessionLimits(resume_grace_s=0.3))
     s = manager.create("test")

@@ -20,7 +20,14 @@ import pytest
 
 import voicechat
 from voicechat.core.events import AudioChunk
-from voicechat.server.protocol import CLIENT_AUDIO_HEADER, decode_server_audio, encode_event, parse_audio
+from voicechat.server.protocol import (
+    CLIENT_AUDIO_HEADER,
+    MAX_TEXT_CHARS,
+    decode_server_audio,
+    encode_event,
+    parse_audio,
+    parse_text,
+)
 
 WEB = Path(voicechat.__file__).resolve().parent / "web"
 REQUIRED_IDS = {
@@ -220,6 +227,9 @@ process.stdout.write(JSON.stringify({
   oddRate: p.chooseOutputRate(96000),
   settings: p.messages.settings({ voice: 'en-gb', speed: 9 }),
   playback: p.messages.playback(3, 1234.7, true),
+  others: [p.messages.mute(1), p.messages.text('hi'), p.messages.ping(12.5), p.messages.clearHistory(),
+           p.messages.playback(0, 0.4, 0), p.messages.settings({ voice: 'x'.repeat(200) })],
+  maxTextChars: p.MAX_TEXT_CHARS,
   delays,
   reconnect: [[1008, 'unauthorized', false], [1008, 'hello_timeout', false], [1001, null, false],
               [1006, null, true], [1000, null, false], [1013, 'server_full', false]]
@@ -486,6 +496,9 @@ def test_protocol_js_matches_the_python_codec(node) -> None:
     assert result["oddRate"] == 24000
     assert result["settings"] == {"type": "settings", "voice": "en-gb", "speed": 4}
     assert result["playback"] == {"type": "playback", "generation": 3, "played_samples": 1234, "finished": True}
+    for message in (result["hello"], result["settings"], result["playback"], *result["others"]):
+        parse_text(json.dumps(message))  # the page's messages pass the server's strict types
+    assert result["maxTextChars"] == MAX_TEXT_CHARS
 
     for r, row in zip((0, 0.5, 0.99), result["delays"]["1006"], strict=True):
         base = [min(10000, 500 * 2**a) for a in range(12)]

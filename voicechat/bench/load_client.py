@@ -155,7 +155,6 @@ class Tracker:
         self.received = received
         self._messages = self._audio = 0
         self.finals: list[str] = []
-        self.max_generation = 0
         self.first_audio: dict[int, float] = {}  # generation -> arrival of its first frame
         self.last_audio: dict[int, float] = {}
         self.flushes: list[tuple[float, int]] = []  # (arrival, generation)
@@ -166,7 +165,6 @@ class Tracker:
         r = self.received
         for at, message in zip(r.message_times[self._messages :], r.messages[self._messages :], strict=True):
             kind, gen = message.get("type"), message.get("generation") or 0
-            self.max_generation = max(self.max_generation, gen)
             if kind == "final_transcript":
                 self.finals.append(message.get("text", ""))
             elif kind == "flush_playback":
@@ -177,7 +175,6 @@ class Tracker:
                 self.state = (message.get("state", ""), gen)
         self._messages = len(r.messages)
         for at, frame in r.audio[self._audio :]:
-            self.max_generation = max(self.max_generation, frame.generation)
             self.first_audio.setdefault(frame.generation, at)
             self.last_audio[frame.generation] = at
         self._audio = len(r.audio)
@@ -265,7 +262,9 @@ class SimulatedUser:
         while self._more(t, started, interrupting):
             speech = self.script[(self.index + t) % len(self.script)]
             seen.update()
-            gen0, finals0 = seen.max_generation, len(seen.finals)
+            # The last reply heard: this turn's reply is newer. (Not the newest generation seen: the turn's own
+            # user events and the state change to listening after a reply already carry the next reply's.)
+            gen0, finals0 = max(seen.first_audio, default=0), len(seen.finals)
             onset_f, end_f = mic.say(speech)
             onset = await onset_f
             if interrupting is not None:

@@ -355,7 +355,9 @@ class LimitSettings(_Section):
     max_frame_bytes: int = Field(65536, ge=256, description="Largest WebSocket message accepted, in bytes")
     max_messages_per_second: int = Field(200, ge=1, description="Messages per second a client may send")
     max_text_chars: int = Field(
-        2000, ge=1, description="Longest typed text message accepted, in characters"
+        2000, ge=1,
+        description="Longest text message (typed input) accepted, in characters (Unicode code points); "
+        "the protocol's one text limit, sent to clients in the session message",
     )
     sentence_queue_size: int = Field(
         64, ge=1, description="Sentences queued between LLM and TTS per session"

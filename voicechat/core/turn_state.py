@@ -4,9 +4,13 @@ Inputs are what the recognizer, the LLM/TTS stages and the player observe;
 outputs are a new state plus *actions* the owner (SpeechPipelineManager) must
 carry out. Keeping this pure makes every barge-in corner case a unit test.
 
-Generation ids: ``generation`` names the reply currently allowed to produce
-output. Starting a reply bumps it (leftovers of older replies become stale),
-and so does a barge-in (the interrupted reply becomes stale at once).
+Generation ids: ``generation`` numbers the turn. While a reply is active it
+names that reply, the only one allowed to produce output; otherwise it names
+the reply the next user input will get. So the user's events of a turn and the
+reply that answers them carry the same number. It moves on by one when a reply
+ends: played out (``reply_finished``) or interrupted (a barge-in, typed input,
+the listener leaving; the interrupted reply becomes stale at once). Starting a
+reply does not move it. Generations start at 1.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ class TurnStateMachine:
     def __init__(self, barge_in: bool = True) -> None:
         self.barge_in = barge_in
         self.state = TurnState.LISTENING
-        self.generation = 0
+        self.generation = 1  # no reply active: the generation of the first reply
         self.reply_active = False
         self._pending_text = ""
         self._ignore_next_final = False
@@ -116,6 +120,7 @@ class TurnStateMachine:
         if generation != self.generation or not self.reply_active:
             return self._stay(prev)
         self.reply_active = False
+        self.generation += 1  # the next turn's
         if self._pending_text and self.state is not TurnState.USER_SPEAKING:
             return self._start_or_settle(prev)  # half-duplex: answer what was said meanwhile
         if self.state in (TurnState.THINKING, TurnState.ASSISTANT_SPEAKING):
@@ -139,9 +144,10 @@ class TurnStateMachine:
         return CancelReply(cancelled=cancelled, generation=self.generation)
 
     def _start_or_settle(self, prev: TurnState) -> Transition:
+        """Answer the pending text as ``generation`` (no reply is active: no reply had that number yet)."""
         if not self._pending_text:
             return self._settle(prev)
-        self.generation += 1
+        assert not self.reply_active
         self.reply_active = True
         text, self._pending_text = self._pending_text, ""
         self.state = TurnState.THINKING

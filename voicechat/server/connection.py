@@ -37,6 +37,8 @@ from voicechat.server.access import token_matches
 from voicechat.server.address_limits import AddressGuard, AuthBackoff, ConnectionCap, address_of
 from voicechat.server.outbox_signal import OutboxSignal
 from voicechat.server.protocol import (
+    MAX_MESSAGE_BYTES,
+    MAX_TEXT_CHARS,
     ClearHistory,
     ClientMessage,
     Hello,
@@ -69,20 +71,20 @@ CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_INTERNAL, CLO
 class ConnectionLimits:
     hello_timeout_s: float = 10.0
     max_messages_per_second: int = 200
-    max_text_bytes: int = 16384
+    max_text_bytes: int = MAX_MESSAGE_BYTES
     max_frame_bytes: int = 65536
-    max_text_chars: int = 2000
+    max_text_chars: int = MAX_TEXT_CHARS
     malformed_in_a_row: int = 20
     send_timeout_s: float = 10.0
     close_timeout_s: float = 2.0
 
 
 class Refused(Exception):
-    """End the connection: send ``error`` with ``code`` and close with ``close_code``."""
+    """End the connection: send ``error`` with ``code`` (unless ``tell`` is False) and close with ``close_code``."""
 
-    def __init__(self, code: str, message: str, close_code: int) -> None:
+    def __init__(self, code: str, message: str, close_code: int, *, tell: bool = True) -> None:
         super().__init__(message)
-        self.code, self.close_code = code, close_code
+        self.code, self.close_code, self.tell = code, close_code, tell
 
 
 class ClientNotReading(Refused):
@@ -132,7 +134,6 @@ class ClientConnection:
         self.input_rate = 16000
         self.limiter = RateLimiter(limits.max_messages_per_second)
         self.malformed = MalformedCounter(limits.malformed_in_a_row)
-        self._last_rate_error = 0.0
         self._wake = asyncio.Event()
         self._attachment = 0
         self._closing: asyncio.Task[None] | None = None
@@ -156,8 +157,9 @@ class ClientConnection:
         except ClientNotReading as refusal:
             await self._end_not_reading(refusal)
         except Refused as refusal:
-            self.metrics.protocol_errors.labels(refusal.code).inc()
-            await self._close(refusal.close_code, str(refusal), refusal.code)
+            if refusal.tell:
+                self.metrics.protocol_errors.labels(refusal.code).inc()
+            await self._close(refusal.close_code, str(refusal), refusal.code if refusal.tell else None)
         except ConnectionClosed:
             pass
         finally:
@@ -185,15 +187,16 @@ class ClientConnection:
             try:
                 if isinstance(data, bytes):
                     raise ProtocolError("not_ready", "send hello before audio")
-                message = parse_text(data, self.limits.max_text_bytes)
+                message = self._parse(data)
                 if not isinstance(message, Hello):
                     raise ProtocolError("not_ready", f"send hello before {message.type}")
             except ProtocolError as err:
                 await self._malformed(err)
                 continue
-            if not token_matches(self.token, message.token):
+            if not token_matches(self.token, message.token):  # missing, null, empty or wrong: one path
                 await self._refuse_token()
             self.guard.backoff.succeeded(self.address)
+            self.malformed.good()
             return message
 
     async def _refuse_token(self) -> NoReturn:
@@ -233,8 +236,9 @@ class ClientConnection:
             "session", session_id=self.session.id, resume_token=self.session.resume_token, resumed=resumed,
             resume_error=resume_error, input_sample_rate=self.input_rate,
             output_sample_rate=pipeline.output_sample_rate, state=pipeline.state.value,
-            muted=pipeline.capture.muted, voice=pipeline.voice.voice, speed=pipeline.voice.speed,
+            muted=self.session.muted, voice=pipeline.voice.voice, speed=pipeline.voice.speed,
             history=[{"role": m.role, "text": m.content} for m in pipeline.history.turns],
+            max_text_chars=self.limits.max_text_chars,
         )
 
     # -- reader ------------------------------------------------------------------
@@ -246,25 +250,32 @@ class ClientConnection:
                 if isinstance(data, bytes):
                     self._on_audio(data)
                 else:
-                    await self._on_message(parse_text(data, self.limits.max_text_bytes))
+                    await self._on_message(self._parse(data))
                 self.malformed.good()
             except ProtocolError as err:
                 await self._malformed(err)
 
+    def _parse(self, data: str) -> ClientMessage:
+        return parse_text(data, self.limits.max_text_bytes, self.limits.max_text_chars)
+
     async def _within_rate(self) -> bool:
         """Count one received message (binary or text, before hello or after); False: drop it."""
         verdict = self.limiter.check()
+        if verdict is Verdict.OK:
+            return True
         if verdict is Verdict.CLOSE:
             raise Refused("rate_limited", "too many messages, for too long", CLOSE_POLICY)
-        if verdict is Verdict.DROP:
-            await self._rate_error()
-            return False
-        return True
+        self.metrics.protocol_errors.labels("rate_limited").inc()
+        if verdict is Verdict.DROP:  # not DROP_QUIETLY: told less than a second ago
+            await self._send(protocol_error(
+                "rate_limited", f"more than {self.limits.max_messages_per_second} messages a second; dropped"))
+        return False
 
     async def _malformed(self, err: ProtocolError) -> None:
+        """One ``error`` per malformed message; the ``malformed_in_a_row``-th is then closed (1008), not told twice."""
         await self._refuse_message(err.code, str(err))
         if self.malformed.bad():
-            raise Refused(err.code, f"{self.malformed.in_a_row} malformed messages in a row", CLOSE_POLICY)
+            raise Refused(err.code, f"{self.malformed.in_a_row} malformed messages in a row", CLOSE_POLICY, tell=False)
 
     def _on_audio(self, data: bytes) -> None:
         frame = parse_audio(data, self.limits.max_frame_bytes)
@@ -276,16 +287,13 @@ class ClientConnection:
         assert self.session is not None
         pipeline = self.session.pipeline
         if isinstance(message, TextInput):
-            text = message.text.strip()
-            if not text or len(text) > self.limits.max_text_chars:
-                raise ProtocolError("bad_message", f"text: 1 to {self.limits.max_text_chars} characters")
-            pipeline.send_text(text)
+            pipeline.send_text(message.text.strip())  # parse_text checked its length
         elif isinstance(message, Playback):
             pipeline.report_playback(message.generation, message.played_samples, message.finished)
         elif isinstance(message, Ping):
             await self._send(encode_message("pong", t=message.t, server_time=time.time()))
         elif isinstance(message, Mute):
-            pipeline.set_muted(message.muted)
+            self.manager.set_muted(self.session, message.muted)
         elif isinstance(message, ClearHistory):
             pipeline.clear_history()
         elif isinstance(message, SettingsUpdate):
@@ -297,15 +305,6 @@ class ClientConnection:
     async def _refuse_message(self, code: str, message: str) -> None:
         self.metrics.protocol_errors.labels(code).inc()
         await self._send(protocol_error(code, message))
-
-    async def _rate_error(self) -> None:
-        """Tell a flooding client at most once a second (answering every drop would double the flood)."""
-        now = time.monotonic()
-        self.metrics.protocol_errors.labels("rate_limited").inc()
-        if now - self._last_rate_error >= 1.0:
-            self._last_rate_error = now
-            await self._send(protocol_error(
-                "rate_limited", f"more than {self.limits.max_messages_per_second} messages a second; dropped"))
 
     # -- writer ----------------------------------------------------------------
     async def _send(self, frame: str | bytes) -> None:

@@ -5,6 +5,10 @@ JSON; everything else is one JSON object per text frame with a ``type``. Parsing
 never raises anything but ``ProtocolError``, whose ``code`` goes back to the client
 in an ``error`` event, so one malformed frame costs its sender one error and
 nothing else.
+
+Parsing is strict: no conversion between JSON types (a boolean is ``true`` or
+``false``, an integer has no fraction or exponent, a number is not a string),
+strings are valid Unicode (no lone surrogates), and reserved header bytes are 0.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ CLIENT_AUDIO_HEADER = struct.Struct("<BBHIQ")
 SERVER_AUDIO_HEADER = struct.Struct("<BBHIIII")
 SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 U32_MAX = 2**32 - 1  # generations and sample positions are u32 on the wire
+MAX_TEXT_CHARS = 2000  # default of limits.max_text_chars: the one limit on a text message's length
+MAX_MESSAGE_BYTES = 16384  # a control message's size limit (UTF-8 bytes)
 
 
 class ProtocolError(ValueError):
@@ -50,12 +56,14 @@ class ClientAudio:
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: no coercion between JSON types ("yes", 1 or "false" are not booleans, "5" or 5.0 not integers)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Hello(_Message):
     type: Literal["hello"]
-    token: str = Field(max_length=256)
+    # Missing, null, empty or wrong: all refused the same way (unauthorized, after the delay), not here.
+    token: str | None = None
     resume: str | None = Field(
         None, max_length=256, pattern=r"^[A-Za-z0-9_-]*$", description="resume token of an earlier session (URL-safe)"
     )
@@ -66,7 +74,7 @@ class Hello(_Message):
 
 class TextInput(_Message):
     type: Literal["text"]
-    text: str = Field(min_length=1, max_length=4000)
+    text: str  # 1 to max_text_chars characters, not only whitespace: checked by parse_text
 
 
 class Mute(_Message):
@@ -103,8 +111,10 @@ _CLIENT_MESSAGE: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 MESSAGE_TYPES = ("hello", "text", "mute", "clear_history", "settings", "playback", "ping")
 
 
-def parse_text(data: str, max_bytes: int = 16384) -> ClientMessage:
-    """A JSON control message, validated."""
+def parse_text(
+    data: str, max_bytes: int = MAX_MESSAGE_BYTES, max_text_chars: int = MAX_TEXT_CHARS
+) -> ClientMessage:
+    """A JSON control message, validated; ``max_text_chars`` bounds a ``text`` message (in code points)."""
     if len(data.encode("utf-8", errors="replace")) > max_bytes:
         raise ProtocolError("message_too_large", f"control messages are limited to {max_bytes} bytes")
     try:
@@ -126,6 +136,11 @@ def parse_text(data: str, max_bytes: int = 16384) -> ClientMessage:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"][1:]) or kind
         raise ProtocolError("bad_message", f"{kind}: {where}: {first['msg']}") from None
+    for name, value in message:
+        if isinstance(value, str) and not _is_unicode(value):
+            raise ProtocolError("bad_message", f"{kind}: {name}: not valid Unicode (a lone surrogate)")
+    if isinstance(message, TextInput) and not (0 < len(message.text) <= max_text_chars and message.text.strip()):
+        raise ProtocolError("bad_message", f"text: text: must be 1 to {max_text_chars} characters, not only whitespace")
     if isinstance(message, Hello):
         for name in ("input_sample_rate", "output_sample_rate"):
             if getattr(message, name) not in SAMPLE_RATES:
@@ -135,17 +150,28 @@ def parse_text(data: str, max_bytes: int = 16384) -> ClientMessage:
     return message
 
 
+def _is_unicode(value: str) -> bool:
+    """False for a string with a lone surrogate (a legal JSON escape, but not encodable as UTF-8)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_audio(data: bytes, max_bytes: int = 65536) -> ClientAudio:
-    """A binary audio frame: header, then an even number of PCM16 bytes."""
+    """A binary audio frame: header (reserved bytes 0), then an even number of PCM16 bytes."""
     if len(data) > max_bytes:
         raise ProtocolError("frame_too_large", f"audio frames are limited to {max_bytes} bytes")
     if len(data) < CLIENT_AUDIO_HEADER.size:
         raise ProtocolError("bad_audio_frame", f"an audio frame starts with a {CLIENT_AUDIO_HEADER.size}-byte header")
-    kind, version, _reserved, seq, captured = CLIENT_AUDIO_HEADER.unpack_from(data)
+    kind, version, reserved, seq, captured = CLIENT_AUDIO_HEADER.unpack_from(data)
     if kind != KIND_CLIENT_AUDIO:
         raise ProtocolError("bad_audio_frame", f"frame kind {kind} is not client audio ({KIND_CLIENT_AUDIO})")
     if version != PROTOCOL_VERSION:
         raise ProtocolError("bad_version", f"protocol version {version} is not supported ({PROTOCOL_VERSION})")
+    if reserved:
+        raise ProtocolError("bad_audio_frame", "the reserved header bytes (2 and 3) must be 0")
     pcm = data[CLIENT_AUDIO_HEADER.size :]
     if len(pcm) % 2:
         raise ProtocolError("bad_audio_frame", "PCM16 audio needs an even number of bytes")

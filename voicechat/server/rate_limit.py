@@ -1,10 +1,12 @@
 """Per-connection message rate limiting and abuse accounting (pure, clock injected).
 
 A token bucket admits ``rate`` messages per second with a burst of one second's
-worth. Messages over the limit are dropped (the client hears ``rate_limited``);
-a client that keeps pushing until its overdraft passes ``abuse_seconds`` worth
-of messages is abusive and gets disconnected. Malformed messages are counted in
-a row: a working client sends one by mistake, a broken or hostile one many.
+worth. Messages over the limit are dropped; the client hears ``rate_limited``
+for the first dropped message and then at most once per ``tell_every_s`` while
+drops go on (one error per dropped message would double the flood). A client
+that keeps pushing until its overdraft passes ``abuse_seconds`` worth of
+messages is abusive and gets disconnected. Malformed messages are counted in a
+row: a working client sends one by mistake, a broken or hostile one many.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from enum import Enum
 class Verdict(str, Enum):
     OK = "ok"
     DROP = "drop"  # over the rate: drop this message, tell the client
+    DROP_QUIETLY = "drop_quietly"  # over the rate, and the client was told less than tell_every_s ago
     CLOSE = "close"  # persistent abuse: close the connection (1008)
 
 
@@ -27,10 +30,12 @@ class RateLimiter:
 
     rate: float
     abuse_seconds: float = 2.0
+    tell_every_s: float = 1.0
     clock: Callable[[], float] = time.monotonic
     _tokens: float = field(init=False)
     _overdraft: float = field(default=0.0, init=False)
     _last: float = field(init=False)
+    _told: float | None = field(default=None, init=False)
     dropped: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -55,6 +60,9 @@ class RateLimiter:
         self._overdraft += 1.0
         if self._overdraft > self.rate * self.abuse_seconds:
             return Verdict.CLOSE
+        if self._told is not None and now - self._told < self.tell_every_s:
+            return Verdict.DROP_QUIETLY
+        self._told = now
         return Verdict.DROP
 
 

@@ -181,6 +181,13 @@ class SessionManager:
         if self.limits.resume_grace_s <= 0:
             self.close(session_id, "disconnected")
 
+    def set_muted(self, session: Session, muted: bool) -> None:
+        """The user's mute: kept with the session, so a resumed connection finds it as the user left it."""
+        with self._cond:
+            session.muted = muted
+            if session.connected:
+                session.pipeline.set_muted(muted)
+
     def resume(self, resume_token: str, take_over: bool = False, *, options: PipelineOptions | None = None) -> Session:
         """Reattach a session by its token (constant-time compare), or restore its saved conversation.
 
@@ -230,7 +237,7 @@ class SessionManager:
         session.attachment += 1
         session.connected = True
         session.disconnected_at = None
-        session.pipeline.set_muted(False)
+        session.pipeline.set_muted(session.muted)  # the user's choice, not the detached session's mute
         session.pipeline.last_activity = time.monotonic()
         self._cond.notify_all()
         return session

@@ -182,12 +182,16 @@ class SpeechPipelineManager:
             self.report_error("capture", exc)
 
     def send_text(self, text: str) -> None:
-        """Typed input: answered at once, interrupting any reply."""
+        """Typed input: answered at once, interrupting any reply.
+
+        Its echo (``FinalTranscript``) carries the generation of the reply that answers it, so it follows
+        the interruption's ``FlushPlayback`` and the ``StateChanged`` to thinking (as a spoken turn's does).
+        """
         self.last_activity = time.monotonic()
         with self._lock:
-            self._put(FinalTranscript(text, self._turns.generation))
             self._utterance_stamps = {"transcript_final": time.monotonic()}
             aborted = self._apply(self._turns.text_input(text))
+            self._put(FinalTranscript(text, self._turns.generation))  # before any delta: the lock is held
         self._abort_engines(aborted)
 
     def listener_left(self) -> None:
@@ -251,11 +255,13 @@ class SpeechPipelineManager:
     def is_current(self, generation: int) -> bool:
         return generation == self._turns.generation and not self._stopped
 
-    def report_error(self, stage: str, error: BaseException, generation: int = 0) -> None:
+    def report_error(self, stage: str, error: BaseException, generation: int | None = None) -> None:
+        """An ``ErrorEvent`` of ``generation`` (a reply's), else of the current turn (capture, stt, session)."""
         self.errors[stage] += 1
         log.warning("session %s: %s error: %s", self.session_id, stage, error)
         with self._lock:
-            self._put(ErrorEvent(error_code(stage, error), str(error) or type(error).__name__, stage, generation))
+            turn = self._turns.generation if generation is None else generation
+            self._put(ErrorEvent(error_code(stage, error), str(error) or type(error).__name__, stage, turn))
 
     def prompt_for(self, job: ReplyJob) -> Sequence[ChatMessage]:
         with self._lock:

@@ -54,6 +54,8 @@ class Session:
     # so an old connection closing late cannot disconnect the one that took over.
     attachment: int = 0
     journal: Journal | None = None  # where its history changes are saved (None: not saved)
+    # The user's mute (a client's ``mute``), kept across reconnects; the pipeline is also muted while detached.
+    muted: bool = False
     restored: bool = False  # rebuilt from a saved conversation (after a restart)
 
     @property

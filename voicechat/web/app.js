@@ -26,6 +26,7 @@ const state = {
   outputRate: FALLBACK_OUTPUT_RATE,
   lastFlushGeneration: 0,
   settingsTouched: {},
+  maxTextChars: MAX_TEXT_CHARS, // the server's limit, from its session message
 };
 const stats = {
   framesSent: 0, framesDropped: 0, audioFramesReceived: 0, audioFramesDropped: 0, flushes: 0,
@@ -168,6 +169,7 @@ function onSession(msg) {
     view.redraw(msg.history);
   }
   state.sessionId = msg.session_id;
+  state.maxTextChars = msg.max_text_chars || MAX_TEXT_CHARS;
   storeResume(msg.resume_token);
   seq = 0;
   state.turnState = msg.state;
@@ -265,7 +267,8 @@ function bindControls() {
   $('text-form').addEventListener('submit', (event) => {
     event.preventDefault();
     const input = $('text-input');
-    const text = input.value.trim().slice(0, MAX_TEXT_CHARS);
+    // Code points, as the server counts them (slicing UTF-16 units could split a pair: invalid Unicode).
+    const text = Array.from(input.value.trim()).slice(0, state.maxTextChars).join('');
     if (!text) return;
     if (conn.send(messages.text(text))) input.value = '';
     else ui.showError('Not connected: press Start first.');

@@ -9,7 +9,7 @@ export const SERVER_HEADER_BYTES = 20;
 export const INPUT_SAMPLE_RATE = 16000;
 export const FALLBACK_OUTPUT_RATE = 24000;
 export const SAMPLE_RATES = [8000, 16000, 22050, 24000, 32000, 44100, 48000];
-export const MAX_TEXT_CHARS = 2000;
+export const MAX_TEXT_CHARS = 2000; // limits.max_text_chars' default; the session message says the server's
 
 export const CLOSE = { NORMAL: 1000, GOING_AWAY: 1001, POLICY: 1008, TOO_BIG: 1009, INTERNAL: 1011, TRY_LATER: 1013 };
 

@@ -24,7 +24,7 @@ class StageHost(Protocol):
 
     def is_current(self, generation: int) -> bool: ...
 
-    def report_error(self, stage: str, error: BaseException, generation: int = 0) -> None: ...
+    def report_error(self, stage: str, error: BaseException, generation: int | None = None) -> None: ...
 
 
 class Worker:
@@ -86,7 +86,7 @@ class QueueWorker(Worker, Generic[T]):
                 self.handle(item)
             except Exception as exc:
                 log.warning("%s: %s failed: %s", self.thread.name, type(item).__name__, exc)
-                self.host.report_error(self.stage, exc, getattr(item, "generation", 0))
+                self.host.report_error(self.stage, exc, getattr(item, "generation", None))
 
     def next_item(self) -> T | None:
         """Block for the next item (override to add a deadline)."""
