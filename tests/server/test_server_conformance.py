@@ -26,10 +26,10 @@ from test_protocol_conformance import (
     tables,
 )
 
-from voicechat.server.server import VoiceServer
 from voicechat.server.client import VoiceClient
 from voicechat.server.connection import ConnectionLimits
 from voicechat.server.protocol import CLIENT_AUDIO_HEADER, MAX_TEXT_CHARS, encode_client_audio
+from voicechat.server.server import VoiceServer
 from voicechat.session.manager import SessionLimits, SessionManager
 from voicechat.session.pipeline import PipelineOptions
 
