@@ -29,9 +29,11 @@ class LoudnessVad:
         self.hold.set()
         self.entered = threading.Event()
         self.calls = 0
+        self.states_seen: list[np.ndarray] = []
 
     def run(self, streams, chunks: np.ndarray) -> np.ndarray:
         self.calls += 1
+        self.states_seen.append(np.stack([s.state for s in streams]))
         self.entered.set()
         self.hold.wait(10)
         if self.fail:
@@ -67,6 +69,11 @@ def loud(seconds: float) -> np.ndarray:
 
 
 def quiet(seconds: float) -> np.ndarray:
+    """A room's noise: over the front end's quiet gate (-55 dBFS), under LoudnessVad's speech level."""
+    return np.random.default_rng(3).normal(0, 160, int(seconds * 16000)).astype(np.int16)  # about -46 dBFS
+
+
+def hush(seconds: float) -> np.ndarray:
     return np.zeros(int(seconds * 16000), np.int16)
 
 
@@ -187,3 +194,20 @@ def wait_until(predicate, timeout: float = 5.0) -> bool:
             return True
         done.wait(0.01)
     return predicate()
+
+
+@pytest.mark.timeout(30)
+def test_a_quiet_room_does_not_run_the_model_and_speech_after_it_does():
+    vad = LoudnessVad()
+    frontend = ListeningFrontEnd(lambda: vad)
+    ears = Ears()
+    recognizer = BatchedRecognizer("s", FixedTextModel(), ears.callbacks(), frontend, rules=RULES)
+    feed(recognizer, hush(1.0))
+    assert wait_until(lambda: frontend.stats.skipped >= 31)
+    assert vad.calls == 0 and recognizer.stream.skipped
+    recognizer.stream.state[:] = 1.0  # as if the model had run long ago
+    feed(recognizer, np.concatenate([loud(0.4), hush(0.5)]))
+    assert ears.ended.wait(5) and vad.calls > 0
+    assert not vad.states_seen[0].any()  # the burst started from a fresh state
+    recognizer.close()
+    frontend.close()

@@ -60,6 +60,11 @@ class VadSettings(_Section):
         description="batched = one thread runs Silero for every session in one batch per 32 ms; "
         "realtimestt = one RealtimeSTT recorder (and its thread) per session",
     )
+    quiet_dbfs: float = Field(
+        -55.0, ge=-120, le=0,
+        description="frontend batched: while nobody speaks, audio quieter than this (dBFS) is silence without "
+        "running Silero; -120 = run Silero on everything",
+    )
     silero_sensitivity: float = Field(
         0.4, ge=0, le=1, description="Silero VAD sensitivity; higher detects speech more eagerly"
     )

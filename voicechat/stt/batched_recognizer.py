@@ -123,6 +123,7 @@ class BatchedRecognizer:
         self.backlog = SampleBacklog(backlog_s)
         self.stream = SileroStream()  # front-end thread only
         self._state = ListeningState(rules or ListeningRules())  # front-end thread only
+        self._quiet_rms = 10 ** (self._state.rules.quiet_dbfs / 20)
         self._finals: BoundedLRUQueue[_Final] = BoundedLRUQueue(8, "finals")
         self._closed = threading.Event()
         frontend.attach(self)
@@ -135,6 +136,9 @@ class BatchedRecognizer:
     # -- front-end thread (Listener) --------------------------------------------------------
     def take_chunk(self) -> bytes | None:
         return self.backlog.take()
+
+    def needs_vad(self, rms: float) -> bool:
+        return self._state.recording or rms >= self._quiet_rms
 
     def on_verdict(self, chunk: bytes, probability: float | None) -> None:
         for event in self._state.chunk(chunk, probability):

@@ -37,6 +37,10 @@ TICK_S = CHUNK / 16000
 class Listener(Protocol):
     stream: SileroStream
 
+    def needs_vad(self, rms: float) -> bool:
+        """Whether a chunk of this loudness (RMS of samples in -1..1) needs the model; False = no speech."""
+        ...
+
     def take_chunk(self) -> bytes | None:
         """The next whole chunk (1024 bytes of PCM16), or None."""
         ...
@@ -51,6 +55,7 @@ class FrontEndStats:
     ticks: int = 0
     batches: int = 0
     chunks: int = 0
+    skipped: int = 0  # chunks too quiet to need the model (nobody speaking)
     vad_errors: int = 0
     overruns: int = 0  # ticks that started late because the last one ran over
     listener_errors: int = 0
@@ -159,18 +164,36 @@ class ListeningFrontEnd:
             self._call(listener, listener.on_tick)
 
     def _verdicts(self, batch: list[tuple[Listener, bytes]]) -> list[float | None]:
+        """Silero's verdicts; a chunk its listener calls too quiet for speech gets 0 without the model."""
         assert self._vad is not None
-        self.stats.batches += 1
-        self.stats.chunks += len(batch)
-        self.stats.max_batch = max(self.stats.max_batch, len(batch))
         chunks = np.stack([np.frombuffer(chunk, dtype=np.int16) for _, chunk in batch]).astype(np.float32) / 32768.0
+        rms = np.sqrt(np.mean(chunks * chunks, axis=1))
+        verdicts: list[float | None] = [0.0] * len(batch)
+        rows = []
+        for i, (listener, _) in enumerate(batch):
+            if self._call(listener, listener.needs_vad, float(rms[i])):
+                rows.append(i)
+                if listener.stream.skipped:  # a new burst after quiet: a fresh state, as RealtimeSTT gives each
+                    listener.stream.state[:] = 0.0
+                    listener.stream.skipped = False
+            else:
+                listener.stream.skip(chunks[i])
+        self.stats.chunks += len(batch)
+        self.stats.skipped += len(batch) - len(rows)
+        if not rows:
+            return verdicts
+        self.stats.batches += 1
+        self.stats.max_batch = max(self.stats.max_batch, len(rows))
         try:
-            return [float(p) for p in self._vad.run([listener.stream for listener, _ in batch], chunks)]
+            probabilities = self._vad.run([batch[i][0].stream for i in rows], chunks[rows])
         except Exception:
             self.stats.vad_errors += 1
             if self.stats.vad_errors == 1 or self.stats.vad_errors % 1000 == 0:
                 log.exception("voice activity detection failed (%d so far)", self.stats.vad_errors)
-            return [None] * len(batch)
+            probabilities = [None] * len(rows)
+        for i, p in zip(rows, probabilities, strict=True):
+            verdicts[i] = None if p is None else float(p)
+        return verdicts
 
     def _call(self, listener: Listener, method: Callable[..., object], *args: object) -> object:
         """One call into a listener; a listener that raises is counted, never the end of the thread."""

@@ -38,6 +38,7 @@ class ListeningRules:
     partial_interval_s: float = 0.3
     partial_pre_roll_s: float = 0.5  # partials need less of the room than the final does
     partial_min_s: float = 0.3
+    quiet_dbfs: float = -55.0  # while nobody speaks, quieter chunks are silence without asking the model
 
 
 @dataclass(frozen=True, slots=True)
