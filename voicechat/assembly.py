@@ -69,7 +69,7 @@ def build_engines(settings: Settings) -> Engines:
         raise
     return Engines(
         transcriber=transcriber,
-        recognizer_factory=_recognizer_factory(settings, transcriber),
+        recognizer_factory=recognizer_factory(settings, transcriber),
         llm=llm,
         tts=tts,
         extra={"load_s": loads},
@@ -123,7 +123,8 @@ def _sample_references() -> dict[str, np.ndarray]:
         return {}  # without espeak-ng every utterance gets a fingerprint instead
 
 
-def _recognizer_factory(settings: Settings, transcriber: TranscriptionModel) -> RecognizerFactory:
+def recognizer_factory(settings: Settings, transcriber: TranscriptionModel) -> RecognizerFactory:
+    """Each session's recognizer on the configured listening front end (``vad.frontend``)."""
     if settings.vad.frontend == "batched":
         from voicechat.stt.batched_recognizer import BatchedRecognizerFactory
 

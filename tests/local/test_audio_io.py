@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support.helpers import write_wav
 
 from voicechat.audio import read_wav
 from voicechat.local.audio_io import (
@@ -33,17 +34,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         tick.wait(0.005)
-
-
-def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
-    """``samples``: (n,) mono or (n, channels) int16."""
-    channels = 1 if samples.ndim == 1 else samples.shape[1]
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples.astype(np.int16).tobytes())
-    return path
 
 
 def ramp(n: int) -> np.ndarray:

@@ -10,8 +10,7 @@ import threading
 
 import numpy as np
 from support.engines import scripted_engines
-from support.helpers import SENTENCES, utterance
-from test_tui_session import write_wav
+from support.helpers import SENTENCES, utterance, write_wav
 
 from voicechat.core.events import FlushPlayback, ReplyDone, TurnState
 from voicechat.engines.scripted.llm import ScriptedLLM

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import io
 import threading
-import wave
-from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from support.helpers import SENTENCES, utterance
+from support.helpers import SENTENCES, utterance, write_wav
 
 from voicechat.audio import read_wav
 from voicechat.core.events import TurnState
@@ -17,15 +15,6 @@ from voicechat.local.audio_io import FileIO
 from voicechat.local.session import LocalSession
 from voicechat.local.tui.model import HeaderInfo, TuiModel
 from voicechat.local.tui.view import render
-
-
-def write_wav(path: Path, pcm: np.ndarray, rate: int = 16000) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.astype("<i2").tobytes())
-    return path
 
 
 def screen_text(model: TuiModel) -> str:

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.helpers import SENTENCES, utterance
-from test_tui_session import write_wav
+from support.helpers import SENTENCES, utterance, write_wav
 
 from voicechat.audio import read_wav
 

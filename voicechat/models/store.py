@@ -27,7 +27,7 @@ from voicechat.models.registry import ModelSpec
 if TYPE_CHECKING:
     from voicechat.config.loading import Settings
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where run.py is (this file: voicechat/models/store.py)
 MANIFEST_NAME = ".manifest.json"
 LOCKS_DIRNAME = ".locks"  # file locks of the manifest and of running downloads
 DOWNLOAD_COMMAND = "python run.py models download"
@@ -138,11 +138,19 @@ def _config_path(value: str, root: Path) -> Path:
 
 
 def _manifest_key(path: Path, root: Path) -> str | None:
-    """``path`` relative to models/ (the manifest's key), or None when it lies elsewhere."""
-    try:
-        return path.resolve().relative_to(models_dir(root).resolve()).as_posix()
-    except ValueError:
-        return None
+    """``path`` relative to models/ (the manifest's key), or None when it lies elsewhere.
+
+    Symbolic links inside models/ (models shared between checkouts) keep their place: the
+    path is compared as written before it is compared with links resolved.
+    """
+    directory = models_dir(root)
+    for inside, top in ((Path(os.path.abspath(path)), Path(os.path.abspath(directory))),
+                        (path.resolve(), directory.resolve())):
+        try:
+            return inside.relative_to(top).as_posix()
+        except ValueError:
+            continue
+    return None
 
 
 def _spec_for_path(kind: registry.Kind, path: Path, root: Path) -> ModelSpec | None:

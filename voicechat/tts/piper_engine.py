@@ -89,11 +89,14 @@ class PiperEngine:
 
     def __init__(
         self, voice: str, voice_dir: str | Path = DEFAULT_VOICE_DIR, speed: float = 1.0, chunk_ms: int = 20,
-        sample_rate: int | None = None, voices: PiperVoices | None = None,
+        sample_rate: int | None = None, voices: PiperVoices | None = None, varied: bool = True,
     ) -> None:
+        """``varied=False`` turns off the voice's random variation (VITS noise on sound and timing): the
+        same text then always gives the same audio (tests that need reproducible speech)."""
         self.voices = voices or PiperVoices(voice_dir)
         self.voice = voice
         self.speed = speed
+        self.varied = varied
         default = self.voices.get(voice)  # fail at startup, not at the first reply
         self.sample_rate: int = sample_rate or default.config.sample_rate
         self.chunk_bytes = chunk_bytes(self.sample_rate, chunk_ms)
@@ -114,6 +117,8 @@ class PiperEngine:
 
         def pieces(stop: StreamStop) -> Iterator[tuple[np.ndarray, int]]:
             syn = SynthesisConfig(length_scale=piper_voice.config.length_scale / speed)
+            if not self.varied:
+                syn.noise_scale = syn.noise_w_scale = 0.0
             for chunk in piper_voice.synthesize(text, syn_config=syn):
                 if stop.is_set():
                     return
