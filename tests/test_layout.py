@@ -88,3 +88,16 @@ def test_the_cycle_finder_finds_one():
 def test_no_module_is_too_long():
     long = {name: n for name, p in modules().items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_no_model_weights_are_committed():
+    """Real model files are fetched into models/, never committed (the tiny test models are the exception)."""
+    import subprocess
+
+    root = PACKAGE.parent
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=False)
+    if listed.returncode != 0:  # not a git checkout (an installed package): nothing to check
+        return
+    big = [name for name in listed.stdout.decode().split("\0")
+           if name and (root / name).is_file() and (root / name).stat().st_size > 5_000_000]
+    assert big == [], "commit no model weights; the model manager fetches them into models/"
