@@ -36,7 +36,7 @@ def settings() -> Settings:
     return chosen
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # not longer: later tests check that no engine thread is left running
 def engines(settings: Settings) -> Iterator[Engines]:
     built = build_engines(settings)
     yield built
