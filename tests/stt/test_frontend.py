@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -108,83 +110,105 @@ def test_sessions_share_one_batch_and_each_hears_only_its_own_speech():
     stt.close()
 
 
-@pytest.mark.timeout(30)
-def test_a_failing_vad_is_counted_and_the_sessions_go_on():
+@dataclass
+class Rig:
+    """A listening front end over ``LoudnessVad``, and the recognizers made on it (closed after the test)."""
+
+    vad: LoudnessVad
+    frontend: ListeningFrontEnd
+    made: list[BatchedRecognizer]
+
+    def recognizer(self, name: str = "s", text: str = "text", callbacks: RecognizerCallbacks | None = None
+                   ) -> tuple[BatchedRecognizer, Ears]:
+        ears = Ears()
+        made = BatchedRecognizer(name, FixedTextModel(text), callbacks or ears.callbacks(), self.frontend, rules=RULES)
+        self.made.append(made)
+        return made, ears
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
     vad = LoudnessVad()
-    frontend = ListeningFrontEnd(lambda: vad)
-    ears = Ears()
-    recognizer = BatchedRecognizer("s", FixedTextModel("hi"), ears.callbacks(), frontend, rules=RULES)
-    vad.fail = True
-    feed(recognizer, quiet(0.3))
-    assert wait_until(lambda: frontend.stats.vad_errors >= 3)
-    vad.fail = False
+    made = Rig(vad, ListeningFrontEnd(lambda: vad), [])
+    yield made
+    for recognizer in made.made:
+        recognizer.close()
+    made.frontend.close()
+
+
+def final_of(recognizer: BatchedRecognizer) -> tuple[threading.Thread, list[str | None]]:
+    """The session's STT worker, waiting for its next final in the background."""
     final: list[str | None] = []
     waiter = threading.Thread(target=lambda: final.append(recognizer.next_final()))
     waiter.start()
+    return waiter, final
+
+
+@pytest.mark.timeout(30)
+def test_a_failing_vad_is_counted_and_the_sessions_go_on(rig):
+    recognizer, ears = rig.recognizer(text="hi")
+    rig.vad.fail = True
+    feed(recognizer, quiet(0.3))
+    assert wait_until(lambda: rig.frontend.stats.vad_errors >= 3)
+    rig.vad.fail = False
+    waiter, final = final_of(recognizer)
     feed(recognizer, np.concatenate([loud(0.5), quiet(0.6)]))
     waiter.join(10)
     assert final == ["hi"] and ears.started.is_set()
-    recognizer.close()
-    frontend.close()
 
 
 @pytest.mark.timeout(30)
-def test_a_slow_vad_delays_the_tick_not_the_sessions_feeding():
-    vad = LoudnessVad()
-    frontend = ListeningFrontEnd(lambda: vad)
-    recognizer = BatchedRecognizer("s", FixedTextModel(), Ears().callbacks(), frontend, rules=RULES)
-    vad.hold.clear()
+def test_a_slow_vad_delays_the_tick_not_the_sessions_feeding(rig):
+    recognizer, _ = rig.recognizer()
+    rig.vad.hold.clear()
     feed(recognizer, quiet(0.1))
-    assert vad.entered.wait(5)  # the front end is stuck inside the VAD call
+    assert rig.vad.entered.wait(5)  # the front end is stuck inside the VAD call
     feed(recognizer, quiet(1.0))  # the receiving thread is not: a second of frames goes in meanwhile
-    assert not vad.hold.is_set() and len(recognizer.backlog) >= 30
+    assert not rig.vad.hold.is_set() and len(recognizer.backlog) >= 30
     threading.Event().wait(0.2)  # the VAD call is slow: several ticks' worth
-    vad.hold.set()
+    rig.vad.hold.set()
     assert wait_until(lambda: len(recognizer.backlog) == 0)  # caught up, several chunks a tick
-    assert frontend.stats.overruns >= 1
-    recognizer.close()
-    frontend.close()
+    assert rig.frontend.stats.overruns >= 1
 
 
 @pytest.mark.timeout(30)
-def test_a_session_closed_mid_utterance_leaves_nothing_behind():
-    vad = LoudnessVad()
-    frontend = ListeningFrontEnd(lambda: vad)
-    ears = Ears()
-    recognizer = BatchedRecognizer("s", FixedTextModel(), ears.callbacks(), frontend, rules=RULES)
-    final: list[str | None] = []
-    waiter = threading.Thread(target=lambda: final.append(recognizer.next_final()))
-    waiter.start()
+def test_a_session_closed_mid_utterance_leaves_nothing_behind(rig):
+    recognizer, ears = rig.recognizer()
+    waiter, final = final_of(recognizer)
     feed(recognizer, loud(0.5))
     assert ears.started.wait(5)
     recognizer.close()
     waiter.join(5)
     assert final == [None] and not ears.ended.is_set()
-    assert frontend.listeners == 0
+    assert rig.frontend.listeners == 0
     assert wait_until(lambda: not any(t.name == "listening-frontend" for t in threading.enumerate()))
     feed(recognizer, loud(0.2))  # audio after close goes nowhere
     assert len(recognizer.backlog) == 0
-    frontend.close()
 
 
 @pytest.mark.timeout(30)
-def test_a_listener_that_raises_is_counted_and_the_others_are_served():
-    vad = LoudnessVad()
-    frontend = ListeningFrontEnd(lambda: vad)
-    broken, fine = Ears(), Ears()
-
+def test_a_listener_that_raises_is_counted_and_the_others_are_served(rig):
     def explode() -> None:
         raise RuntimeError("callback broke")
 
-    bad = BatchedRecognizer("bad", FixedTextModel(), RecognizerCallbacks(explode), frontend, rules=RULES)
-    good = BatchedRecognizer("good", FixedTextModel(), fine.callbacks(), frontend, rules=RULES)
+    bad, _ = rig.recognizer("bad", callbacks=RecognizerCallbacks(explode))
+    good, fine = rig.recognizer("good")
     for r in (bad, good):
         feed(r, np.concatenate([loud(0.4), quiet(0.5)]))
     assert fine.ended.wait(5)
-    assert frontend.stats.listener_errors >= 1 and not broken.started.is_set()
-    for r in (bad, good):
-        r.close()
-    frontend.close()
+    assert rig.frontend.stats.listener_errors >= 1
+
+
+@pytest.mark.timeout(30)
+def test_a_quiet_room_does_not_run_the_model_and_speech_after_it_does(rig):
+    recognizer, ears = rig.recognizer()
+    feed(recognizer, hush(1.0))
+    assert wait_until(lambda: rig.frontend.stats.skipped >= 31)
+    assert rig.vad.calls == 0 and recognizer.stream.skipped
+    recognizer.stream.state[:] = 1.0  # as if the model had run long ago
+    feed(recognizer, np.concatenate([loud(0.4), hush(0.5)]))
+    assert ears.ended.wait(5) and rig.vad.calls > 0
+    assert not rig.vad.states_seen[0].any()  # the burst started from a fresh state
 
 
 def wait_until(predicate, timeout: float = 5.0) -> bool:
@@ -194,20 +218,3 @@ def wait_until(predicate, timeout: float = 5.0) -> bool:
             return True
         done.wait(0.01)
     return predicate()
-
-
-@pytest.mark.timeout(30)
-def test_a_quiet_room_does_not_run_the_model_and_speech_after_it_does():
-    vad = LoudnessVad()
-    frontend = ListeningFrontEnd(lambda: vad)
-    ears = Ears()
-    recognizer = BatchedRecognizer("s", FixedTextModel(), ears.callbacks(), frontend, rules=RULES)
-    feed(recognizer, hush(1.0))
-    assert wait_until(lambda: frontend.stats.skipped >= 31)
-    assert vad.calls == 0 and recognizer.stream.skipped
-    recognizer.stream.state[:] = 1.0  # as if the model had run long ago
-    feed(recognizer, np.concatenate([loud(0.4), hush(0.5)]))
-    assert ears.ended.wait(5) and vad.calls > 0
-    assert not vad.states_seen[0].any()  # the burst started from a fresh state
-    recognizer.close()
-    frontend.close()
