@@ -207,7 +207,7 @@ def make_batched():
                 chunk, waiting = waiting[:SILERO_CHUNK], waiting[SILERO_CHUNK:]
                 p = silero.run([stream], chunk[None, :].astype(np.float32) / 32768.0)[0]
                 events += state.chunk(chunk.tobytes(), float(p))
-            events += state.tail(len(waiting))
+            events += state.tail(waiting.tobytes())
             for e in events:
                 if isinstance(e, SpeechStarted):
                     fed.started_at = e.sample + SILERO_CHUNK

@@ -42,8 +42,9 @@ def test_the_tail_ends_the_turn_between_chunks():
     rules = ListeningRules(post_speech_silence_s=0.3, min_utterance_s=0.0, partials=False)
     state = ListeningState(rules)
     run(state, [0.0] * 5 + [0.9] * 10 + [0.0] * 9)  # 9 chunks = 0.288 s of silence analysed
-    assert state.tail(100) == []  # 0.294 s
-    ended = state.tail(200)  # 0.3005 s: enough, without waiting for the next whole chunk
+    assert state.tail(bytes(2 * 100)) == []  # 0.294 s
+    assert state.tail(TONE[: 2 * 200]) == []  # 0.3005 s, but the voice is back in those samples
+    ended = state.tail(bytes(2 * 200))  # 0.3005 s of silence: enough, without waiting for a whole chunk
     assert len(ended) == 1 and ended[0].decided_sample == 24 * CHUNK + 200
     assert ended[0].last_voiced_sample == 15 * CHUNK
 
@@ -115,8 +116,16 @@ def test_a_turn_ended_by_the_tail_keeps_none_of_its_speech_either():
     rules = ListeningRules(post_speech_silence_s=0.3, min_utterance_s=0.0, partials=False)
     state = ListeningState(rules)
     run(state, [0.0] * 5 + [0.9] * 10 + [0.0] * 9)
-    assert state.tail(200)  # ended with 200 samples not yet analysed
+    assert state.tail(bytes(2 * 200))  # ended with 200 samples not yet analysed
     events = run(state, [0.0, 0.9] + [0.0] * 12)
     second = next(e for e in events if isinstance(e, UtteranceEnded))
     pre_roll = len(second.audio) - (second.decided_sample - 25 * CHUNK)
     assert not (np.abs(second.audio[:pre_roll]) > 0.01).any()
+
+
+def test_a_stream_that_is_behind_is_not_ended_by_the_tail():
+    """A chunk or more waiting is Silero's to judge: it may hold the rest of the sentence."""
+    rules = ListeningRules(post_speech_silence_s=0.3, min_utterance_s=0.0, partials=False)
+    state = ListeningState(rules)
+    run(state, [0.0] * 5 + [0.9] * 10 + [0.0] * 9)
+    assert state.tail(bytes(2 * 600)) == []

@@ -74,6 +74,11 @@ class SampleBacklog:
             self._buf.clear()
             self._arrivals.clear()
 
+    def peek(self) -> bytes:
+        """A copy of what is waiting, if less than a chunk (a stream that is behind gives b"")."""
+        with self._lock:
+            return bytes(self._buf) if len(self._buf) < CHUNK_BYTES else b""
+
     def waiting(self) -> int:
         """Samples written and not yet taken."""
         with self._lock:
@@ -145,7 +150,7 @@ class BatchedRecognizer:
             self._handle(event)
 
     def on_tick(self) -> None:
-        for event in self._state.tail(self.backlog.waiting()):
+        for event in self._state.tail(self.backlog.peek()):
             self._handle(event)
 
     def _handle(self, event: SpeechStarted | PartialDue | UtteranceEnded) -> None:

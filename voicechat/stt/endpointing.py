@@ -81,6 +81,12 @@ class LevelTracker:
     def quiet_s(self) -> float:
         return self.quiet_samples / SAMPLE_RATE
 
+    def voiced(self, pcm16: bytes | np.ndarray) -> bool:
+        """Whether any 10 ms frame of ``pcm16`` would count as voiced now (changes nothing)."""
+        rms = frame_rms(pcm16_samples(pcm16), FRAME)
+        threshold = max(self.absolute_rms, self.peak * self._relative, self.floor * self._margin)
+        return bool(rms.size and (rms > threshold).any())
+
     def add(self, pcm16: bytes | np.ndarray) -> None:
         samples = pcm16_samples(pcm16)
         rms = frame_rms(samples, FRAME)  # a tail shorter than a frame goes with the last frame

@@ -25,6 +25,7 @@ from voicechat.audio import pcm16_to_float
 from voicechat.stt.endpointing import SAMPLE_RATE, EndOfSpeech
 
 BYTES_PER_SAMPLE = 2
+CHUNK = 512  # Silero's chunk at 16 kHz
 
 
 @dataclass(frozen=True)
@@ -99,14 +100,20 @@ class ListeningState:
             events.extend(self._partial(samples))
         return events
 
-    def tail(self, waiting_samples: int) -> list[Event]:
-        """Between chunks: end the utterance if the samples not yet analysed complete the silence.
+    def tail(self, waiting: bytes) -> list[Event]:
+        """Between chunks: end the utterance if ``waiting``, the less-than-a-chunk not yet analysed,
+        completes the silence.
 
         Silero needs whole chunks, but once it has said "silence" the rest of the
         wait needs no model: this takes the end from the chunk's grain to the
-        arrival's.
+        arrival's. The level judges the waiting samples: voice in them is no
+        silence. A whole chunk or more waiting means the stream is behind, and
+        is Silero's to judge first.
         """
-        if not self.recording or self._end.silence_s is None:
+        waiting_samples = len(waiting) // BYTES_PER_SAMPLE
+        if not self.recording or self._end.silence_s is None or waiting_samples >= CHUNK:
+            return []
+        if self._end.level.voiced(waiting):
             return []
         silence, _ = self._end.silence_at(self._end.heard_samples + waiting_samples)
         if silence is None or not self._may_end(silence):
