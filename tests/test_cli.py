@@ -41,13 +41,28 @@ def test_missing_models_stop_start_up_with_exit_2_and_the_fix(capsys, monkeypatc
 def test_selftest_runs_every_real_engine_on_the_tiny_models():
     """What a new user runs after set-up: a real spoken turn, a timing table, exit 0."""
     result = subprocess.run(
-        [sys.executable, "run.py", "selftest"], capture_output=True, text=True, timeout=80,
+        [sys.executable, "run.py", "selftest", "--tiny"], capture_output=True, text=True, timeout=80,
         env={**os.environ, "VOICECHAT_SKIP_BOOTSTRAP": "1", "COLUMNS": "160"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "selftest passed" in result.stdout
     for stage in ("end of speech -> final transcript", "final transcript -> first LLM token", "voice to voice"):
         assert stage in result.stdout
+
+
+def test_selftest_takes_the_starter_set_only_where_its_files_are(tmp_path):
+    import argparse
+
+    from voicechat.selftest import choose_models, tiny_overrides
+
+    def args(tiny: bool = False) -> argparse.Namespace:
+        return argparse.Namespace(config=None, set=[], tiny=tiny)
+
+    settings, models = choose_models(args(), [], root=tmp_path)  # an empty checkout: no models/
+    assert models == "tiny" and settings.stt.model == tiny_overrides()["stt.model"]
+    assert choose_models(args(tiny=True), [])[1] == "tiny"
+    settings, models = choose_models(args(), ["llm.max_tokens=7"], root=tmp_path)
+    assert settings.llm.max_tokens == 7  # the user's own settings still apply
 
 
 def test_bad_override_exits_2_with_one_line(capsys):

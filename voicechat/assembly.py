@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from voicechat.config.loading import Settings
 from voicechat.config.schema import LlmSettings, SttSettings, TtsSettings
+from voicechat.engines import thread_names
 from voicechat.engines.circuit_breaker import CircuitBreaker
 from voicechat.engines.protocols import (
     BatchTranscriber,
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from voicechat.stt.listening import ListeningRules
 
 T = TypeVar("T")
+
+WARM_UP_S = 2  # seconds of audio the STT model decodes once at start (stall limits follow its pace)
 
 # Overrides that select the scripted engines (`run.py --scripted`, `bench sessions`).
 SCRIPTED_ENGINES = {"stt.engine": "scripted", "llm.backend": "scripted", "tts.engine": "scripted"}
@@ -77,8 +80,10 @@ def build_engines(settings: Settings) -> Engines:
 
 
 def _timed(loads: dict[str, float], name: str, build: Callable[[], T], built: list[object]) -> T:
+    """Build one engine, timed, under the OS thread name ``vc-NAME`` (its worker threads inherit it)."""
     started = time.monotonic()
-    engine = build()
+    with thread_names.named_while(f"vc-{name}"):
+        engine = build()
     loads[name] = time.monotonic() - started
     built.append(engine)
     return engine
@@ -97,12 +102,18 @@ def _build_stt(settings: Settings) -> SttScheduler:
         model = FasterWhisperModel(
             resolve_stt_model(settings), device=stt.device, compute_type=stt.compute_type,
             cpu_threads=stt.cpu_threads, num_workers=stt.num_workers,
-            beam_size=stt.beam_size, partial_beam_size=stt.partial_beam_size,
+            beam_size=stt.beam_size, partial_beam_size=stt.partial_beam_size, window=stt.window,
         )
-    return SttScheduler(
+    scheduler = SttScheduler(
         model, workers=stt.num_workers, max_batch=stt.max_batch, call_timeout_s=stt.call_timeout_s,
-        breaker=_breaker("speech recogniser", stt),
+        stall_after_s=stt.stall_after_s or None, breaker=_breaker("speech recogniser", stt),
+        partial_max_load=stt.partial_max_load,
     )
+    if stt.engine != "scripted":  # a real model: its first-call costs now, and its measured pace
+        import numpy as np
+
+        scheduler.warm_up(np.zeros(WARM_UP_S * 16000, np.float32), stt.language or None)
+    return scheduler
 
 
 def _breaker(name: str, section: SttSettings | LlmSettings | TtsSettings) -> CircuitBreaker:
@@ -272,6 +283,7 @@ def pipeline_options(settings: Settings, **overrides: object) -> PipelineOptions
         join_timeout_s=settings.sessions.join_timeout_s,
         llm_call_timeout_s=llm.call_timeout_s,
         tts_call_timeout_s=settings.tts.call_timeout_s,
+        tts_max_ahead_s=settings.tts.max_ahead_s,
     )
     options.update(overrides)
     return PipelineOptions(**options)  # type: ignore[arg-type]

@@ -1,10 +1,12 @@
 """`python run.py selftest`: prove the install works, end to end, in seconds.
 
-Builds the real engines (faster-whisper, llama.cpp, espeak-ng) on the tiny
-random models shipped in the package, speaks an espeak-ng utterance into one
-real session at real-time pace (real VAD and endpointing), and prints how long
-each stage took. The tiny models answer in gibberish, by design: what is tested
-is that every part loads and runs, not what it says. Nothing is downloaded.
+Builds the real engines and speaks one utterance into one real session at
+real-time pace (real VAD and endpointing), then prints how long each stage
+took. The models: the starter set (Whisper tiny.en, SmolLM2-135M, Piper joe)
+when its files are in models/, spoken to in Piper's voice; otherwise (or with
+``--tiny``) the tiny random models shipped in the package with espeak-ng, which
+answer in gibberish by design: then what is tested is that every part loads
+and runs, not what it says. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import argparse
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from voicechat.assembly import build_engines, pipeline_options, session_limits
 from voicechat.audio import AudioFrame
-from voicechat.config.loading import ConfigError, add_config_arguments, load_from_args
+from voicechat.config.loading import ConfigError, Settings, add_config_arguments, load_from_args
 from voicechat.core.events import (
     AssistantTextDelta,
     AudioChunk,
@@ -33,10 +37,40 @@ from voicechat.models.tiny import tiny_gguf_path, tiny_whisper_path
 from voicechat.session.bounded_queue import QueueClosed
 from voicechat.session.manager import SessionManager
 from voicechat.session.pipeline import SpeechPipelineManager
-from voicechat.speech_samples import SpeechSynthesisUnavailable, speech_16k, with_silence
+from voicechat.speech_samples import SpeechSynthesisUnavailable, piper_speech_16k, speech_16k, with_silence
 
 UTTERANCE = "Hello there, can you tell me what the weather is like today?"
 FRAME = 320  # 20 ms at 16 kHz
+
+
+def starter_overrides() -> dict[str, str]:
+    """Config that runs the starter model set (its files must be in models/: ``models download --set starter``)."""
+    from voicechat.models.sets import SETS, STARTER
+
+    return {"models.set": STARTER, "stt.engine": "faster_whisper", "llm.backend": "llama_cpp",
+            **dict(SETS[STARTER].settings)}
+
+
+def choose_models(args: argparse.Namespace, user_sets: list[str], root: Path | None = None) -> tuple[Settings, str]:
+    """The starter set where its files are in ``root``/models (unless --tiny), else the tiny models; and which."""
+    from voicechat.models.store import PROJECT_ROOT, check_models
+
+    if not args.tiny:
+        args.set = [f"{k}={v}" for k, v in starter_overrides().items()] + user_sets
+        settings = load_from_args(args).settings
+        if not check_models(settings, root or PROJECT_ROOT):
+            return settings, "starter"
+    args.set = [f"{k}={v}" for k, v in tiny_overrides().items()] + user_sets
+    return load_from_args(args).settings, "tiny"
+
+
+def _speech(text: str, settings: Settings, models: str) -> np.ndarray:
+    """``text`` in the starter set's Piper voice (Whisper hears it well), or espeak-ng's."""
+    if models == "starter" and settings.tts.engine == "piper":
+        from voicechat.models.store import PROJECT_ROOT
+
+        return piper_speech_16k([text], settings.tts.voice, PROJECT_ROOT / settings.tts.piper_voice_dir)[0]
+    return speech_16k(text)
 
 
 def tiny_overrides() -> dict[str, str]:
@@ -70,8 +104,6 @@ class Observed:
     done: threading.Event = field(default_factory=threading.Event)
 
     def read(self, pipeline: SpeechPipelineManager) -> None:
-        import numpy as np
-
         while True:
             try:
                 event = pipeline.outbox.get()
@@ -104,11 +136,12 @@ def run(argv: list[str], console: Console) -> int:
     add_config_arguments(parser)
     parser.add_argument("--utterance", default=UTTERANCE, help="what the simulated user says")
     parser.add_argument("--timeout", type=float, default=25.0, help="seconds to wait for the reply")
+    parser.add_argument("--tiny", action="store_true", help="the shipped tiny random models even where the starter "
+                        "set is present")
     args = parser.parse_args(argv)
-    args.set = [f"{k}={v}" for k, v in tiny_overrides().items()] + list(args.set or [])
     try:
-        settings = load_from_args(args).settings
-        audio = with_silence(speech_16k(args.utterance), 0.3, settings.vad.post_speech_silence_s + 0.8)
+        settings, models = choose_models(args, list(args.set or []))
+        audio = with_silence(_speech(args.utterance, settings, models), 0.3, settings.vad.post_speech_silence_s + 0.8)
     except (ConfigError, SpeechSynthesisUnavailable) as exc:
         console.print(f"[red]selftest: {exc}[/red]")
         return 2
@@ -135,7 +168,7 @@ def run(argv: list[str], console: Console) -> int:
         manager.shutdown()
         engines.close()
     total_s = time.monotonic() - started
-    _report(console, observed, engines.extra.get("load_s", {}), load_s, total_s)
+    _report(console, observed, engines.extra.get("load_s", {}), load_s, total_s, models, args.utterance)
     problems = _problems(observed)
     for problem in problems:
         console.print(f"[red]FAIL[/red] {problem}")
@@ -157,8 +190,11 @@ def _problems(o: Observed) -> list[str]:
     return problems
 
 
-def _report(console: Console, o: Observed, loads: object, load_s: float, total_s: float) -> None:
-    table = Table(title="voicechat selftest (tiny random models: the words are gibberish by design)")
+def _report(console: Console, o: Observed, loads: object, load_s: float, total_s: float, models: str,
+            said: str) -> None:
+    title = ("voicechat selftest (the starter models)" if models == "starter"
+             else "voicechat selftest (tiny random models: the words are gibberish by design)")
+    table = Table(title=title)
     table.add_column("stage")
     table.add_column("ms", justify="right")
     table.add_column("detail")
@@ -168,7 +204,8 @@ def _report(console: Console, o: Observed, loads: object, load_s: float, total_s
     table.add_row("load engines (total)", f"{load_s * 1000:.0f}", "")
     m = o.metrics
     steps = [
-        ("end of speech -> final transcript", "speech_end", "transcript_final", f"{o.partials} partials, {o.final!r}"),
+        ("end of speech -> final transcript", "speech_end", "transcript_final",
+         f"{o.partials} partials, {o.final!r}" + (f" ({_heard(said, o.final)})" if models == "starter" else "")),
         ("final transcript -> first LLM token", "transcript_final", "first_token", ""),
         ("first token -> first sentence", "first_token", "first_sentence", f"reply {o.reply[:60]!r}"),
         ("first sentence -> first audio", "first_sentence", "first_audio",
@@ -180,6 +217,13 @@ def _report(console: Console, o: Observed, loads: object, load_s: float, total_s
         table.add_row(label, "-" if ms is None else f"{ms:.0f}", detail)
     table.add_row("whole selftest", f"{total_s * 1000:.0f}", "")
     console.print(table)
+
+
+def _heard(said: str, heard: str) -> str:
+    from voicechat.bench.accuracy import normalise, word_errors
+
+    ref = normalise(said)
+    return f"{word_errors(ref, normalise(heard))} of {len(ref)} words wrong"
 
 
 def main(argv: list[str]) -> int:

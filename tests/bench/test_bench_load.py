@@ -103,3 +103,23 @@ def test_small_load_run_is_correct(tmp_path) -> None:
     png = tmp_path / "load.png"
     plot({**result, "sweep": [result, {**result, "sessions": 8}], "capacity": 8}, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_transcripts_are_scored_after_normalising_what_whisper_writes_differently() -> None:
+    from voicechat.bench.accuracy import accuracy, normalise, word_errors
+
+    assert normalise("Set a timer for twelve minutes.") == normalise("set a timer for 12 minutes")
+    assert normalise("It's twenty-one, not forty") == ["it's", "21", "not", "40"]
+    assert word_errors(["a", "b", "c"], ["a", "x", "c", "d"]) == 2  # one substitution, one insertion
+    scored = accuracy([("How many legs does a spider have?", "How many legs does the spider have?"),
+                       ("Where do penguins live?", "Where do penguins live")])
+    assert scored.as_dict() == {"transcripts": 2, "exact": 1, "wer_percent": round(100 * 1 / 11, 1)}
+
+
+def test_cpu_is_split_by_thread_group_and_what_ended_is_counted_apart() -> None:
+    from voicechat.bench.load_stats import cpu_by_group
+
+    before = {1: ("vc-stt", 10.0), 2: ("tts-pool-0", 1.0), 3: ("ses-vad", 0.5)}
+    after = {1: ("vc-stt", 14.0), 2: ("tts-pool-0", 2.0), 4: ("tts-pool-1", 1.0)}  # 3 ended, 4 is new
+    assert cpu_by_group(before, after, process_cpu_s=7.0, wall_s=10.0) == {
+        "vc-stt": 40.0, "tts-pool-": 20.0, "ended threads": 10.0}

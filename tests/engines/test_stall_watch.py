@@ -22,10 +22,19 @@ def test_stall_limit_adapts_to_recent_call_times_within_bounds() -> None:
     assert stall_limit([], 10.0) == 2.5  # no history yet: a quarter of the timeout
     assert stall_limit([], 1.0) == STALL_FLOOR_S
     assert stall_limit([0.1] * 20, 10.0) == STALL_FLOOR_S  # fast engine: the floor
-    assert stall_limit([0.4] * 17 + [0.8, 0.8, 5.0], 10.0) == 3.0 * 0.8  # 90th percentile: one outlier ignored
+    assert stall_limit([0.4] * 17 + [0.8, 0.8, 5.0], 10.0) == 4.0 * 0.8  # 90th percentile: one outlier ignored
     assert stall_limit([4.0] * 20, 10.0) == 5.0  # slow engine: at most half the timeout
     assert stall_limit([0.1] * 20, 10.0, fixed_s=0.2) == 0.2
-    assert stall_limit([0.3] * 20, 10.0, size=4) == pytest.approx(3.0 * 0.3 * 4)  # a batch of four
+    assert stall_limit([0.3] * 20, 10.0, size=4) == pytest.approx(4.0 * 0.3 * 4)  # a batch of four
+
+
+def test_stall_limit_never_assumes_the_model_faster_than_its_measured_pace() -> None:
+    # A warm-up measured 0.6 s for one utterance: that is the pace before any history...
+    assert stall_limit([], 10.0, baseline_s=0.6) == pytest.approx(4.0 * 0.6)
+    # ... and the least it is taken to be: items decoded eight at a time cost 0.1 s each, one alone does not.
+    assert stall_limit([0.1] * 20, 10.0, baseline_s=0.6) == pytest.approx(4.0 * 0.6)
+    assert stall_limit([0.9] * 20, 10.0, baseline_s=0.6) == pytest.approx(4.0 * 0.9)  # slower under load: followed
+    assert stall_limit([], 1.0, baseline_s=0.6) == 0.5  # still at most half the timeout
 
 
 def half(_call: Call) -> float:

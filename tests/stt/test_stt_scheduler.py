@@ -90,6 +90,7 @@ def test_a_partial_flood_delays_another_sessions_final_by_at_most_one_job(model_
     scheduler.close()
     assert got == ["p0", "p49"]
     assert scheduler.stats.partials_dropped >= 1
+    assert scheduler.stats.finals_behind_partial == 1 and scheduler.stats.final_wait_s > 0  # it waited for p0
     assert model.started.empty()
 
 
@@ -109,6 +110,54 @@ def test_finals_waiting_together_are_decoded_in_one_batch(model_and_scheduler) -
         t.join(WAIT)
     assert results == {f"s{i}": f"t{i}" for i in range(5)}
     assert scheduler.stats.batch_sizes[4] == 1
+
+
+def test_partials_waiting_while_the_model_is_loaded_are_shed_and_finals_still_run() -> None:
+    model = GatedModel()
+    # Any busy time at all is "too loaded" here, so the decision does not depend on how long a batch took.
+    scheduler = SttScheduler(model, partial_max_load=1e-9)
+    try:
+        results: dict[str, object] = {}
+        got: list[str] = []
+        waiter = final_in_thread(scheduler, "a", "final", results)
+        assert model.next_batch() == [("a", True, "final")]
+        scheduler.request_partial("b", tagged("p"), got.append)  # queued while the final decodes
+        model.permits.release()
+        waiter.join(WAIT)
+        assert results["a"] == "final"
+        _wait_until(lambda: scheduler.stats.partials_shed == 1)
+        assert scheduler.queued == 0 and got == [] and model.started.empty()
+        final_in_thread(scheduler, "b", "later", results)  # a final is never shed
+        assert model.next_batch() == [("b", True, "later")]
+        model.permits.release()
+    finally:
+        scheduler.close()
+
+
+class TimedModel:
+    """Answers at once; counts its calls by kind."""
+
+    def __init__(self) -> None:
+        self.calls: list[bool] = []
+
+    def transcribe_batch(self, inputs: Sequence[SpeechInput]) -> list[str]:
+        self.calls += [i.final for i in inputs]
+        return ["" for _ in inputs]
+
+
+def test_warm_up_measures_each_kind_and_the_stall_limits_follow_it() -> None:
+    from voicechat.engines.stall_watch import stall_limit
+
+    model = TimedModel()
+    scheduler = SttScheduler(model, call_timeout_s=10.0)
+    try:
+        assert scheduler.stall_after_s(final=True) == 2.5  # nothing measured: a quarter of the timeout
+        measured = scheduler.warm_up(np.zeros(16000, np.float32), "en")
+        assert model.calls == [True, False] and set(measured) == {True, False}
+        for final in (True, False):
+            assert scheduler.stall_after_s(final=final) == stall_limit([], 10.0, baseline_s=measured[final])
+    finally:
+        scheduler.close()
 
 
 def test_a_failing_batch_errors_its_callers_and_the_scheduler_goes_on() -> None:

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from voicechat.stt.partial_stabilizer import PartialStabilizer
-from voicechat.stt.scheduling import Job, SttSchedule
+from voicechat.stt.scheduling import BusyMeter, Job, SttSchedule, partials_may_run
 from voicechat.stt.utterance_buffer import UtteranceBuffer
 
 
@@ -130,6 +130,35 @@ def test_stable_text_only_grows(hypotheses) -> None:
         previous = out.stable
 
 
+# -- partials only from spare time ---------------------------------------------------------------
+def test_the_busy_meter_measures_the_share_of_the_recent_window() -> None:
+    meter = BusyMeter(window_s=2.0)
+    assert meter.load(now=10.0) == 0.0
+    meter.begin(10.0)
+    assert meter.load(now=10.5) == pytest.approx(0.25)  # running for 0.5 s of the last 2
+    meter.begin(10.2)  # a spare worker overlaps: busy time counts once
+    meter.end(10.6)
+    meter.end(11.0)
+    assert meter.load(now=11.0) == pytest.approx(0.5)
+    assert meter.load(now=12.5) == pytest.approx(0.25)  # only 11.0 - 10.5 is still in the window
+    assert meter.load(now=13.0) == 0.0  # all of it out of the window
+
+
+def test_partials_run_only_below_the_load_limit() -> None:
+    assert partials_may_run(0.49, 0.5)
+    assert not partials_may_run(0.5, 0.5)
+    assert partials_may_run(1.0, None)  # no limit: partials whenever the model is free
+
+
+def test_a_saturated_model_drops_its_waiting_partials_but_never_finals() -> None:
+    schedule: SttSchedule[str] = SttSchedule()
+    for j in (job("a", False), job("b", False), job("c", True)):
+        schedule.submit(j)
+    assert [j.payload for j in schedule.drop_partials()] == ["a-P", "b-P"]
+    assert schedule.finals_waiting == 1 and [j.payload for j in schedule.next_batch()] == ["c-F"]
+    assert len(schedule) == 0
+
+
 # -- UtteranceBuffer ---------------------------------------------------------------------------
 def pcm(seconds: float, value: int = 1000) -> bytes:
     return np.full(int(seconds * 16000), value, np.int16).tobytes()
@@ -149,6 +178,16 @@ def test_partials_are_due_every_interval_of_speech_with_the_pre_roll() -> None:
     assert len(snapshots[-1]) > len(first)
     buf.stop()
     assert buf.add(pcm(0.5)) is None
+
+
+def test_no_partial_is_asked_for_while_the_user_is_silent() -> None:
+    buf = UtteranceBuffer(pre_roll_s=0, interval_s=0.3, min_s=0.3)
+    buf.start()
+    assert [d for d in (buf.add(pcm(0.02)) for _ in range(15)) if d is not None] != []  # 0.3 s of speech
+    pause = [buf.add(pcm(0.02, 0), silent=True) for _ in range(30)]  # 0.6 s: the turn may be ending
+    assert pause == [None] * 30
+    due = [d for d in (buf.add(pcm(0.02)) for _ in range(15)) if d is not None]  # the user goes on
+    assert len(due) == 1 and len(due[0]) == int(1.2 * 16000)  # the pause is kept in the audio
 
 
 def test_utterance_counter_tells_old_results_apart() -> None:

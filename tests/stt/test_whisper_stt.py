@@ -16,7 +16,7 @@ from voicechat.engines.scripted.tts import ScriptedTTS
 from voicechat.models.tiny import tiny_whisper_path
 from voicechat.stt.realtimestt_recognizer import RealtimeSTTRecognizer
 from voicechat.stt.scheduler import SttScheduler
-from voicechat.stt.whisper_model import FasterWhisperModel, compute_type_for
+from voicechat.stt.whisper_model import FasterWhisperModel
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,48 @@ def test_batched_finals_give_the_same_texts_as_one_by_one(whisper) -> None:
     alone = [whisper.transcribe_batch([item])[0] for item in batch]
     assert together == alone
     assert len(set(together)) > 1, "different audio should not all decode to the same text"
+
+
+def test_short_windows_keep_batched_and_one_by_one_texts_equal() -> None:
+    model = FasterWhisperModel(str(tiny_whisper_path()), device="cpu", compute_type="float32", window="utterance")
+    long = SpeechInput("long", np.concatenate([inputs(SENTENCES[:1])[0].audio, np.zeros(16000 * 5, np.float32)]),
+                       True, "en")  # over 5 s: a window of its own
+    batch = [*inputs(SENTENCES[:3]), long]
+    together = model.transcribe_batch(batch)
+    assert together == [model.transcribe_batch([item])[0] for item in batch]
+
+
+def test_the_encoder_window_is_whole_buckets_of_the_utterance_and_loops_are_cut() -> None:
+    from voicechat.stt.whisper_window import trim_repetition, window_frames
+
+    assert [window_frames(n, "utterance") for n in (120, 500, 501, 2900, 4000)] == [500, 500, 1000, 3000, 3000]
+    assert window_frames(120, "full") == 3000
+    assert trim_repetition([5, 6, 7, 8, 9, 5, 6, 7, 8, 9, 5]) == [5, 6, 7, 8, 9]  # the text starts again
+    assert trim_repetition([5, 6, 7, 1, 2, 1, 2, 1, 2]) == [5, 6, 7, 1, 2]  # its end loops
+    assert trim_repetition([5, 6, 7, 5, 6, 8, 8]) == [5, 6, 7, 5, 6, 8, 8]  # no repetition to cut
+
+
+def test_decoding_stops_at_a_token_budget_that_follows_the_longest_audio() -> None:
+    from voicechat.stt.whisper_model import token_budget
+
+    model = FasterWhisperModel(str(tiny_whisper_path()), device="cpu", compute_type="float32")
+    ct2 = model.model.model
+    asked: list[int] = []
+
+    class Recording:  # the CTranslate2 model, with generate's max_length noted
+        def __getattr__(self, name: str) -> object:
+            return getattr(ct2, name)
+
+        def generate(self, *args: object, **kwargs: object) -> object:
+            asked.append(int(kwargs["max_length"]))  # type: ignore[call-overload]
+            return ct2.generate(*args, **kwargs)
+
+    model.model.model = Recording()
+    short, long = np.zeros(16000, np.float32), np.zeros(16000 * 4, np.float32)
+    model.transcribe_batch([SpeechInput("a", short + 0.01, True, "en"), SpeechInput("b", long + 0.01, True, "en")])
+    prompt = len(model.model.get_prompt(model._tokenizer("en"), [], without_timestamps=True))
+    assert asked == [prompt + token_budget(4.0)]
+    assert token_budget(1.0) < token_budget(4.0) < 448  # a loop never runs to Whisper's own limit
 
 
 def test_partials_decode_greedily_and_silence_gives_no_words(whisper) -> None:
@@ -97,11 +139,3 @@ def test_four_concurrent_sessions_transcribe_through_the_scheduler(whisper, make
         assert whisper.transcribe_batch([SpeechInput(s.id, audio, True, "en")]) == [text]
         partials[s.id].wait_for(count(PartialTranscript), timeout=10)
     assert stt.stats.finals == 4
-
-
-@pytest.mark.parametrize(("device", "asked", "cuda", "used"), [
-    ("auto", "default", 0, "int8"), ("cpu", "default", 2, "int8"), ("auto", "default", 1, "default"),
-    ("cuda", "default", 1, "default"), ("auto", "float32", 0, "float32"),
-])
-def test_default_compute_type_is_int8_on_a_cpu(device, asked, cuda, used):
-    assert compute_type_for(device, asked, cuda_devices=cuda) == used

@@ -2,12 +2,18 @@
 
 Starts `run.py` on loopback in its own process (the same code path as
 `serve`), then N simulated browsers speak the WebSocket protocol to it: each
-streams distinct espeak-ng speech at real-time pace in 20 ms frames with an
-open microphone, for several turns, interrupting some replies on purpose.
+streams distinct speech at real-time pace in 20 ms frames with an open
+microphone, for several turns, interrupting some replies on purpose.
 Reports v2v, overhead and barge-in latency (definitions in load_stats.py),
-dropped frames, queue evictions, the server's CPU, memory per session and
-threads; ``--churn`` adds connect/speak/leave cycles and reports what they left
-behind. Several ``--sessions`` values (``10,30,50``) give the capacity curve.
+transcript accuracy, dropped frames, queue evictions, the server's CPU (per
+thread group), memory per session and threads; ``--churn`` adds
+connect/speak/leave cycles and reports what they left behind. Several
+``--sessions`` values (``10,30,50``) give the capacity curve.
+
+Engines: ``scripted`` (test doubles, the framework's own cost: espeak-ng sentences),
+``tiny`` (the shipped random models), ``starter`` (the real starter model set,
+``models.set = starter``; the users ask questions in Piper's joe voice, which the
+real Whisper can transcribe).
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ from pathlib import Path
 import psutil
 
 from voicechat.bench.load_client import ClientResult, MicrophoneBank, SimulatedUser, Utterance, utterance
-from voicechat.bench.load_server import BenchServer, evictions
-from voicechat.bench.load_stats import Delays, capacity, summarise_turns
-from voicechat.speech_samples import SAMPLE_SENTENCES, speech_16k
+from voicechat.bench.load_server import ROOT, BenchServer, evictions
+from voicechat.bench.load_stats import Delays, capacity, cpu_by_group, summarise_turns
+from voicechat.speech_samples import SAMPLE_QUESTIONS, SAMPLE_SENTENCES, piper_speech_16k, speech_16k
 
 CHURN_PARALLEL = 10
+# Real models serve a burst of ten users ending their turns together with timeouts: warm them with two.
+WARM_PARALLEL_REAL = 2
 # Users start over this many seconds (about one turn), so that their turns do not all end in step.
 START_SPREAD_S = 4.0
 SAMPLES = ("v2v_samples_ms", "barge_in_samples_ms", "turn_samples")  # per-turn data: in --json, not printed
@@ -61,6 +69,8 @@ class LoadPlan:
                 "stt.scripted_delay_s": str(self.stt_delay_s), "llm.scripted_first_token_s": str(self.llm_delay_s),
                 "tts.scripted_first_chunk_s": str(self.tts_delay_s),
             }
+        elif self.engines == "starter":
+            settings["models.set"] = "starter"
         else:
             from voicechat.selftest import tiny_overrides
 
@@ -75,9 +85,14 @@ class LoadPlan:
         return Delays(self.silence_s, self.stt_delay_s, self.llm_delay_s, self.tts_delay_s)
 
 
-def script(gains: int = 4) -> list[Utterance]:
-    """The 20 sample sentences at a few levels: sessions get distinct audio, the scripted STT still knows it."""
-    speech = {text: speech_16k(text) for text in SAMPLE_SENTENCES}
+def script(engines: str = "scripted", gains: int = 4) -> list[Utterance]:
+    """What the users say, at a few levels: the 20 espeak-ng sample sentences (the scripted STT knows them),
+    or for real models the sample questions in the starter set's Piper voice."""
+    if engines == "starter":
+        speech = dict(zip(SAMPLE_QUESTIONS, piper_speech_16k(SAMPLE_QUESTIONS, voice_dir=ROOT / "models/piper"),
+                          strict=True))
+    else:
+        speech = {text: speech_16k(text) for text in SAMPLE_SENTENCES}
     return [utterance(text, pcm, 1.0 - 0.12 * (i % gains)) for i, (text, pcm) in enumerate(speech.items())]
 
 
@@ -97,21 +112,39 @@ async def _load_phase(server: BenchServer, plan: LoadPlan, n: int, speech: list[
     await asyncio.wait_for(asyncio.gather(*(e.wait() for e in connected)), 120)
     loaded_rss = server.rss_mb()
     me = psutil.Process()
+    threads0, stt0 = server.thread_cpu(), stt_work(server.metrics())
     cpu0, mine0, wall0 = server.cpu_seconds(), sum(me.cpu_times()[:2]), time.monotonic()
     bank_task = asyncio.create_task(bank.run())
     go.set()
     results: list[ClientResult] = await asyncio.gather(*tasks)
     wall = time.monotonic() - wall0
+    server_cpu_s, threads1, stt1 = server.cpu_seconds() - cpu0, server.thread_cpu(), stt_work(server.metrics())
     bank_task.cancel()
     await asyncio.gather(bank_task, return_exceptions=True)
     return {
         "results": results, "rss_loaded": max(loaded_rss, server.rss_mb()), "late_ticks": bank.late_ticks,
-        "cpu": (server.cpu_seconds() - cpu0) / wall * 100, "client_cpu": (sum(me.cpu_times()[:2]) - mine0) / wall * 100,
+        "cpu": server_cpu_s / wall * 100, "client_cpu": (sum(me.cpu_times()[:2]) - mine0) / wall * 100,
+        "cpu_by_thread": cpu_by_group(threads0, threads1, server_cpu_s, wall),
+        "stt_work": {key: round(stt1.get(key, 0) - stt0.get(key, 0), 2) for key in stt1},
     }
 
 
-async def _churn(server: BenchServer, cycles: int, speech: list[Utterance]) -> list[str]:
-    """``cycles`` times: connect, speak, leave as soon as the reply starts; ``CHURN_PARALLEL`` at once."""
+def stt_work(metrics: dict[str, float]) -> dict[str, float]:
+    """The STT scheduler's counters from a /metrics scrape: transcripts and busy seconds by kind, drops, stalls."""
+    found = {}
+    for kind in ("final", "partial"):
+        found[f"{kind}s"] = metrics.get(f"voicechat_stt_transcripts_total{{kind={kind}}}", 0.0)
+        found[f"{kind}_busy_s"] = metrics.get(f"voicechat_stt_busy_seconds_total{{kind={kind}}}", 0.0)
+    found["partials_dropped"] = metrics.get("voicechat_stt_partials_dropped_total", 0.0)
+    found["stalls"] = metrics.get("voicechat_stt_stalls_total", 0.0)
+    found["final_wait_s"] = metrics.get("voicechat_stt_final_wait_seconds_total", 0.0)
+    found["finals_behind_partial"] = metrics.get("voicechat_stt_finals_behind_partial_total", 0.0)
+    return found
+
+
+async def _churn(server: BenchServer, cycles: int, speech: list[Utterance],
+                 parallel: int = CHURN_PARALLEL) -> list[str]:
+    """``cycles`` times: connect, speak, leave as soon as the reply starts; ``parallel`` at once."""
     errors: list[str] = []
     counter = iter(range(cycles))
 
@@ -121,7 +154,7 @@ async def _churn(server: BenchServer, cycles: int, speech: list[Utterance]) -> l
                                  check_text=False)
             errors.extend((await user.run()).errors)
 
-    await asyncio.gather(*(cycler() for _ in range(min(CHURN_PARALLEL, cycles))))
+    await asyncio.gather(*(cycler() for _ in range(min(parallel, cycles))))
     return errors
 
 
@@ -132,7 +165,8 @@ def run_one(plan: LoadPlan, n: int, churn: int, speech: list[Utterance]) -> dict
     ) as server:
         # Imports, first-use costs and the server's bounded worker pools are not per session: one
         # round of parallel sessions first, then the baseline.
-        warm_errors = asyncio.run(_churn(server, CHURN_PARALLEL, speech))
+        warm = CHURN_PARALLEL if plan.engines == "scripted" else WARM_PARALLEL_REAL
+        warm_errors = asyncio.run(_churn(server, warm, speech, warm))
         server.wait_sessions(0)
         threads_before, native_before = server.settled_threads(), server.threads()
         rss_before, metrics0 = server.rss_mb(), server.metrics()
@@ -165,6 +199,9 @@ def run_one(plan: LoadPlan, n: int, churn: int, speech: list[Utterance]) -> dict
         "dropped_frames": evicted.get("capture", 0) + rate_dropped + sum(r.audio_gaps for r in results),
         "evicted_items": sum(evicted.values()),
         "server_cpu_percent": round(float(phase["cpu"]), 1),  # type: ignore[arg-type]
+        "accuracy": summary["accuracy"],
+        "cpu_by_thread_percent": phase["cpu_by_thread"],
+        "stt_work": phase["stt_work"],
         "rss_mb_before": round(rss_before, 1),
         "rss_mb_after": round(rss_after, 1),
         "rss_mb_per_session": round((float(phase["rss_loaded"]) - rss_before) / n, 2),  # type: ignore[arg-type]
@@ -209,7 +246,7 @@ def run(plan: LoadPlan, sessions: list[int], churn: int, frontends: list[str] | 
     With several front ends, each N runs on each of them in turn (alternating, so that they see the
     same machine state) and the result holds one such report per front end under "frontends".
     """
-    speech = script()
+    speech = script(plan.engines)
     frontends = frontends or [plan.frontend]
     runs: dict[str, list[dict[str, object]]] = {fe: [] for fe in frontends}
     for i, n in enumerate(sessions):
@@ -248,7 +285,8 @@ def _frontends(text: str) -> list[str]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="run.py bench load", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--engines", choices=["scripted", "tiny"], default="scripted")
+    parser.add_argument("--engines", choices=["scripted", "tiny", "starter"], default="scripted",
+                        help="scripted test doubles, the shipped tiny random models, or the real starter set")
     parser.add_argument("--sessions", type=_sessions, default=[30], help="N, or N1,N2,... for the capacity curve")
     parser.add_argument("--seconds", type=float, default=20.0, help="clients start new turns for this long")
     parser.add_argument("--turns", type=int, default=3, help="turns each client speaks at least")

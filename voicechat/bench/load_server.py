@@ -123,6 +123,18 @@ class BenchServer:
         times = self.process.cpu_times()
         return times.user + times.system
 
+    def thread_cpu(self) -> dict[int, tuple[str, float]]:
+        """The server's live threads: OS thread id -> (OS name, CPU seconds). Names: ``engines/thread_names.py``."""
+        assert self.process is not None
+        found: dict[int, tuple[str, float]] = {}
+        for thread in self.process.threads():
+            try:
+                name = Path(f"/proc/{self.process.pid}/task/{thread.id}/comm").read_text().strip()
+            except OSError:
+                continue  # ended meanwhile
+            found[thread.id] = (name, thread.user_time + thread.system_time)
+        return found
+
     def get(self, path: str, timeout: float = 10.0) -> bytes:
         with urllib.request.urlopen(self.http_url + path.lstrip("/"), timeout=timeout) as response:
             return response.read()

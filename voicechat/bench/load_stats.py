@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from voicechat.bench import percentile
+from voicechat.bench.accuracy import accuracy
 
 # Server stamps in turn order (see TurnMetrics in docs/protocol.md).
 STAMP_ORDER = ("speech_end", "transcript_final", "first_token", "first_sentence", "first_audio")
@@ -103,6 +104,7 @@ def summarise_turns(turns: Iterable[TurnRecord], delays: Delays) -> dict[str, ob
         "v2v_ms": quantiles(v2v),
         "overhead_ms": quantiles([ms - delays.total_ms for ms in v2v]),
         "barge_in_ms": quantiles(barge),
+        "accuracy": accuracy((t.sentence, t.transcript) for t in turns if t.transcript is not None).as_dict(),
         "barge_ins": len(barge),
         # The framework without the VAD's decision: the server's end-of-speech stamp to the audio received.
         "server_path_ms": quantiles([(t.first_audio - t.stamps["speech_end"]) * 1000 for t in turns
@@ -114,6 +116,24 @@ def summarise_turns(turns: Iterable[TurnRecord], delays: Delays) -> dict[str, ob
         "breakdown_ms_p50": {name: quantiles(values)["p50"] for name, values in stages.items()},
         "breakdown_ms_p95": {name: quantiles(values)["p95"] for name, values in stages.items()},
     }
+
+
+def cpu_by_group(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], process_cpu_s: float, wall_s: float
+) -> dict[str, float]:
+    """Percent of one core per thread group over a phase, from two per-thread snapshots (tid -> (name, s)).
+
+    A group is the thread's OS name up to its first digit or the end ("tts-pool-3" -> "tts-pool-").
+    Threads that ended during the phase took their CPU time with them: ``process_cpu_s`` (the whole
+    process's CPU seconds over the phase) minus the live threads' is reported as ``ended threads``.
+    """
+    groups: dict[str, float] = {}
+    for tid, (name, seconds) in after.items():
+        group = name.rstrip("0123456789") or name
+        groups[group] = groups.get(group, 0.0) + seconds - before.get(tid, (name, 0.0))[1]
+    groups["ended threads"] = max(0.0, process_cpu_s - sum(groups.values()))
+    return {name: round(100 * s / wall_s, 1) for name, s in sorted(groups.items(), key=lambda kv: -kv[1])
+            if round(100 * s / wall_s, 1) > 0}
 
 
 def capacity(runs: Sequence[dict[str, object]], overhead_p95_ms: float = 80.0) -> int | None:

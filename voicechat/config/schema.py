@@ -97,10 +97,11 @@ class SttSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where STT runs; auto picks CUDA when available"
     )
-    compute_type: str = Field(
-        "default",
-        description="CTranslate2 compute type (int8, float16, ...); default = int8 on a CPU, the model's own on a GPU",
-    )
+    compute_type: str = Field("auto", description="CTranslate2 compute type (int8, float16, ...); auto = the "
+                              "fastest the device supports (int8 on a CPU); default = the model's own")
+    window: Literal["utterance", "full"] = Field("utterance", description="What Whisper's encoder sees: the "
+                                                 "utterance padded to whole 5 s (several times less work on a CPU, "
+                                                 "word errors within about a point) or Whisper's 30 s window")
     cpu_threads: int = Field(0, ge=0, description="CPU threads for STT; 0 = automatic")
     num_workers: int = Field(1, ge=1, le=16, description="Transcriptions that may run in parallel")
     language: str = Field("en", description="Spoken language code; empty = detect")
@@ -108,6 +109,9 @@ class SttSettings(_Section):
     partial_interval_s: float = Field(
         0.3, ge=0.05, le=5, description="Seconds of new speech between interim transcripts"
     )
+    partial_max_load: float = Field(0.5, gt=0, le=1, description="Interim transcripts run only while the shared "
+                                    "model was busy less than this share of the last 2 s (the rest is kept for "
+                                    "final transcripts); 1 = whenever it is free")
     beam_size: int = Field(5, ge=1, le=16, description="Beam size for final transcripts")
     partial_beam_size: int = Field(1, ge=1, le=16, description="Beam size for interim transcripts (1 = greedy)")
     max_batch: int = Field(
@@ -118,6 +122,9 @@ class SttSettings(_Section):
         description="Longest wait in seconds for a final transcript; a call that takes longer ends its turn "
         "with an error and counts as a failure of the engine",
     )
+    stall_after_s: float = Field(0.0, ge=0, le=600, description="Seconds a transcription may run before a spare "
+                                 "worker takes the queue; 0 = adaptive (a few times the model's measured time, "
+                                 "finals and interim transcripts apart)")
     breaker_failures: int = Field(
         5, ge=1, le=1000, description="Failed or timed-out transcriptions within breaker_window_s that open the circuit"
     )
@@ -248,6 +255,9 @@ class TtsSettings(_Section):
     chunk_ms: int = Field(
         20, ge=5, le=200, description="Length of one synthesized audio chunk in ms; abort takes effect within one"
     )
+    max_ahead_s: float = Field(2.0, ge=0, le=600, description="A reply's next sentence is synthesized only once "
+                               "less than this many seconds of its audio are left to play (spares the shared CPU, "
+                               "and work an interruption would waste); 0 = no limit")
     piper_voice_dir: str = Field(
         "models/piper", description="Directory of Piper voices (NAME.onnx + NAME.onnx.json) for tts.engine = piper"
     )

@@ -6,7 +6,11 @@ as available (the owner starts a spare so the queue moves on), after the
 *timeout* its callers get an error and the worker thread is given up on. The
 stall limit adapts to the engine: a few times its recent typical time per item,
 times the call's items (a batch of four may take four times one), so a slow
-model is not taken for a hung one and a fast one is not waited on long.
+model is not taken for a hung one and a fast one is not waited on long. The
+owner keeps one history per kind of call (an STT final is not judged by the
+pace of cheaper partials) and may pass the model's measured time for a single
+item (``baseline_s``, from a warm-up call): the typical time is never taken
+below it, because items decoded in a batch cost less each than one alone.
 
 No threads or clocks here: the owner passes ``now`` and acts on the result.
 """
@@ -18,7 +22,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 STALL_FLOOR_S = 0.5  # an adaptive stall limit is never shorter than this
-STALL_FACTOR = 3.0  # ... and otherwise this many times the 90th percentile of recent times per item
+# ... and otherwise this many times the 90th percentile of recent times per item: a CPU shared by the
+# STT, the LLM and the TTS gives each a third of it under load, so a merely slow call can take 3x its pace.
+STALL_FACTOR = 4.0
 MIN_SAMPLES = 5  # fewer recent calls than this: a quarter of the timeout
 
 
@@ -34,18 +40,25 @@ class Watched(Protocol):
 
 
 def stall_limit(
-    recent_per_item_s: Sequence[float], timeout_s: float | None, fixed_s: float | None = None, size: int = 1
+    recent_per_item_s: Sequence[float], timeout_s: float | None, fixed_s: float | None = None, size: int = 1,
+    baseline_s: float | None = None,
 ) -> float | None:
-    """Seconds a call of ``size`` items may run before it counts as stalled (None: never)."""
+    """Seconds a call of ``size`` items may run before it counts as stalled (None: never).
+
+    ``recent_per_item_s``: recent calls of the same kind, seconds per item; ``baseline_s``: one item's
+    measured time (a warm-up call), the least the typical time is taken to be."""
     if fixed_s is not None:
         return fixed_s
     if timeout_s is None:
         return None
-    if len(recent_per_item_s) < MIN_SAMPLES:
+    if len(recent_per_item_s) >= MIN_SAMPLES:
+        ordered = sorted(recent_per_item_s)
+        typical = max(ordered[int(0.9 * (len(ordered) - 1))], baseline_s or 0.0)
+    elif baseline_s is not None:
+        typical = baseline_s
+    else:
         return max(STALL_FLOOR_S, timeout_s / 4)
-    ordered = sorted(recent_per_item_s)
-    typical = STALL_FACTOR * ordered[int(0.9 * (len(ordered) - 1))] * max(1, size)
-    return min(timeout_s / 2, max(STALL_FLOOR_S, typical))
+    return min(timeout_s / 2, max(STALL_FLOOR_S, STALL_FACTOR * typical * max(1, size)))
 
 
 @dataclass

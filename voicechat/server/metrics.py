@@ -23,6 +23,7 @@ from voicechat.engines.protocols import Engines
 from voicechat.engines.stuck_calls import STUCK_CALLS
 from voicechat.server.protocol import turn_latencies_ms
 from voicechat.session.manager import SessionManager
+from voicechat.stt.scheduler import SttStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
@@ -90,8 +91,34 @@ class _LiveCollector(Collector):
                                   value=stuck.stuck_total)
         yield CounterMetricFamily("voicechat_engine_calls_recovered", "Stuck engine calls that ended later",
                                   value=stuck.recovered_total)
+        yield from _stt_metrics(self.manager.engines.transcriber)
         yield from _memory_metrics(snap.get("memory"))
         yield from _conversation_metrics(snap.get("conversations"))
+
+
+def _stt_metrics(transcriber: object) -> Iterator[CounterMetricFamily]:
+    """The shared STT scheduler's work by kind: transcripts, seconds busy, partials dropped, stalls."""
+    stats = getattr(transcriber, "stats", None)
+    if not isinstance(stats, SttStats):
+        return
+    done = CounterMetricFamily("voicechat_stt_transcripts", "Transcripts decoded, final or partial", labels=["kind"])
+    busy = CounterMetricFamily("voicechat_stt_busy_seconds", "Seconds the STT model spent on batches, by kind",
+                               labels=["kind"])
+    for kind, n, seconds in (("final", stats.finals, stats.busy_final_s),
+                             ("partial", stats.partials, stats.busy_partial_s)):
+        done.add_metric([kind], n)
+        busy.add_metric([kind], seconds)
+    yield done
+    yield busy
+    yield CounterMetricFamily("voicechat_stt_partials_dropped", "Partial requests dropped before they ran "
+                              "(replaced by a newer one, or shed while the model was busy)",
+                              value=stats.partials_dropped)
+    yield CounterMetricFamily("voicechat_stt_stalls", "STT batches that ran past the stall limit",
+                              value=stats.stalls)
+    yield CounterMetricFamily("voicechat_stt_final_wait_seconds", "Seconds finals waited in the queue, summed",
+                              value=stats.final_wait_s)
+    yield CounterMetricFamily("voicechat_stt_finals_behind_partial", "Finals that arrived while partials decoded",
+                              value=stats.finals_behind_partial)
 
 
 def _memory_metrics(memory: object) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:

@@ -25,6 +25,7 @@ from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage
 from websockets.protocol import State
 
+from voicechat.engines.thread_names import EVENT_LOOP, set_native_name
 from voicechat.server.access import default_data_dir, join_urls, load_or_create_token
 from voicechat.server.address_limits import AddressGuard, AuthBackoff, ConnectionCap, address_of
 from voicechat.server.connection import (
@@ -176,6 +177,7 @@ class VoiceServer:
 
     # -- the loop thread ------------------------------------------------------------
     def _run(self, ready: Future[int]) -> None:
+        set_native_name(EVENT_LOOP)
         try:
             asyncio.run(self._main(ready))
         except BaseException as err:  # noqa: BLE001 - reported to start() or logged, never lost

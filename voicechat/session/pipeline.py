@@ -52,6 +52,7 @@ from voicechat.session.stages.llm_worker import LlmWorker
 from voicechat.session.stages.stt_worker import SttWorker
 from voicechat.session.stages.tts_worker import TtsWorker
 from voicechat.stt.partial_stabilizer import PartialStabilizer
+from voicechat.tts.pacing import synthesis_wait_s
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class PipelineOptions:
     join_timeout_s: float = 2.0
     llm_call_timeout_s: float = 30.0  # longest wait for the LLM's next piece before the turn ends with an error
     tts_call_timeout_s: float = 15.0  # the same for the next audio chunk of a sentence
+    tts_max_ahead_s: float = 0.0  # a reply's next sentence waits while more audio than this is unplayed; 0 = never
     abort_grace_s: float = 2.0  # an abandoned call's thread that runs longer than this is counted as stuck
 
 
@@ -135,10 +137,11 @@ class SpeechPipelineManager:
         )
         self.recognizer = recognizer
         self.capture = CaptureStage(recognizer)  # runs in the feeding thread; the recognizer's backlog bounds it
+        self.tts_worker = TtsWorker(self, self.sentence_q, engines.tts, self.tts_guard)
         self.workers = [
             SttWorker(self, recognizer, self._on_final),
             LlmWorker(self, self.reply_q, engines.llm, self.sentence_q, self.llm_guard),
-            TtsWorker(self, self.sentence_q, engines.tts, self.tts_guard),
+            self.tts_worker,
         ]
 
     # -- lifecycle -------------------------------------------------------------
@@ -298,6 +301,16 @@ class SpeechPipelineManager:
             self._put(AudioChunk(pcm, self.output_sample_rate, generation, index, offset))
             return True
 
+    def synthesis_wait_s(self, generation: int) -> float:
+        """Seconds the TTS stage should wait before the reply's next sentence (``tts_max_ahead_s``)."""
+        with self._lock:
+            reply, first = self._reply, self._first_audio_at
+            if reply is None or reply.generation != generation:
+                return 0.0
+            playing_for = None if first is None else time.monotonic() - first
+            return synthesis_wait_s(reply.total_samples / self.output_sample_rate, playing_for,
+                                    self.options.tts_max_ahead_s)
+
     def sentence_done(self, generation: int, index: int) -> None:
         with self._lock:
             if self._reply is not None and self._reply.generation == generation:
@@ -370,6 +383,7 @@ class SpeechPipelineManager:
             q.drop_older_than(action.generation)
         self.outbox.drop_older_than(action.generation, kinds=(AudioChunk,))
         self._put(FlushPlayback(action.generation))
+        self.tts_worker.wake()  # it may be pacing the cancelled reply
 
     def _played_estimate(self, reply: ReplyTracker) -> int:
         if self.options.playback_reports or self._first_audio_at is None:

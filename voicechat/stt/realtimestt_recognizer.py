@@ -38,6 +38,7 @@ from RealtimeSTT.core import transcription_api as _rt_transcription_api
 from RealtimeSTT.core.recording import _AudioDrainMarker
 from RealtimeSTT.transcription_engines.base import TranscriptionResult
 
+from voicechat.engines import thread_names
 from voicechat.engines.protocols import RecognizerCallbacks, TranscriptionModel
 from voicechat.session.bounded_queue import BoundedLRUQueue
 from voicechat.stt import realtimestt_vad
@@ -213,7 +214,8 @@ class RealtimeSTTRecognizer:
             ensure_sentence_ends_with_period=False,
         )
         self._recorder = _create_recorder(options, log_level, silero)
-        realtimestt_vad.attach(self._recorder, EndOfSpeech())
+        self._end_of_speech = EndOfSpeech()
+        realtimestt_vad.attach(self._recorder, self._end_of_speech)
         # Before any audio: feed_audio puts here, in Silero's chunks. RealtimeSTT's own overflow check is off.
         self.backlog = _RecorderBacklog(max(1, round(backlog_s / realtimestt_vad.SILERO_CHUNK_S)), "capture")
         self._recorder.audio_queue = self.backlog
@@ -275,8 +277,9 @@ class RealtimeSTTRecognizer:
         self._fed_samples += len(pcm16) // 2
         realtimestt_vad.flush_if_silence_complete(self._recorder, self._fed_samples, self._post_speech_silence_s)
         if self._partials is not None:
+            silent = self._end_of_speech.silence_at(self._fed_samples)[0] is not None  # the turn may be ending
             with self._lock:
-                due = self._partials.add(pcm16)
+                due = self._partials.add(pcm16, silent)
                 utterance = self._partials.utterance
             if due is not None:
                 self._request_partial(due, utterance)
@@ -319,7 +322,8 @@ def _create_recorder(options: dict[str, Any], log_level: str, silero: SharedSile
         before = set(logger.handlers)
         _building_with = silero
         try:
-            return AudioToTextRecorder(**options)
+            with thread_names.named_while(thread_names.SESSION_VAD):  # its recording thread inherits the name
+                return AudioToTextRecorder(**options)
         finally:
             _building_with = None
             for handler in [h for h in logger.handlers if h not in before]:

@@ -6,13 +6,17 @@ of its own per utterance), partials through ``request_partial`` (fire and
 forget, latest wins). ``workers`` threads take batches chosen by the pure
 ``SttSchedule`` policy and run them on the model in one ``transcribe_batch``
 call each, so finals of sessions that end their turns together are decoded
-together.
+together. With ``partial_max_load`` set, partials run only while the model was
+busy less than that share of the last seconds (``scheduling.BusyMeter``); the
+others are dropped. ``warm_up`` pays the model's first-call costs before any
+session and measures its pace.
 
 Faults. A circuit breaker (``breaker``, shared by every session) counts failed
 and timed-out batches; while it is open finals fail at once with a message the
 user can read and partials are skipped. With ``call_timeout_s`` set, a watchdog
 thread keeps the queue moving when a batch hangs (deadlines: ``stall_watch``):
-after ``stall_after_s`` (by default a few times the recent time per utterance)
+after ``stall_after_s`` (by default a few times the recent time per utterance
+of the same kind, final or partial, and never less than the warm-up's)
 the hung worker no longer counts and a spare worker takes over the queue (at
 most ``spare_workers`` extra threads), and after ``call_timeout_s`` the batch's
 callers get ``EngineTimeout`` and the hung thread is handed to ``StuckCalls``
@@ -27,65 +31,24 @@ import itertools
 import logging
 import threading
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Sequence
-from concurrent.futures import CancelledError, Future, InvalidStateError
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future
 
 import numpy as np
 
 from voicechat.audio import as_float32
 from voicechat.engines import stall_watch
 from voicechat.engines.call_guard import EngineTimeout
-from voicechat.engines.circuit_breaker import BreakerState, CircuitBreaker, CircuitOpenError, Permit
+from voicechat.engines.circuit_breaker import BreakerState, CircuitBreaker, CircuitOpenError
 from voicechat.engines.protocols import BatchTranscriber, EngineError, SpeechInput
-from voicechat.engines.stuck_calls import STUCK_CALLS, GiveUp, StuckCalls
-from voicechat.stt.scheduling import Job, SttSchedule
+from voicechat.engines.stuck_calls import STUCK_CALLS, StuckCalls
+from voicechat.stt.requests import Request, Running, SttStats, fail, settle
+from voicechat.stt.scheduling import BusyMeter, Job, SttSchedule, partials_may_run
 
 log = logging.getLogger(__name__)
 
 LABEL = "speech recogniser"
-
-
-@dataclass(slots=True)
-class _Request:
-    input: SpeechInput
-    future: Future[str]
-    queued_at: float = field(default_factory=time.monotonic)
-    started_at: float | None = None  # set when its batch starts
-
-
-@dataclass(eq=False, slots=True)
-class _Running:
-    """A batch on a worker thread, as the watchdog sees it."""
-
-    requests: list[_Request]
-    thread: threading.Thread
-    started: float
-    permit: Permit | None = None
-    stalled: bool = False
-    timed_out: bool = False
-    give_up: GiveUp | None = None
-
-    @property
-    def size(self) -> int:
-        return len(self.requests)
-
-
-@dataclass
-class SttStats:
-    """Counters for /metrics and benchmarks (updated under the scheduler's lock)."""
-
-    batches: int = 0
-    finals: int = 0
-    partials: int = 0
-    partials_dropped: int = 0
-    errors: int = 0
-    batch_sizes: Counter[int] = field(default_factory=Counter)
-    busy_s: float = 0.0
-    timeouts: int = 0  # batches that ran past call_timeout_s
-    stalls: int = 0  # batches that ran past stall_after_s (a spare worker took over the queue)
-    rejected: int = 0  # requests refused while the circuit was open
 
 
 class SttScheduler:
@@ -105,11 +68,17 @@ class SttScheduler:
         breaker: CircuitBreaker | None = None,
         stuck: StuckCalls = STUCK_CALLS,
         name: str = "stt",
+        partial_max_load: float | None = None,
     ) -> None:
         self.model = model
         self.call_timeout_s = call_timeout_s
+        self.partial_max_load = partial_max_load
         self._fixed_stall_s = stall_after_s
-        self._durations: deque[float] = deque(maxlen=64)  # recent batches' seconds per utterance: stall limit
+        # Recent batches' seconds per utterance, finals (True) and partials apart; and one utterance's
+        # time measured by warm_up: the stall limits follow these.
+        self._durations: dict[bool, deque[float]] = {True: deque(maxlen=64), False: deque(maxlen=64)}
+        self._baseline: dict[bool, float] = {}
+        self._busy = BusyMeter()
         self.breaker = breaker or CircuitBreaker(LABEL)
         self.stats = SttStats()
         self._stuck = stuck
@@ -117,11 +86,11 @@ class SttScheduler:
         self._target = workers
         self._max_threads = workers + max(0, spare_workers)
         self._numbers = itertools.count()
-        self._schedule: SttSchedule[_Request] = SttSchedule(max_batch)
+        self._schedule: SttSchedule[Request] = SttSchedule(max_batch)
         self._cond = threading.Condition()
         self._closed = False
         self._threads: list[threading.Thread] = []
-        self._running: dict[threading.Thread, _Running] = {}
+        self._running: dict[threading.Thread, Running] = {}
         self._stalled = 0  # running batches past stall_after_s (their threads do not count as available)
         with self._cond:
             for _ in range(workers):
@@ -146,7 +115,7 @@ class SttScheduler:
         except CancelledError:
             raise EngineError("transcription cancelled (session closed or scheduler stopped)") from None
 
-    def _wait(self, request: _Request) -> str:
+    def _wait(self, request: Request) -> str:
         """The request's text; ``EngineTimeout`` after ``call_timeout_s`` in the queue or in a batch.
 
         A request already in a batch is settled by the watchdog at the batch's
@@ -229,13 +198,26 @@ class SttScheduler:
         with self._cond:
             return len(self._schedule)
 
-    def stall_after_s(self, size: int = 1) -> float | None:
-        """How long a batch of ``size`` may run before a spare worker takes the queue (None: never)."""
+    def stall_after_s(self, size: int = 1, final: bool = True) -> float | None:
+        """How long a batch of ``size`` finals (or partials) may run before a spare worker takes the queue."""
         with self._cond:
-            return self._stall_limit(size)
+            return self._stall_limit(size, final)
 
-    def _stall_limit(self, size: int) -> float | None:
-        return stall_watch.stall_limit(self._durations, self.call_timeout_s, self._fixed_stall_s, size)
+    def _stall_limit(self, size: int, final: bool) -> float | None:
+        return stall_watch.stall_limit(self._durations[final], self.call_timeout_s, self._fixed_stall_s, size,
+                                       self._baseline.get(final))
+
+    def warm_up(self, audio: np.ndarray, language: str | None = None) -> dict[bool, float]:
+        """Decode ``audio`` once as a final, then as a partial, in the calling thread before any session.
+
+        The model's first-call costs are paid here rather than by the first user, and each kind's
+        time (seconds, keyed by ``final``) becomes the least its stall limit assumes. Returns them."""
+        for final in (True, False):
+            started = time.monotonic()
+            self.model.transcribe_batch([SpeechInput("warm-up", as_float32(audio), final, language)])
+            with self._cond:
+                self._baseline[final] = time.monotonic() - started
+        return dict(self._baseline)
 
     @property
     def worker_threads(self) -> int:
@@ -254,8 +236,8 @@ class SttScheduler:
         """More threads are available than ``workers`` (a hung one came back): one may retire."""
         return len(self._threads) - self._stalled > self._target
 
-    def _submit(self, speech: SpeechInput) -> _Request:
-        request = _Request(speech, Future())
+    def _submit(self, speech: SpeechInput) -> Request:
+        request = Request(speech, Future())
         with self._cond:
             if self._closed:
                 request.future.cancel()
@@ -263,6 +245,8 @@ class SttScheduler:
             replaced = self._schedule.submit(Job(speech.session_id, speech.final, request))
             if replaced is not None:
                 self.stats.partials_dropped += 1
+            if speech.final and any(not r.final for r in self._running.values()):
+                self.stats.finals_behind_partial += 1  # a running decode is not interrupted
             self._cond.notify_all()
         if replaced is not None:
             replaced.payload.future.cancel()
@@ -278,15 +262,23 @@ class SttScheduler:
                     self._threads.remove(me)
                     self._cond.notify_all()
                     return
+                shed = []
+                if not self._schedule.finals_waiting and not partials_may_run(
+                        self._busy.load(time.monotonic()), self.partial_max_load):
+                    shed = self._schedule.drop_partials()
+                    self.stats.partials_shed += len(shed)
+                    self.stats.partials_dropped += len(shed)
                 batch = [job.payload for job in self._schedule.next_batch()]
+            for job in shed:
+                job.payload.future.cancel()
             batch = [r for r in batch if r.future.set_running_or_notify_cancel()]
             if batch and self._run_batch(me, batch):
                 for r in batch:  # one input may be to blame: each is retried alone, and counted alone
                     self._run_batch(me, [r])
 
-    def _run_batch(self, me: threading.Thread, batch: list[_Request]) -> bool:
+    def _run_batch(self, me: threading.Thread, batch: list[Request]) -> bool:
         """Decode ``batch`` under the watchdog's eye; True if it failed and should be retried one by one."""
-        running = _Running(batch, me, time.monotonic())
+        running = Running(batch, me, time.monotonic())
         for r in batch:
             r.started_at = running.started
         try:
@@ -294,15 +286,19 @@ class SttScheduler:
         except CircuitOpenError as exc:
             with self._cond:
                 self.stats.rejected += len(batch)
-            _fail(batch, exc)
+            fail(batch, exc)
             return False
         with self._cond:
             self._running[me] = running
+            self._busy.begin(running.started)
+            if running.final:
+                self.stats.final_wait_s += sum(running.started - r.queued_at for r in batch)
             self._cond.notify_all()  # the watchdog learns the new deadlines
         try:
             return self._decode(running)
         finally:
             with self._cond:
+                self._busy.end(time.monotonic())
                 del self._running[me]
                 if running.stalled:
                     self._stalled -= 1
@@ -311,7 +307,7 @@ class SttScheduler:
             if give_up is not None:
                 give_up.ended()
 
-    def _decode(self, running: _Running) -> bool:
+    def _decode(self, running: Running) -> bool:
         batch, permit = running.requests, running.permit
         assert permit is not None
         started = time.monotonic()
@@ -329,16 +325,16 @@ class SttScheduler:
                 return True
             permit.fail(str(exc) or type(exc).__name__)
             log.warning("stt request of session %s failed: %s", batch[0].input.session_id, exc)
-            _fail(batch, exc)
+            fail(batch, exc)
             return False
         self._record(running, started, failed=False)
         if not running.timed_out:
             permit.succeed()
             for r, text in zip(batch, texts, strict=True):
-                _settle(r.future, text.strip())
+                settle(r.future, text.strip())
         return False
 
-    def _record(self, running: _Running, started: float, *, failed: bool) -> None:
+    def _record(self, running: Running, started: float, *, failed: bool) -> None:
         batch = running.requests
         with self._cond:  # several workers decode at once
             stats = self.stats
@@ -348,10 +344,14 @@ class SttScheduler:
                 stats.errors += 1
                 return
             if not running.timed_out:  # a hang that came back says nothing about the engine's pace
-                self._durations.append(took / len(batch))
+                self._durations[running.final].append(took / len(batch))
             stats.batches += 1
             stats.batch_sizes[len(batch)] += 1
             finals = sum(r.input.final for r in batch)
+            if finals:
+                stats.busy_final_s += took
+            else:
+                stats.busy_partial_s += took
             stats.finals += finals
             stats.partials += len(batch) - finals
 
@@ -363,7 +363,7 @@ class SttScheduler:
                 if self._closed:
                     return
                 due = stall_watch.check(
-                    self._running.values(), time.monotonic(), lambda call: self._stall_limit(call.size),
+                    self._running.values(), time.monotonic(), lambda call: self._stall_limit(call.size, call.final),
                     self.call_timeout_s,
                 )
                 for running in due.stalled:
@@ -386,19 +386,4 @@ class SttScheduler:
                 error = EngineTimeout(LABEL, self.call_timeout_s or 0.0)
                 if running.permit is not None:
                     running.permit.fail(str(error))
-                _fail(running.requests, error)
-
-
-def _settle(future: Future[str], text: str) -> None:
-    try:
-        future.set_result(text)
-    except InvalidStateError:
-        pass  # the watchdog failed it first
-
-
-def _fail(requests: Sequence[_Request], error: BaseException) -> None:
-    for r in requests:
-        try:
-            r.future.set_exception(error)
-        except InvalidStateError:
-            pass  # settled meanwhile (by the watchdog, or the batch came back first)
+                fail(running.requests, error)

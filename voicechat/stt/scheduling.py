@@ -13,8 +13,14 @@ how fast each user gets an answer. The rules, in priority order:
 4. **Batch what waits together.** All finals waiting at the same moment are
    decoded as one batch (up to ``max_batch``); partials likewise, one per session.
    Finals and partials never share a batch: partials are decoded more cheaply.
+5. **Partials only from spare time.** A partial is a whole decode (on a CPU as
+   long as a final), so partials run only while the model's recent load
+   (``BusyMeter``) is below ``max_load``; otherwise the waiting ones are dropped
+   (newer ones follow while the user speaks). The rest of the time stays free
+   for finals, which then rarely wait behind a partial.
 
-A recognizer cancels its session's waiting partial when the utterance ends.
+A recognizer cancels its session's waiting partial when the utterance ends, and
+asks for none while its user is silent (the words would not change).
 
 No threads here: ``SttScheduler`` (engines/stt_scheduler.py) drives this.
 """
@@ -26,6 +32,46 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+LOAD_WINDOW_S = 2.0  # the recent past over which the model's load is measured
+
+
+class BusyMeter:
+    """The share of the last ``window_s`` seconds in which the model was busy (0..1).
+
+    ``begin``/``end`` bracket each decode (overlapping ones count once); the
+    caller passes the clock (``time.monotonic()`` seconds). Not thread-safe.
+    """
+
+    def __init__(self, window_s: float = LOAD_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._spans: deque[tuple[float, float]] = deque()  # finished busy spans, oldest first
+        self._running = 0
+        self._since = 0.0  # start of the busy span in progress
+
+    def begin(self, now: float) -> None:
+        if self._running == 0:
+            self._since = now
+        self._running += 1
+
+    def end(self, now: float) -> None:
+        self._running = max(0, self._running - 1)
+        if self._running == 0:
+            self._spans.append((self._since, now))
+
+    def load(self, now: float) -> float:
+        start = now - self.window_s
+        while self._spans and self._spans[0][1] <= start:
+            self._spans.popleft()
+        busy = sum(min(b, now) - max(a, start) for a, b in self._spans if b > start)
+        if self._running:
+            busy += now - max(self._since, start)
+        return min(1.0, max(0.0, busy / self.window_s))
+
+
+def partials_may_run(load: float, max_load: float | None) -> bool:
+    """Whether waiting partials may take the model now (``max_load`` None: always)."""
+    return max_load is None or load < max_load
 
 
 @dataclass(eq=False)
@@ -77,6 +123,12 @@ class SttSchedule(Generic[T]):
         if not partials_only:
             removed.extend(self._finals.pop(session_id, ()))
         return removed
+
+    def drop_partials(self) -> list[Job[T]]:
+        """Take out every waiting partial (the model has no time for them); returns them."""
+        dropped = list(self._partials.values())
+        self._partials.clear()
+        return dropped
 
     def next_batch(self) -> list[Job[T]]:
         """The next jobs to decode together (empty when nothing waits)."""

@@ -3,8 +3,10 @@
 Partials are driven by the audio itself rather than by a polling thread: every
 ``interval`` of new speech, ``add`` hands back the utterance so far (with the
 pre-roll from just before the detected onset, since voice activity detection
-reports speech a little after it starts). Not thread-safe: the recognizer holds
-a lock around it.
+reports speech a little after it starts). Audio the caller marks ``silent`` (the
+pause that may end the turn) is kept but asks for nothing: its transcript would
+be the last one's, and the final is about to take the shared model. Not
+thread-safe: the recognizer holds a lock around it.
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ class UtteranceBuffer:
         self._audio.clear()
         self._since_request = 0
 
-    def add(self, pcm16: bytes) -> np.ndarray | None:
-        """Append audio; returns the utterance so far (float32) when a partial is due."""
+    def add(self, pcm16: bytes, silent: bool = False) -> np.ndarray | None:
+        """Append audio; returns the utterance so far (float32) when a partial is due (never on ``silent`` audio)."""
         self._audio += pcm16
         if not self.active:
             if len(self._audio) > self._pre_roll:
@@ -56,6 +58,8 @@ class UtteranceBuffer:
             return None
         if len(self._audio) > self._max:
             del self._audio[: len(self._audio) - self._max]
+        if silent:
+            return None
         self._since_request += len(pcm16)
         if self._since_request < self._interval or len(self._audio) < self._min:
             return None

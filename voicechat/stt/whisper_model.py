@@ -3,10 +3,17 @@
 faster-whisper's ``WhisperModel.transcribe`` handles one audio at a time (its
 batched pipeline batches chunks of *one* long audio). A voice turn is short, so
 utterances of different sessions are decoded together here instead: each is
-turned into a 30 s log-mel window, the windows are stacked, encoded in one call
-and decoded with one ``generate`` over the batch. A batch of one takes the very
+turned into a log-mel window (with ``window = "utterance"`` only as long as it
+needs, in whole 5 s: ``whisper_window.py``; with ``"full"`` Whisper's 30 s),
+the windows of one length are stacked, encoded in one call and decoded with
+one ``generate``. A batch of one takes the very
 same path, so batched and one-by-one decoding give the same text. Audio longer
 than one window (rare in conversation) goes through ``WhisperModel.transcribe``.
+
+A decode stops after a token budget that follows the audio's length
+(``token_budget``): speech holds a few tokens a second, and a model that loops
+on a sentence would otherwise go on to Whisper's 448 tokens, seconds of
+decoding that the user waits for and that make a slow call look hung.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from voicechat.engines.protocols import EngineError, SpeechInput
+from voicechat.stt.whisper_window import Window, trim_repetition, window_frames
 
 log = logging.getLogger(__name__)
 
@@ -28,22 +36,14 @@ WINDOW_S = 30
 # Whisper's own rule for "this was not speech": both unlikely text and a high no-speech probability.
 NO_SPEECH_THRESHOLD = 0.6
 LOG_PROB_THRESHOLD = -1.0
+# Fast speech is about 4 words (5-6 tokens) a second: the budget leaves room for that and more.
+TOKENS_BASE = 16
+TOKENS_PER_S = 8.0
 
 
-def compute_type_for(device: str, compute_type: str, cuda_devices: int | None = None) -> str:
-    """``stt.compute_type`` as CTranslate2 should get it: "default" means int8 on a CPU.
-
-    CTranslate2's own default follows the saved weights: a float16 model (the
-    starter set's) runs as float32 on a CPU, which is slower than int8 there.
-    """
-    if compute_type != "default":
-        return compute_type
-    if cuda_devices is None:
-        import ctranslate2
-
-        cuda_devices = ctranslate2.get_cuda_device_count()
-    on_cpu = device == "cpu" or (device == "auto" and cuda_devices == 0)
-    return "int8" if on_cpu else compute_type
+def token_budget(seconds: float) -> int:
+    """Most tokens decoded for ``seconds`` of audio (the longest of a batch)."""
+    return TOKENS_BASE + int(TOKENS_PER_S * max(0.0, seconds) + 0.999)
 
 
 class FasterWhisperModel:
@@ -61,13 +61,13 @@ class FasterWhisperModel:
         partial_beam_size: int = 1,
         max_new_tokens: int | None = None,
         download_root: str | None = None,
+        window: Window = "full",
     ) -> None:
         from faster_whisper import WhisperModel
 
         local = Path(model)
         if (local.is_absolute() or os.sep in model) and not (local / "model.bin").is_file():
             raise EngineError(f"Whisper model directory {model} has no model.bin (set stt.model)")
-        compute_type = compute_type_for(device, compute_type)
         try:
             self.model = WhisperModel(
                 model, device=device, compute_type=compute_type, cpu_threads=cpu_threads,
@@ -79,6 +79,7 @@ class FasterWhisperModel:
         self.beam_size = beam_size
         self.partial_beam_size = partial_beam_size
         self.max_new_tokens = max_new_tokens
+        self.window: Window = window
         self._window = WINDOW_S * SAMPLE_RATE
         self._tokenizers: dict[str | None, object] = {}
         self._tokenizer_lock = threading.Lock()
@@ -99,30 +100,32 @@ class FasterWhisperModel:
                 short.append(i)
         # Finals and partials use different beam sizes; the scheduler never mixes them,
         # but group anyway so this stays correct for any caller.
+        features = {i: self.model.feature_extractor(inputs[i].audio)[..., :-1] for i in short}
         for final in (True, False):
-            group = [i for i in short if inputs[i].final == final]
-            if group:
-                for i, text in zip(group, self._decode([inputs[i] for i in group], final), strict=True):
-                    texts[i] = text
+            for frames in sorted({window_frames(f.shape[-1], self.window) for f in features.values()}):
+                group = [i for i in short if inputs[i].final == final
+                         and window_frames(features[i].shape[-1], self.window) == frames]
+                if group:
+                    stacked = np.stack([_fit(features[i], frames) for i in group])
+                    for i, text in zip(group, self._decode([inputs[i] for i in group], stacked, final), strict=True):
+                        texts[i] = text
         return texts
 
     # -- internals ---------------------------------------------------------------------------
-    def _decode(self, inputs: Sequence[SpeechInput], final: bool) -> list[str]:
-        from faster_whisper.audio import pad_or_trim
-
+    def _decode(self, inputs: Sequence[SpeechInput], features: np.ndarray, final: bool) -> list[str]:
         whisper = self.model
-        features = np.stack([pad_or_trim(whisper.feature_extractor(item.audio)[..., :-1]) for item in inputs])
         encoded = whisper.encode(features)
         languages = self._languages(inputs, encoded)
         prompts = []
         for language in languages:
             prompts.append(whisper.get_prompt(self._tokenizer(language), [], without_timestamps=True))
         tokenizer = self._tokenizer(languages[0])
+        budget = self.max_new_tokens or token_budget(max(len(item.audio) for item in inputs) / SAMPLE_RATE)
         results = whisper.model.generate(
             encoded,
             prompts,
             beam_size=self.beam_size if final else self.partial_beam_size,
-            max_length=min(whisper.max_length, len(prompts[0]) + (self.max_new_tokens or whisper.max_length)),
+            max_length=min(whisper.max_length, len(prompts[0]) + budget),
             suppress_blank=True,
             suppress_tokens=_suppressed(tokenizer),
             return_scores=True,
@@ -131,6 +134,8 @@ class FasterWhisperModel:
         texts = []
         for language, result in zip(languages, results, strict=True):
             tokens = result.sequences_ids[0]
+            if self.window != "full":
+                tokens = trim_repetition(tokens)
             avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
             if result.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD:
                 texts.append("")
@@ -167,6 +172,13 @@ class FasterWhisperModel:
             condition_on_previous_text=False, without_timestamps=True,
         )
         return " ".join(segment.text.strip() for segment in segments).strip()
+
+
+def _fit(features: np.ndarray, frames: int) -> np.ndarray:
+    """Log-mel ``features`` [80, n] padded with zeros (as faster-whisper pads) or cut to ``frames``."""
+    if features.shape[-1] >= frames:
+        return features[..., :frames]
+    return np.pad(features, ((0, 0), (0, frames - features.shape[-1])))
 
 
 def _suppressed(tokenizer) -> list[int]:

@@ -11,6 +11,7 @@ import logging
 import threading
 from typing import Generic, Protocol, TypeVar
 
+from voicechat.engines.thread_names import set_native_name
 from voicechat.session.bounded_queue import BoundedLRUQueue, QueueClosed
 
 T = TypeVar("T")
@@ -53,6 +54,7 @@ class Worker:
         return not self.thread.is_alive()
 
     def _main(self) -> None:
+        set_native_name(f"ses-{self.stage}")
         try:
             self.run_loop()
         except Exception as exc:  # a bug in a stage must not pass silently

@@ -12,10 +12,15 @@ fails (an error, a hang past the timeout, an open circuit) the rest of that
 reply is not spoken: its sentences are kept as text only, so the turn ends
 with the error event and the whole reply on screen instead of one timeout per
 sentence.
+
+A reply's later sentences are paced (``tts/pacing.py``): each waits while more
+than ``tts_max_ahead_s`` of the reply's audio is still unplayed. The wait ends
+early when the reply is cancelled (``wake``) or the stage stops.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Protocol
 
@@ -43,6 +48,8 @@ class TtsHost(StageHost, Protocol):
 
     def playback_finished(self, generation: int) -> None: ...
 
+    def synthesis_wait_s(self, generation: int) -> float: ...
+
 
 class TtsWorker(QueueWorker[TtsItem]):
     stage = "tts"
@@ -59,9 +66,15 @@ class TtsWorker(QueueWorker[TtsItem]):
         self._resampler_gen = -1
         self._last_index = 0
         self._playing: tuple[int, float] | None = None  # (generation, estimated end)
+        self._wake = threading.Event()
+
+    def wake(self) -> None:
+        """End a pacing wait now (its reply was cancelled); any thread."""
+        self._wake.set()
 
     def stop(self) -> None:
         super().stop()
+        self._wake.set()
         self.guard.cancel_all()
         self.tts.abort(self.host.session_id)
 
@@ -92,6 +105,8 @@ class TtsWorker(QueueWorker[TtsItem]):
         if gen == self._failed_gen:
             self.host.sentence_done(gen, job.index)
             return
+        if job.index > 0 and not self._paced(gen):
+            return  # cancelled or stopping while it waited
         session, voice = self.host.session_id, self.host.voice
         first = job.index == 0
         try:
@@ -107,6 +122,15 @@ class TtsWorker(QueueWorker[TtsItem]):
             self._failed_gen = gen
             raise  # reported by the loop, with the generation
         self.host.sentence_done(gen, job.index)
+
+    def _paced(self, gen: int) -> bool:
+        """Wait until the reply may have its next sentence; False if it went stale or the stage stops."""
+        while (wait := self.host.synthesis_wait_s(gen)) > 0:
+            self._wake.clear()
+            if self.stop_event.is_set() or not self.host.is_current(gen):
+                return False
+            self._wake.wait(wait)
+        return not self.stop_event.is_set() and self.host.is_current(gen)
 
     def _finish_reply(self, end: EndOfReply) -> None:
         gen = end.generation
