@@ -1,1 +1,3 @@
-"""Configuration: the schema (``schema``), its layered sources (``sources``) and loading (``loading``)."""
+"""Configuration: the schema (``schema``; the pipeline stages' sections in ``stages``), its layered sources
+(``sources``) and loading (``loading``).
+"""

@@ -1,0 +1,284 @@
+"""The settings of the speech pipeline's stages: audio, voice activity detection, STT, LLM and TTS.
+
+Part of the schema (``schema.py`` holds the rest and the root ``Settings``); the
+same rules hold: unknown keys are errors, descriptions and bounds become
+config.toml's comments and the "allowed" part of error messages.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.config import JsonDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+SECRET: JsonDict = {"secret": True}  # json_schema_extra marker: value is masked in `config` output
+
+
+class _Section(BaseModel):
+    """Base of every section: unknown keys are errors, so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+class AudioSettings(_Section):
+    """Audio capture and playback."""
+
+    stt_sample_rate: Literal[16000] = Field(
+        16000, description="Sample rate (Hz) fed to VAD and STT; the models need 16 kHz"
+    )
+    frame_ms: int = Field(20, ge=10, le=100, description="Length of one audio frame in milliseconds")
+    output_sample_rate: int = Field(
+        24000, ge=8000, le=48000, description="Sample rate (Hz) of speech sent to clients"
+    )
+    capture_queue_s: float = Field(
+        2.0, ge=0.2, le=30,
+        description="Seconds of audio a session may fall behind (the recognizer's backlog) before the oldest goes",
+    )
+    input_device: str = Field(
+        "", description="Local microphone (sounddevice name or index); empty = system default"
+    )
+    output_device: str = Field(
+        "", description="Local speaker (sounddevice name or index); empty = system default"
+    )
+    echo_gate: bool = Field(
+        True,
+        description="Terminal UI: mute the microphone where it only hears the assistant's own voice "
+        "(speakers without headphones); a user talking over it still interrupts",
+    )
+
+
+class VadSettings(_Section):
+    """Voice activity detection and turn taking."""
+
+    frontend: Literal["batched", "realtimestt"] = Field(
+        "batched",
+        description="batched = one thread runs Silero for every session in one batch per 32 ms; "
+        "realtimestt = one RealtimeSTT recorder (and its thread) per session",
+    )
+    quiet_dbfs: float = Field(
+        -55.0, ge=-120, le=0,
+        description="frontend batched: while nobody speaks, audio quieter than this (dBFS) is silence without "
+        "running Silero; -120 = run Silero on everything",
+    )
+    silero_sensitivity: float = Field(
+        0.4, ge=0, le=1, description="Silero VAD sensitivity; higher detects speech more eagerly"
+    )
+    webrtc_sensitivity: int = Field(
+        3, ge=0, le=3, description="WebRTC VAD aggressiveness (frontend realtimestt); 0 = most sensitive, 3 = least"
+    )
+    post_speech_silence_s: float = Field(
+        0.6, ge=0.1, le=5, description="Silence in seconds that ends the user's turn"
+    )
+    min_utterance_s: float = Field(
+        0.3, ge=0, le=5, description="Utterances shorter than this many seconds are ignored"
+    )
+    pre_roll_s: float = Field(
+        1.0, ge=0, le=5,
+        description="Seconds of audio kept from before speech onset so the first word is not clipped",
+    )
+    barge_in: bool = Field(True, description="Let the user interrupt the assistant by speaking")
+
+
+class SttSettings(_Section):
+    """Speech to text (one model shared by all sessions)."""
+
+    engine: Literal["faster_whisper", "scripted"] = Field(
+        "faster_whisper", description="Speech-to-text engine; scripted is a test double"
+    )
+    model: str = Field(
+        "base.en",
+        description="Whisper model name (tiny.en, base.en, small.en: see `run.py models list`) or model directory",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where STT runs; auto picks CUDA when available"
+    )
+    compute_type: str = Field("auto", description="CTranslate2 compute type (int8, float16, ...); auto = the "
+                              "fastest the device supports (int8 on a CPU); default = the model's own")
+    window: Literal["utterance", "full"] = Field("utterance", description="What Whisper's encoder sees: the "
+                                                 "utterance padded to whole 5 s (several times less work on a CPU, "
+                                                 "word errors within about a point) or Whisper's 30 s window")
+    cpu_threads: int = Field(0, ge=0, description="CPU threads for STT; 0 = automatic")
+    num_workers: int = Field(1, ge=1, le=16, description="Transcriptions that may run in parallel")
+    language: str = Field("en", description="Spoken language code; empty = detect")
+    partials: bool = Field(True, description="Send interim transcripts while the user speaks")
+    partial_interval_s: float = Field(
+        0.3, ge=0.05, le=5, description="Seconds of new speech between interim transcripts"
+    )
+    partial_max_load: float = Field(0.5, gt=0, le=1, description="Interim transcripts run only while the shared "
+                                    "model was busy less than this share of the last 2 s (the rest is kept for "
+                                    "final transcripts); 1 = whenever it is free")
+    beam_size: int = Field(5, ge=1, le=16, description="Beam size for final transcripts")
+    partial_beam_size: int = Field(1, ge=1, le=16, description="Beam size for interim transcripts (1 = greedy)")
+    max_batch: int = Field(
+        8, ge=1, le=64, description="Most utterances (of different sessions) decoded together in one batch"
+    )
+    call_timeout_s: float = Field(
+        10.0, gt=0, le=600,
+        description="Longest wait in seconds for a final transcript; a call that takes longer ends its turn "
+        "with an error and counts as a failure of the engine",
+    )
+    stall_after_s: float = Field(0.0, ge=0, le=600, description="Seconds a transcription may run before a spare "
+                                 "worker takes the queue; 0 = adaptive (a few times the model's measured time, "
+                                 "finals and interim transcripts apart)")
+    breaker_failures: int = Field(
+        5, ge=1, le=1000, description="Failed or timed-out transcriptions within breaker_window_s that open the circuit"
+    )
+    breaker_window_s: float = Field(
+        60.0, gt=0, le=86400, description="Window in seconds in which breaker_failures are counted"
+    )
+    breaker_cooldown_s: float = Field(
+        20.0, ge=0, le=3600,
+        description="Seconds an open circuit fails fast before one probe transcription is let through",
+    )
+    scripted_delay_s: float = Field(
+        0.0, ge=0, description="Scripted engine: delay per transcript in seconds"
+    )
+
+
+class LlmSettings(_Section):
+    """Language model (one model shared by all sessions)."""
+
+    backend: Literal["llama_cpp", "openai", "scripted"] = Field(
+        "llama_cpp",
+        description="LLM backend: in-process llama.cpp, an OpenAI-compatible endpoint, or a test double",
+    )
+    model: str = Field(
+        "models/Qwen2.5-1.5B-Instruct-Q4_K_M.gguf",
+        description="GGUF file for llama_cpp (relative paths start at the project root), or model name for openai",
+    )
+    n_ctx: int = Field(
+        4096, ge=256, le=131072, description="Context size in tokens shared by all sequences"
+    )
+    n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU; -1 = all")
+    n_seq_max: int = Field(8, ge=1, le=64, description="Sessions decoded together in one batch")
+    n_threads: int = Field(0, ge=0, description="CPU threads for llama.cpp; 0 = automatic")
+    n_batch: int = Field(
+        512, ge=64, le=8192, description="Most tokens decoded in one llama.cpp step (all sessions together)"
+    )
+    prefill_chunk: int = Field(
+        256, ge=16, le=8192,
+        description="Most prompt tokens prefilled per step, so a long prompt never stalls other sessions' replies",
+    )
+    kv_unified: bool = Field(
+        True, description="One KV cache shared unevenly by all sessions (false: n_ctx split evenly per sequence)"
+    )
+    temperature: float = Field(
+        0.7, ge=0, le=2, description="Sampling temperature; higher = more varied replies"
+    )
+    top_p: float = Field(0.95, ge=0, le=1, description="Nucleus sampling probability mass")
+    top_k: int = Field(40, ge=0, description="Sample only among the k likeliest tokens; 0 = off")
+    seed: int = Field(-1, ge=-1, description="Sampling seed; -1 = random (a fixed seed makes replies reproducible)")
+    max_tokens: int = Field(256, ge=1, le=8192, description="Longest reply in tokens")
+    repeat_penalty: float = Field(
+        1.1, ge=1, le=2,
+        description="Penalty on tokens used in the last 64 (llama_cpp); 1 = off. Small models loop without it",
+    )
+    max_spoken_sentences: int = Field(
+        4, ge=0, le=100,
+        description="A reply ends after this many spoken sentences, or sooner when it repeats itself; 0 = no cap",
+    )
+    system_prompt: str = Field(
+        "You are a friendly voice assistant. Your replies are spoken aloud: answer in one to three short "
+        "sentences of plain conversational text, with no lists, markdown, emoji or links.",
+        description="System prompt that opens every conversation",
+    )
+    chat_template: str = Field("", description="Jinja chat template override; empty = the model's own")
+    endpoint: str = Field("", description="Base URL of the OpenAI-compatible server (backend openai)")
+    api_key: str = Field(
+        "", description="API key for the endpoint (backend openai)", json_schema_extra=SECRET
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0,
+        description="Longest wait in seconds for the endpoint's next data (first token included) before giving up",
+    )
+    connect_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="Timeout in seconds for connecting to the endpoint"
+    )
+    retries: int = Field(
+        3, ge=0, le=20, description="Retries of an endpoint request that failed before its first token"
+    )
+    retry_backoff_s: float = Field(
+        0.5, gt=0, le=60, description="First retry delay in seconds; doubles per retry, with jitter"
+    )
+    retry_backoff_max_s: float = Field(8.0, gt=0, le=300, description="Longest retry delay in seconds")
+    call_timeout_s: float = Field(
+        30.0, gt=0, le=600,
+        description="Longest wait in seconds for the model's next piece of a reply (any backend); a call that "
+        "takes longer ends its turn with an error and counts as a failure of the engine",
+    )
+    breaker_failures: int = Field(
+        5, ge=1, le=1000,
+        description="Failed or timed-out calls (any backend) within breaker_window_s that open the circuit breaker",
+    )
+    breaker_window_s: float = Field(
+        60.0, gt=0, le=86400, description="Window in seconds in which breaker_failures are counted"
+    )
+    breaker_cooldown_s: float = Field(
+        15.0, ge=0, le=3600,
+        description="Seconds an open circuit fails fast before one probe request is let through",
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_http_url(cls, value: str) -> str:
+        if value and not value.strip().startswith(("http://", "https://")):
+            raise ValueError("must be empty or an http(s) URL such as http://127.0.0.1:8080/v1")
+        return value.strip()
+    history_max_tokens: int = Field(
+        2048, ge=64, le=131072, description="Conversation history kept per session, in tokens"
+    )
+    scripted_first_token_s: float = Field(
+        0.0, ge=0, description="Scripted backend: delay before the first token in seconds"
+    )
+    scripted_token_s: float = Field(
+        0.0, ge=0, description="Scripted backend: delay between tokens in seconds"
+    )
+
+
+class TtsSettings(_Section):
+    """Text to speech (a pool of engine instances)."""
+
+    engine: Literal["espeak", "piper", "kokoro", "scripted"] = Field(
+        "espeak", description="Text-to-speech engine; scripted is a test double"
+    )
+    voice: str = Field(
+        "en-us",
+        description="Voice: espeak en-us; piper en_US-lessac-medium (or an .onnx path); kokoro af_heart",
+    )
+    speed: float = Field(1.0, ge=0.25, le=4, description="Speaking rate; 1 = normal")
+    workers: int = Field(2, ge=1, le=32, description="Engine instances synthesizing in parallel")
+    chunk_ms: int = Field(
+        20, ge=5, le=200, description="Length of one synthesized audio chunk in ms; abort takes effect within one"
+    )
+    max_ahead_s: float = Field(2.0, ge=0, le=600, description="A reply's next sentence is synthesized only once "
+                               "less than this many seconds of its audio are left to play (spares the shared CPU, "
+                               "and work an interruption would waste); 0 = no limit")
+    piper_voice_dir: str = Field(
+        "models/piper", description="Directory of Piper voices (NAME.onnx + NAME.onnx.json) for tts.engine = piper"
+    )
+    kokoro_dir: str = Field(
+        "models/kokoro-82m", description="Directory of the Kokoro-82M weights and voices/ for tts.engine = kokoro"
+    )
+    call_timeout_s: float = Field(
+        15.0, gt=0, le=600,
+        description="Longest wait in seconds for the next audio chunk of a sentence; a call that takes longer "
+        "ends its turn with an error and counts as a failure of the engine",
+    )
+    breaker_failures: int = Field(
+        5, ge=1, le=1000, description="Failed or timed-out syntheses within breaker_window_s that open the circuit"
+    )
+    breaker_window_s: float = Field(
+        60.0, gt=0, le=86400, description="Window in seconds in which breaker_failures are counted"
+    )
+    breaker_cooldown_s: float = Field(
+        20.0, ge=0, le=3600,
+        description="Seconds an open circuit fails fast before one probe synthesis is let through",
+    )
+    scripted_first_chunk_s: float = Field(
+        0.0, ge=0, description="Scripted engine: delay before the first audio chunk in seconds"
+    )
+    scripted_chunk_s: float = Field(
+        0.0, ge=0, description="Scripted engine: delay between audio chunks in seconds"
+    )
