@@ -31,6 +31,7 @@ PURE_ELSEWHERE = (
     "voicechat.stt.partial_stabilizer", "voicechat.llm.batching", "voicechat.llm.text",
     "voicechat.llm.chat_template", "voicechat.tts.priority", "voicechat.engines.stall_watch",
     "voicechat.server.protocol", "voicechat.server.rate_limit", "voicechat.local.tui.model",
+    "voicechat.stt.listening", "voicechat.stt.whisper_window", "voicechat.tts.pacing", "voicechat.bench.accuracy",
 )
 CORE = tuple(m.name for m in pkgutil.iter_modules(voicechat.core.__path__, "voicechat.core."))
 
