@@ -6,14 +6,15 @@ utterances of different sessions are decoded together here instead: each is
 turned into a log-mel window (with ``window = "utterance"`` only as long as it
 needs, in whole 5 s: ``whisper_window.py``; with ``"full"`` Whisper's 30 s),
 the windows of one length are stacked, encoded in one call and decoded with
-one ``generate``. A batch of one takes the very
-same path, so batched and one-by-one decoding give the same text. Audio longer
-than one window (rare in conversation) goes through ``WhisperModel.transcribe``.
+one ``generate``. A batch of one takes the very same path, so batched and
+one-by-one decoding give the same text. Audio longer than one window (rare in
+conversation) goes through ``WhisperModel.transcribe``.
 
-A decode stops after a token budget that follows the audio's length
-(``token_budget``): speech holds a few tokens a second, and a model that loops
-on a sentence would otherwise go on to Whisper's 448 tokens, seconds of
-decoding that the user waits for and that make a slow call look hung.
+Each utterance's text ends at a token budget that follows its length
+(``token_budget``; the batch decodes up to its longest one's, then each is cut
+to its own): speech holds a few tokens a second, and a model that loops on a
+sentence would otherwise go on to Whisper's 448 tokens, seconds of decoding
+that the user waits for and that make a slow call look hung.
 """
 
 from __future__ import annotations
@@ -120,20 +121,20 @@ class FasterWhisperModel:
         for language in languages:
             prompts.append(whisper.get_prompt(self._tokenizer(language), [], without_timestamps=True))
         tokenizer = self._tokenizer(languages[0])
-        budget = self.max_new_tokens or token_budget(max(len(item.audio) for item in inputs) / SAMPLE_RATE)
+        budgets = [self.max_new_tokens or token_budget(len(item.audio) / SAMPLE_RATE) for item in inputs]
         results = whisper.model.generate(
             encoded,
             prompts,
             beam_size=self.beam_size if final else self.partial_beam_size,
-            max_length=min(whisper.max_length, len(prompts[0]) + budget),
+            max_length=min(whisper.max_length, len(prompts[0]) + max(budgets)),
             suppress_blank=True,
             suppress_tokens=_suppressed(tokenizer),
             return_scores=True,
             return_no_speech_prob=True,
         )
         texts = []
-        for language, result in zip(languages, results, strict=True):
-            tokens = result.sequences_ids[0]
+        for language, result, budget in zip(languages, results, budgets, strict=True):
+            tokens = result.sequences_ids[0][:budget]
             if self.window != "full":
                 tokens = trim_repetition(tokens)
             avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
