@@ -129,3 +129,19 @@ def test_a_stream_that_is_behind_is_not_ended_by_the_tail():
     state = ListeningState(rules)
     run(state, [0.0] * 5 + [0.9] * 10 + [0.0] * 9)
     assert state.tail(bytes(2 * 600)) == []
+
+
+def test_a_release_while_the_level_still_hears_voice_keeps_that_voice_out_of_the_next_pre_roll():
+    """Silero let go while the level still heard voice: the decision assumed 0.1 s of silence that was not."""
+    rules = ListeningRules(post_speech_silence_s=0.3, min_utterance_s=0.0, partials=False)
+    state = ListeningState(rules)
+    # Silero says silence for two chunks that are still loud, then real silence follows
+    events = []
+    for pcm, p in [(QUIET, 0.0)] * 5 + [(TONE, 0.9)] * 10 + [(TONE, 0.0)] * 2 + [(QUIET, 0.0)] * 20:
+        events += state.chunk(pcm, p)
+    assert any(isinstance(e, UtteranceEnded) for e in events)
+    events = run(state, [0.9] * 3 + [0.0] * 12)
+    second = next(e for e in events if isinstance(e, UtteranceEnded))
+    onset = next(e for e in events if isinstance(e, SpeechStarted)).sample
+    pre_roll = len(second.audio) - (second.decided_sample - onset)
+    assert pre_roll > 0 and not (np.abs(second.audio[:pre_roll]) > 0.01).any()

@@ -142,8 +142,10 @@ class ListeningState:
         self.recording = False
         self._recorded = 0
         # The silence after the speech is the next utterance's room; none of this one's speech may leak into it.
-        # (the samples the decision counted beyond the analysed ones are not in the buffer yet)
-        silence_in_buffer = round(silence_s * SAMPLE_RATE) - (decided - self.analysed)
+        # (the samples the decision counted beyond the analysed ones are not in the buffer yet; and where the
+        # level heard voice more recently than the decision assumed, only what followed that voice)
+        silence_in_buffer = min(round(silence_s * SAMPLE_RATE) - (decided - self.analysed),
+                                self._end.level.quiet_samples)
         silence_bytes = min(len(self._audio), max(0, silence_in_buffer) * BYTES_PER_SAMPLE)
         del self._audio[: len(self._audio) - silence_bytes]
         self._keep_pre_roll(b"")
