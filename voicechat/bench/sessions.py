@@ -97,7 +97,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="run.py bench sessions", description=__doc__)
     parser.add_argument("--sessions", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=5.0, help="idle CPU measuring window")
-    parser.add_argument("--no-partials", action="store_true", help="disable RealtimeSTT's realtime (partials) lane")
+    parser.add_argument("--no-partials", action="store_true", help="no partial transcripts (stt.partials = false)")
     parser.add_argument("--frontend", choices=["batched", "realtimestt"], default="batched", help="vad.frontend")
     parser.add_argument("--silent", action="store_true", help="feed every session a quiet room's audio in real time")
     parser.add_argument("--json", help="also write the result to this file")

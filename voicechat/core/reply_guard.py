@@ -44,7 +44,6 @@ class ReplyGuard:
     stop_reason: str = ""  # non-empty once the reply is to end
     _sentences: list[tuple[str, ...]] = field(default_factory=list)
     _ngrams: Counter[tuple[str, ...]] = field(default_factory=Counter)
-    _said: list[str] = field(default_factory=list)  # every word spoken so far
 
     @property
     def stopped(self) -> bool:
@@ -61,7 +60,7 @@ class ReplyGuard:
         if len(words) < self.min_words_compared:
             self._count(sentence)
             return sentence
-        said = " " + " ".join(self._said) + " "
+        said = " " + " ".join(w for earlier in self._sentences for w in earlier) + " "
         if f" {' '.join(words)} " in said:  # word for word, however the earlier text was split
             return self._stop("repeated a sentence")
         for earlier in self._sentences:
@@ -89,7 +88,6 @@ class ReplyGuard:
             return head
         self._ngrams = counts
         self._sentences.append(words)
-        self._said.extend(words)
         self._count(sentence)
         return sentence
 

@@ -42,10 +42,6 @@ class SileroStream:
     context: np.ndarray = field(default_factory=lambda: np.zeros(CONTEXT, np.float32))
     skipped: bool = False  # the last chunk went by without the model (too quiet to be speech)
 
-    def reset(self) -> None:
-        self.state[:] = 0.0
-        self.context[:] = 0.0
-
     def skip(self, chunk: np.ndarray) -> None:
         """A chunk the model does not see: keep its tail as the next chunk's context."""
         self.context[:] = chunk[-CONTEXT:]
