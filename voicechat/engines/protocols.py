@@ -129,6 +129,15 @@ class LanguageModel(Protocol):
         """Stop ``session_id``'s running generation at once (its iterator ends)."""
         ...
 
+    def discard(self, session_id: str) -> None:
+        """Abort the session's latest generation and forget it.
+
+        The session's next prompt reuses (KV cache, continuation of the previous reply's tokens)
+        only what the session had before that generation started, whether it was still running
+        or had finished. One level: a second discard, or one with nothing generated, does nothing.
+        """
+        ...
+
     def release(self, session_id: str) -> None:
         """The session is gone: free whatever the model keeps for it."""
         ...
