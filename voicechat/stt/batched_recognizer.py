@@ -138,6 +138,8 @@ class AudioJudge(Protocol):
 
     def cancel(self, session_id: str) -> None: ...
 
+    def close(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class TurnSignals:
@@ -146,7 +148,7 @@ class TurnSignals:
 
     judge: TurnEndJudge | None = None
     audio: AudioJudge | None = None
-    words: Callable[[str], float] | None = None
+    words: Callable[[str], float | None] | None = None
 
 
 class BatchedRecognizer:
@@ -336,3 +338,5 @@ class BatchedRecognizerFactory:
 
     def close(self) -> None:
         self.frontend.close()
+        if self.signals.audio is not None:
+            self.signals.audio.close()
