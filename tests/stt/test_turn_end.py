@@ -20,10 +20,18 @@ def test_both_signals_finished_ends_at_the_minimum():
     assert decide(RULES, 0.2, 0.1, 0.9).decision is HOLD
 
 
-def test_a_missing_signal_is_waited_for_until_the_timeout_then_left_out():
+def test_a_missing_signal_is_waited_for_until_the_maximum():
     assert decide(RULES, 0.3, 0.9, None).decision is WAIT
-    assert decide(RULES, 0.6, 0.9, None).decision is END
-    assert decide(RULES, 0.6, None, 0.1).decision is HOLD
+    assert decide(RULES, 1.2, 0.9, None).decision is WAIT
+    assert decide(RULES, 1.2, None, 0.9).decision is WAIT
+    assert decide(RULES, 1.5, 0.9, None).decision is END
+
+
+def test_either_ends_on_one_finished_signal_without_waiting_for_the_other():
+    either = TurnEndRules(combine="either")
+    assert decide(either, 0.25, 0.9, None).decision is END
+    assert decide(either, 0.25, 0.1, None).decision is WAIT
+    assert decide(either, 0.25, 0.1, 0.1).decision is HOLD
 
 
 def test_no_signal_at_all_is_the_fixed_silence_rule():
@@ -33,9 +41,9 @@ def test_no_signal_at_all_is_the_fixed_silence_rule():
 
 
 @pytest.mark.parametrize(("combine", "audio", "words", "expected"), [
-    ("audio", 0.9, 0.0, END), ("audio", 0.1, 1.0, HOLD), ("audio", 0.9, None, END),
+    ("audio", 0.9, 0.0, END), ("audio", 0.1, 1.0, HOLD), ("audio", 0.9, None, END), ("both", 0.9, None, WAIT),
     ("words", 0.0, 0.9, END), ("words", 1.0, 0.1, HOLD), ("words", None, 0.9, END),
-    ("either", 0.9, 0.1, END), ("either", 0.1, 0.1, HOLD),
+    ("either", 0.9, 0.1, END), ("either", 0.1, 0.1, HOLD), ("mean", 0.9, None, WAIT),
     ("mean", 0.9, 0.4, END), ("mean", 0.7, 0.4, HOLD),
 ])
 def test_combinations(combine, audio, words, expected):

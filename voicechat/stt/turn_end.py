@@ -14,8 +14,11 @@ returns one of
 * ``HOLD``: the signals say the speaker is not finished: the turn ends only at ``max_silence_s``
   (new speech before that continues it; the caller keeps calling, the answer can only become END).
 
-With no signal in by ``signal_timeout_s`` the turn ends there: the fixed-silence rule, so a slow
-or missing model never makes a turn wait longer than today's 0.6 s.
+A decision needs every signal the rules use (except ``"either"``, where one finished signal is
+enough): one still out keeps the turn waiting, up to ``max_silence_s``. Waiting for the words
+costs the reply nothing, since the reply needs that transcript anyway. With no signal at all in
+by ``signal_timeout_s`` the turn ends there: the fixed-silence rule, for when the models are
+missing, failing or too slow to help.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class TurnEndRules:
 
     min_silence_s: float = 0.2  # never end sooner (a breath between words is shorter)
     max_silence_s: float = 1.5  # always end by then, whatever the signals say
-    signal_timeout_s: float = 0.6  # decide on the signals in by then; none in: end (the fixed rule)
+    signal_timeout_s: float = 0.6  # no signal in by then: end (the fixed rule)
     audio_threshold: float = 0.5
     words_threshold: float = 0.5
     combine: Combine = "both"
@@ -75,11 +78,17 @@ def decide(rules: TurnEndRules, silence_s: float, audio: float | None = None, wo
     use_audio, use_words = rules.uses()
     audio = audio if use_audio else None
     words = words if use_words else None
-    missing = (use_audio and audio is None) or (use_words and words is None)
-    if missing and silence_s < rules.signal_timeout_s:
-        return Verdict(Decision.WAIT, "waiting")
     if audio is None and words is None:
-        return Verdict(Decision.END, "no_signal")
+        if silence_s >= rules.signal_timeout_s:
+            return Verdict(Decision.END, "no_signal")
+        return Verdict(Decision.WAIT, "waiting")
+    missing = (use_audio and audio is None) or (use_words and words is None)
+    if rules.combine == "either":
+        if finished(rules, audio, words):
+            return Verdict(Decision.END, "finished")
+        return Verdict(Decision.WAIT, "waiting") if missing else Verdict(Decision.HOLD, "unfinished")
+    if missing:
+        return Verdict(Decision.WAIT, "waiting")
     if finished(rules, audio, words):
         return Verdict(Decision.END, "finished")
     return Verdict(Decision.HOLD, "unfinished")
