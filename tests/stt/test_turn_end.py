@@ -5,7 +5,8 @@ import pytest
 from voicechat.stt.turn_end import FIXED, Decision, TurnEndRules, decide
 
 END, WAIT, HOLD = Decision.END, Decision.WAIT, Decision.HOLD
-RULES = TurnEndRules(min_silence_s=0.2, max_silence_s=1.5, signal_timeout_s=0.6, combine="both")
+RULES = TurnEndRules(min_silence_s=0.2, max_silence_s=1.5, signal_timeout_s=0.6, combine="both",
+                     audio_threshold=0.5, words_threshold=0.5)
 
 
 def test_never_before_the_minimum_always_at_the_maximum():
@@ -55,3 +56,9 @@ def test_a_signal_the_rules_do_not_use_is_not_waited_for():
     assert decide(TurnEndRules(combine="audio"), 0.25, 0.9, None).decision is END
     assert decide(TurnEndRules(combine="words"), 0.25, None, 0.9).decision is END
     assert TurnEndRules(combine="audio").uses() == (True, False)
+
+
+def test_by_default_a_turn_waits_for_its_signals_up_to_the_maximum():
+    rules = TurnEndRules()
+    assert decide(rules, 1.0).decision is WAIT and decide(rules, 1.5).decision is END
+    assert decide(rules, 0.2, None, 0.7).decision is END  # the default: the words slot (the LLM's P) alone

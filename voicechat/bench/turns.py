@@ -32,8 +32,8 @@ from voicechat.bench.turn_evidence import RATE, VOICES, Utterance, load
 from voicechat.bench.turn_scoring import Observed, Signal, choose, describe, percentile, summarize, sweep
 from voicechat.stt.listening import ListeningRules, ListeningState, SpeechStarted
 from voicechat.stt.silero_batch import SileroBatch, SileroStream
-from voicechat.stt.transcript_end import words_score
-from voicechat.stt.turn_end import FIXED, TurnEndRules
+from voicechat.stt.transcript_end import end_of_message, words_score
+from voicechat.stt.turn_end import AUDIO_AND_WORDS, FIXED, LLM_WORDS, TurnEndRules
 
 PRE_ROLL_S = 1.0
 CHUNK = 512
@@ -124,9 +124,8 @@ class _EndOfMessage:
         tokens = self.model.tokenize(prompt.encode(), add_bos=False, special=True)
         self.model.reset()
         self.model.eval(tokens)
-        logits = np.asarray(self.model.scores[len(tokens) - 1], dtype=np.float64)
-        p = np.exp(logits - logits.max())
-        return float(p[self.end] / p.sum()), (time.perf_counter() - started) * 1000
+        p = end_of_message(self.model.scores[len(tokens) - 1], self.end)
+        return p, (time.perf_counter() - started) * 1000
 
 
 def observe(item: Utterance, signals: Signals, vad: SileroBatch, rules: TurnEndRules) -> tuple[Observed, dict]:
@@ -150,24 +149,30 @@ def observe(item: Utterance, signals: Signals, vad: SileroBatch, rules: TurnEndR
     return observed, {"text": item.text, "whole": whole}
 
 
-def fixed_rows(base: TurnEndRules, llm: bool) -> list[tuple[str, TurnEndRules, str]]:
-    rows = [("fixed", FIXED, "words"), ("audio", replace(base, combine="audio"), "words"),
-            ("words", replace(base, combine="words"), "words"), ("both", replace(base, combine="both"), "words"),
-            ("either", replace(base, combine="either"), "words"), ("mean", replace(base, combine="mean"), "words")]
+def fixed_rows(llm: bool) -> list[tuple[str, TurnEndRules, str]]:
+    """The table's rules: the fixed silence, each signal alone and combined at 0.5, the presets."""
+    half = replace(TurnEndRules(), audio_threshold=0.5, words_threshold=0.5)
+    rows = [("fixed", FIXED, "words"), ("audio", replace(half, combine="audio"), "words"),
+            ("words", replace(half, combine="words"), "words"), ("both", replace(half, combine="both"), "words"),
+            ("either", replace(half, combine="either"), "words"), ("mean", replace(half, combine="mean"), "words"),
+            ("AUDIO_AND_WORDS", AUDIO_AND_WORDS, "words")]
     if llm:
-        rows += [("llm", replace(base, combine="words"), "llm"), ("audio+llm", replace(base, combine="both"), "llm")]
+        rows += [("llm", replace(half, combine="words"), "llm"), ("audio+llm", replace(half, combine="both"), "llm"),
+                 ("default (LLM_WORDS)", LLM_WORDS, "llm")]
     return rows
 
 
 def table(rows: list[tuple[str, TurnEndRules, str]], by_voice: dict[str, list[Observed]]) -> list[dict]:
     out = []
-    print(f"{'rule':44} {'voice':7} {'end p50':>8} {'end p95':>8} {'by sig':>7} {'cut':>9}")
+    print(f"{'rule':52} {'voice':7} {'end p50':>8} {'end p95':>8} {'by sig':>7} {'cut':>9}")
     for label, rules, key in rows:
         name = describe(rules).replace("words", key) if key != "words" else describe(rules)
+        if label.isupper() or label.startswith(("default", "chosen")):
+            name = f"{name} [{label.split(' (')[-1].rstrip(')')}]"
         for voice, items in by_voice.items():
             score = summarize(rules, items, key)
             out.append({"row": label, "rule": name, "voice": voice, **score.as_dict()})
-            print(f"{name:44} {voice:7} {_ms(score.end_p50_ms):>8} {_ms(score.end_p95_ms):>8} "
+            print(f"{name:52} {voice:7} {_ms(score.end_p50_ms):>8} {_ms(score.end_p95_ms):>8} "
                   f"{score.ended_by_signals:>3}/{score.complete:<3} {score.cut:>2}/{score.paused} "
                   f"{100 * score.cut_share:3.0f}%")
     return out
@@ -257,7 +262,7 @@ def report(by_voice: dict[str, list[Observed]], wer: dict, choose_on: str, json_
             print(f"  {key:6} {times[key]['p50']:7.1f} / {times[key]['p95']:7.1f}")
     llm = any("llm" in o.signals for items in by_voice.values() for o in items)
     quality = {v: instant(items) for v, items in by_voice.items()}
-    rows = fixed_rows(base, llm)
+    rows = fixed_rows(llm)
     chosen = choose(sweep(base), quality.get(choose_on, []))
     if chosen is not None:
         rows.append((f"chosen on {choose_on}", chosen[0], "words"))
