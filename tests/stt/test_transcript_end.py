@@ -1,19 +1,27 @@
 """The words' signal: trailing punctuation and the last word say whether a transcript ends a turn."""
 
+import numpy as np
 import pytest
 
-from voicechat.stt.transcript_end import DEFAULT, end_mark, words, words_score
+from voicechat.stt.transcript_end import (
+    DEFAULT,
+    end_mark,
+    end_of_message,
+    words,
+    words_score,
+)
 
 FINISHED = [
     "What is the capital of France?", "Turn off the kitchen lights.", "Where are you from?",
     "What is this for?", "Who did you talk to?", "Turn the lights on.", "Tell me more!", "I think so.",
-    "Thank you.", "Can you do it?", "What does it look like?", "Hello",
+    "Thank you.", "Can you do it?", "What does it look like?", "Hello.",
 ]
 UNFINISHED = [
     "I would like to", "I would like to...", "I would like to.", "Book a table for the", "Book a table for the.",
     "My favourite colour is green because", "Add eggs, milk and", "Um", "Could you tell me about",
     "What is the capital of", "Remind me to call my", "How far away is the moon,", "I think that the",
-    "What time does the", "I would", "Tell me something about octopuses and their",
+    "What time does the", "I would", "Tell me something about octopuses and their", "I am looking for a good",
+    "Tell me a story about it",
 ]
 
 
@@ -40,3 +48,9 @@ def test_marks_and_words():
 def test_question_beats_full_stop_beats_no_mark_beats_trailing_off():
     assert words_score("Go home?") > words_score("Go home.") > words_score("Go home") > words_score("Go home,")
     assert words_score("Yes I can.") == DEFAULT.auxiliary
+
+
+def test_end_of_message_is_the_softmax_of_the_end_token():
+    logits = np.array([0.0, np.log(3.0), 0.0])
+    assert end_of_message(logits, 1) == pytest.approx(0.6)
+    assert end_of_message(np.array([1000.0, 0.0]), 0) == pytest.approx(1.0)

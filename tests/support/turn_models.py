@@ -30,3 +30,16 @@ def smart_turn_or_skip() -> SmartTurnModel:
 @lru_cache(maxsize=1)
 def _loaded() -> SmartTurnModel:
     return SmartTurnModel()
+
+
+def starter_files_or_skip(*names: str) -> None:
+    """Skip (fail in CI) unless every named file or directory under models/ is here."""
+    from voicechat.models.store import PROJECT_ROOT
+
+    need_real_models()
+    missing = [name for name in names if not (PROJECT_ROOT / "models" / name).exists()]
+    if missing:
+        message = f"models/{', models/'.join(missing)} missing; fix: {ensure.FIX_COMMAND}"
+        if ensure.in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)

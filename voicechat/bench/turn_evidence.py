@@ -8,8 +8,10 @@ variation off so the same text always gives the same audio) and espeak-ng. For e
   speech, with 0.6-1.2 s of silence inserted there ("I would like to order a ... large pizza").
   The sentence is synthesized whole and cut, because a fragment synthesized on its own ends
   with a final fall that no listener would hear as a pause. ``|`` in the text marks the word
-  boundary; the cut is the quietest 5 ms step within 150 ms of where that boundary falls by the
-  characters' share of the speech.
+  boundary; the cut is the quietest 20 ms of the speech within 80 ms of where that boundary falls:
+  for joe, Piper's own phoneme alignment (the word gap after the marked word); for espeak-ng, where
+  the words before the mark end when spoken alone (espeak's timing is rule-based, so they last
+  as long there as inside the sentence). The characters' share of the sentence is the fallback.
 
 Every utterance has 0.5 s of room before it and a little room noise (-70 dBFS) throughout, so
 silence is never digital zero. Pause lengths and noise come from one seed: the set is the same
@@ -35,7 +37,7 @@ PAUSE_S = (0.6, 1.2)
 CUT_SHARE = (0.35, 0.65)
 NOISE_RMS = 10.0  # int16 units: about -70 dBFS
 VOICES = ("joe", "espeak")
-VERSION = 2  # bump when the way utterances are made changes (invalidates the cache)
+VERSION = 3  # bump when the way utterances are made changes (invalidates the cache)
 
 COMPLETE = (
     "What is the capital of France?", "How many legs does a spider have?", "Why is the sky blue?",
@@ -56,7 +58,7 @@ COMPLETE = (
 
 PAUSED = (
     "I would like to order a | large pizza with mushrooms.",
-    "Could you tell me the | fastest way to the train station?",
+    "Could you tell me the fastest | way to the train station?",
     "What is the best way to | learn a new language quickly?",
     "Please set an alarm for | six thirty tomorrow morning.",
     "I need to buy some | eggs and flour for the cake.",
@@ -82,7 +84,7 @@ PAUSED = (
     "The best thing about summer | is swimming in the lake.",
     "Could you play the song | that we listened to yesterday?",
     "I want to learn how to | play the guitar this year.",
-    "What is the weather | going to be like this weekend?",
+    "What is the weather going to | be like this weekend?",
     "My daughter wants to know | why cats purr when they are happy.",
     "Book a taxi to the station | for eight o'clock tomorrow.",
     "I forgot the name of the | actor who played in that movie.",
@@ -137,15 +139,18 @@ def quiet_cut(audio: np.ndarray, near: int, lo: int, hi: int, reach: int = 2400,
     return int(starts[int(np.argmin(energy))] + window // 2)
 
 
-def paused(speech: np.ndarray, sentence: str, pause_s: float) -> tuple[np.ndarray, int, float]:
-    """``speech`` (the whole sentence, int16) with ``pause_s`` of silence inserted at the cut:
+def paused(speech: np.ndarray, sentence: str, pause_s: float, near: int | None = None) -> tuple[np.ndarray, int, float]:
+    """``speech`` (the whole sentence, int16) with ``pause_s`` of silence inserted at the cut, the
+    quietest point near ``near`` (the marked word boundary; None: by the characters' share):
     (audio, cut sample, cut's share of the voiced span)."""
     before, after = split(sentence)
     start, end = voiced_span(speech)
-    share = len(before) / (len(before) + 1 + len(after))
     span = end - start
+    reach = 1280
+    if near is None:
+        near, reach = start + round(len(before) / (len(before) + 1 + len(after)) * span), 2400
     lo, hi = start + round(CUT_SHARE[0] * span), start + round(CUT_SHARE[1] * span)
-    cut = quiet_cut(speech, start + round(share * span), lo, hi)
+    cut = quiet_cut(speech, min(max(near, lo), hi), lo, hi, reach=reach)
     cut_share = (cut - start) / (end - start)
     gap = np.zeros(round(pause_s * RATE), np.int16)
     return np.concatenate([speech[:cut], gap, speech[cut:]]), cut, cut_share
@@ -166,27 +171,72 @@ def synthesize(texts: Sequence[str], voice: str, voice_dir: Path) -> list[np.nda
 
         return [speech_16k(t) for t in texts]
     if voice == "joe":
-        from voicechat.tts.piper_engine import PiperEngine
-
-        engine = PiperEngine("en_US-joe-medium", voice_dir, sample_rate=RATE, varied=False)
-        return [np.frombuffer(b"".join(engine.stream(t)), dtype=np.int16).copy() for t in texts]
+        return [audio for audio, _ in _piper_aligned(texts, voice_dir)]
     raise ValueError(f"unknown evidence voice {voice!r} (one of {', '.join(VOICES)})")
+
+
+def _piper_aligned(texts: Sequence[str], voice_dir: Path) -> list[tuple[np.ndarray, list[int]]]:
+    """Piper joe (no random variation) at 16 kHz, with the middle of each word gap (samples) from
+    Piper's phoneme alignment."""
+    import soxr
+    from piper import PiperVoice, SynthesisConfig
+
+    from voicechat.speech_samples import SpeechSynthesisUnavailable
+
+    model = Path(voice_dir) / "en_US-joe-medium.onnx"
+    if not model.is_file():
+        raise SpeechSynthesisUnavailable(f"{model} is missing: python3 run.py models download --set starter")
+    piper_voice = PiperVoice.load(model, include_alignments=True)
+    config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    out = []
+    for text in texts:
+        audio, gaps, at = [], [], 0
+        for chunk in piper_voice.synthesize(text, config, include_alignments=True):
+            for a in chunk.phoneme_alignments or []:
+                if a.phoneme == " ":
+                    gaps.append(at + int(a.num_samples) // 2)
+                at += int(a.num_samples)
+            audio.append(chunk.audio_float_array)
+            rate = chunk.sample_rate
+        x = soxr.resample(np.concatenate(audio), rate, RATE)
+        out.append(((np.clip(x, -1, 1) * 32767).astype(np.int16), [round(g * RATE / rate) for g in gaps]))
+    return out
+
+
+def _piper_phonemes(text: str, voice_dir: Path) -> list[list[str]]:
+    from piper import PiperVoice
+
+    return PiperVoice.load(Path(voice_dir) / "en_US-joe-medium.onnx").phonemize(text)
+
+
+def boundaries(voice: str, voice_dir: Path) -> tuple[list[np.ndarray], list[int | None]]:
+    """PAUSED's whole sentences spoken by ``voice``, and where each marked word boundary falls (sample)."""
+    whole = [s.replace(" | ", " ") for s in PAUSED]
+    if voice == "joe":
+        spoken = _piper_aligned(whole, voice_dir)
+        # the phonemizer joins some words ("of the" -> "ʌvðə"): count the gaps the words before the mark have
+        gaps_before = [sum(p.count(" ") for p in _piper_phonemes(split(s)[0], voice_dir)) for s in PAUSED]
+        near = [gaps[k] if k < len(gaps) else None for k, (_, gaps) in zip(gaps_before, spoken, strict=True)]
+        return [audio for audio, _ in spoken], near
+    audios = synthesize(whole, voice, voice_dir)
+    alone = synthesize([split(s)[0] for s in PAUSED], voice, voice_dir)
+    return audios, [voiced_span(a)[1] for a in alone]
 
 
 def build(voice: str, voice_dir: Path, seed: int = SEED) -> list[Utterance]:
     """The evidence set for one voice, made now (deterministic for a given voice and seed)."""
-    whole = [s.replace(" | ", " ") for s in PAUSED]
-    spoken = synthesize([*COMPLETE, *whole], voice, voice_dir)
+    spoken = synthesize(COMPLETE, voice, voice_dir)
+    whole, near = boundaries(voice, voice_dir)
     rng = np.random.default_rng([seed, VOICES.index(voice)])
     items: list[Utterance] = []
-    for i, (text, speech) in enumerate(zip(COMPLETE, spoken[: len(COMPLETE)], strict=True)):
+    for i, (text, speech) in enumerate(zip(COMPLETE, spoken, strict=True)):
         audio, lead = _placed(speech, rng)
         start, end = voiced_span(speech)
         items.append(Utterance(f"{voice}/complete/{i:02d}", voice, "complete", text, text, audio,
                                lead + start, lead + end, None, 0.0))
-    for i, (sentence, speech) in enumerate(zip(PAUSED, spoken[len(COMPLETE):], strict=True)):
+    for i, (sentence, speech, boundary) in enumerate(zip(PAUSED, whole, near, strict=True)):
         pause_s = round(float(rng.uniform(*PAUSE_S)), 3)
-        with_gap, cut, _ = paused(speech, sentence, pause_s)
+        with_gap, cut, _ = paused(speech, sentence, pause_s, boundary)
         audio, lead = _placed(with_gap, rng)
         start, end = voiced_span(with_gap)
         items.append(Utterance(f"{voice}/paused/{i:02d}", voice, "paused", sentence.replace(" | ", " "),
