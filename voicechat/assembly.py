@@ -179,8 +179,10 @@ def listening_rules(settings: Settings) -> ListeningRules:
 
 
 def turn_signals(settings: Settings) -> TurnSignals:
-    """What ends a turn on the batched front end (``vad.end_of_turn``): Smart Turn and the words, or the
-    fixed silence. Without the Smart Turn model the fixed silence runs, and the log says so once."""
+    """What ends a turn on the batched front end (``vad.end_of_turn``): the words (the language model's
+    probability that the message ends there, or rules) and/or the sound (Smart Turn), else the fixed
+    silence. Where the rules need Smart Turn and its file is missing, the fixed silence runs and the log
+    says so once."""
     from voicechat.stt.batched_recognizer import TurnSignals
     from voicechat.stt.smart_turn import SmartTurnModel, SmartTurnUnavailable
     from voicechat.stt.transcript_end import words_score
@@ -189,11 +191,6 @@ def turn_signals(settings: Settings) -> TurnSignals:
 
     vad = settings.vad
     if vad.end_of_turn == "silence":
-        return TurnSignals()
-    try:
-        model = SmartTurnModel(vad.turn_model or None)
-    except SmartTurnUnavailable as exc:
-        log.warning("%s; turns end after vad.post_speech_silence_s = %.2f s", exc, vad.post_speech_silence_s)
         return TurnSignals()
     rules = TurnEndRules(
         min_silence_s=vad.min_silence_s, max_silence_s=max(vad.min_silence_s, vad.max_silence_s),
@@ -205,7 +202,14 @@ def turn_signals(settings: Settings) -> TurnSignals:
         return decide(rules, silence_s, audio, words).decision is Decision.END
 
     use_audio, use_words = rules.uses()
-    return TurnSignals(judge, TurnJudge(model) if use_audio else None, words_score if use_words else None)
+    audio = None
+    if use_audio:
+        try:
+            audio = TurnJudge(SmartTurnModel(vad.turn_model or None))
+        except SmartTurnUnavailable as exc:
+            log.warning("%s; turns end after vad.post_speech_silence_s = %.2f s", exc, vad.post_speech_silence_s)
+            return TurnSignals()
+    return TurnSignals(judge, audio, words_score if use_words else None, llm_words=vad.turn_words == "llm")
 
 
 def _build_llm(settings: Settings) -> LanguageModel:

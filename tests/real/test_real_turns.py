@@ -1,54 +1,25 @@
-"""End of turn with the real models (Smart Turn v3.2, Whisper tiny.en, Silero), through the product's recognizer.
+"""End of turn with the real models, through a session: Silero, Whisper tiny.en, and SmolLM2's own
+probability that the user's message ends there, read from the prefill of the reply prepared in the pause.
 
 Speech streams in at real time, as from a microphone, because the decision depends on when the
-signals arrive against the audio. A finished question ends the turn well before the longest pause
-a turn may hold (``vad.max_silence_s``); a sentence with a pause cut into its middle (the evidence
-set's way: a whole sentence synthesized, then silence inserted between two words) is one turn, and
-what was transcribed and judged in the pause is dropped when the speech goes on.
+signals arrive against the audio. A finished question ends the turn well before the longest pause a
+turn may hold (``vad.max_silence_s``), with its reply prepared inside the silence; a sentence with a
+pause cut into its middle (the evidence set's way: a whole sentence synthesized, then silence inserted
+between two words) is one turn, and the reply prepared in the pause is dropped: none of it reaches the
+client, the history, or the next prompt.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np
 import pytest
-from support.real import starter_settings
+from support.helpers import EventCollector, Feeder, count
 
-from voicechat.assembly import recognizer_factory
 from voicechat.bench.turn_evidence import NOISE_RMS, paused, synthesize
-from voicechat.engines.protocols import Engines, RecognizerCallbacks
+from voicechat.core.events import AssistantTextDelta, FinalTranscript, ReplyDone, TurnMetrics
 from voicechat.models.store import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
-
-FRAME = 320  # 20 ms at 16 kHz
-
-
-class Recorder:
-    """The recognizer's callbacks, each with the monotonic time it came."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, object, float]] = []
-        self.cond = threading.Condition()
-
-    def add(self, kind: str, value: object = None) -> None:
-        with self.cond:
-            self.events.append((kind, value, time.monotonic()))
-            self.cond.notify_all()
-
-    def callbacks(self) -> RecognizerCallbacks:
-        return RecognizerCallbacks(
-            on_speech_start=lambda: self.add("start"),
-            on_speech_end=lambda voice_end: self.add("end", voice_end),
-            on_transcript_early=lambda text: self.add("early", text),
-            on_speech_resumed=lambda: self.add("resumed"),
-        )
-
-    def kinds(self) -> list[str]:
-        with self.cond:
-            return [k for k, _, _ in self.events]
 
 
 def room(audio: np.ndarray, after_s: float) -> np.ndarray:
@@ -56,16 +27,6 @@ def room(audio: np.ndarray, after_s: float) -> np.ndarray:
     out = np.concatenate([np.zeros(8000, np.int16), audio, np.zeros(round(after_s * 16000), np.int16)])
     noisy = out.astype(np.float32) + rng.normal(0, NOISE_RMS, out.size)
     return np.clip(noisy, -32768, 32767).astype(np.int16)
-
-
-def stream(recognizer, audio: np.ndarray) -> None:
-    """Feed ``audio`` in 20 ms frames at real time."""
-    start = time.monotonic()
-    for i in range(0, audio.size, FRAME):
-        delay = start + i / 16000 - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)  # pacing a simulated microphone, not waiting for a result
-        recognizer.feed(audio[i : i + FRAME].tobytes())
 
 
 @pytest.fixture(scope="module")
@@ -76,49 +37,35 @@ def speech() -> dict[str, np.ndarray]:
     return {"question": question, "paused": with_pause}
 
 
-@pytest.fixture
-def listen(engines: Engines):
-    settings = starter_settings(**{"stt.partials": "false"})
-    factory = recognizer_factory(settings, engines.transcriber)
-    made = []
-
-    def run(audio: np.ndarray, after_s: float) -> tuple[Recorder, str | None]:
-        recorder = Recorder()
-        recognizer = factory(f"turns-{len(made)}", recorder.callbacks())
-        made.append(recognizer)
-        finals: list[str | None] = []
-        worker = threading.Thread(target=lambda: finals.append(recognizer.next_final()), name="test-final")
-        worker.start()
-        stream(recognizer, room(audio, after_s))
-        worker.join(30)
-        return recorder, finals[0] if finals else None
-
-    yield run, settings
-    for recognizer in made:
-        recognizer.close()
-    factory.close()
+def one_turn(make_real_manager, settings, audio: np.ndarray):
+    manager = make_real_manager()
+    session = manager.create("test")
+    collector = EventCollector(session.pipeline)
+    Feeder(session.pipeline).play(room(audio, after_s=settings.vad.max_silence_s + 0.3))
+    events = collector.wait_for(count(TurnMetrics), timeout=60)
+    return session, events
 
 
-@pytest.mark.timeout(120)
-def test_a_finished_question_ends_the_turn_well_before_the_longest_pause(listen, speech):
-    run, settings = listen
-    recorder, final = run(speech["question"], after_s=settings.vad.max_silence_s + 0.5)
-    assert final is not None and "spider" in final.lower()
-    kinds = recorder.kinds()
-    assert kinds.count("end") == 1 and "resumed" not in kinds, kinds
-    (_, voice_end, decided), = [e for e in recorder.events if e[0] == "end"]
-    waited = decided - voice_end
+@pytest.mark.timeout(150)
+def test_a_finished_question_ends_the_turn_well_before_the_longest_pause(make_real_manager, settings, speech):
+    _, events = one_turn(make_real_manager, settings, speech["question"])
+    finals = [e.text for e in events if isinstance(e, FinalTranscript)]
+    assert len(finals) == 1 and "spider" in finals[0].lower(), finals
+    metrics = next(e for e in events if isinstance(e, TurnMetrics))
+    waited = metrics.stamps["speech_end"] - metrics.stamps["voice_end"]
     assert waited < settings.vad.max_silence_s - 0.3, f"the turn ended {waited:.2f} s after the last voiced sample"
-    early = [v for k, v, _ in recorder.events if k == "early"]
-    assert early and early[-1] == final  # transcribed inside the silence, and used as the final
+    assert metrics.prepared  # the reply was made inside the silence
 
 
-@pytest.mark.timeout(120)
-def test_a_pause_in_the_middle_of_a_sentence_does_not_end_the_turn(listen, speech):
-    run, settings = listen
-    recorder, final = run(speech["paused"], after_s=settings.vad.max_silence_s + 0.5)
-    kinds = recorder.kinds()
-    assert kinds.count("start") == 1 and kinds.count("end") == 1, kinds
-    assert "early" in kinds and "resumed" in kinds  # judged in the pause, dropped when the speech went on
-    assert kinds.index("resumed") < kinds.index("end")
-    assert final is not None and "mushrooms" in final.lower() and "order" in final.lower()
+@pytest.mark.timeout(150)
+def test_a_pause_in_the_middle_of_a_sentence_does_not_end_the_turn(make_real_manager, settings, speech):
+    session, events = one_turn(make_real_manager, settings, speech["paused"])
+    finals = [e.text for e in events if isinstance(e, FinalTranscript)]
+    assert len(finals) == 1 and "mushrooms" in finals[0].lower() and "order" in finals[0].lower(), finals
+    final_at = next(i for i, e in enumerate(events) if isinstance(e, FinalTranscript))
+    assert not any(isinstance(e, AssistantTextDelta | ReplyDone) for e in events[:final_at])
+    done = next(e for e in events if isinstance(e, ReplyDone))
+    deltas = "".join(e.text for e in events if isinstance(e, AssistantTextDelta))
+    assert deltas.strip() == done.text.strip()  # one reply's text, nothing of a dropped one
+    users = [m.content for m in session.pipeline.history.messages() if m.role == "user"]
+    assert users == [finals[0]]

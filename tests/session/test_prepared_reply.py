@@ -64,7 +64,7 @@ def reply_events(events):
 def test_a_confirmed_reply_was_made_before_the_turn_ended_and_went_out_after_it(session):
     pipeline, rec, collector, llm = session
     rec.cb.on_speech_start()
-    rec.cb.on_transcript_early("What time is it?")
+    rec.cb.on_transcript_early("What time is it?", None)
     # The reply is made (the LLM has been asked) while the user is silent...
     llm_asked = llm.prompts  # filled when the LLM stage starts
     with collector._cond:
@@ -93,7 +93,7 @@ def test_a_confirmed_reply_was_made_before_the_turn_ended_and_went_out_after_it(
 def test_speech_after_the_pause_drops_the_prepared_reply_without_a_trace(session):
     pipeline, rec, collector, llm = session
     rec.cb.on_speech_start()
-    rec.cb.on_transcript_early("I would like to")
+    rec.cb.on_transcript_early("I would like to", None)
     with collector._cond:
         assert collector._cond.wait_for(lambda: llm.prompts.get("s1"), 10)
     rec.cb.on_speech_resumed()
@@ -116,7 +116,7 @@ def test_speech_after_the_pause_drops_the_prepared_reply_without_a_trace(session
 def test_a_different_final_replaces_the_prepared_reply(session):
     pipeline, rec, collector, llm = session
     rec.cb.on_speech_start()
-    rec.cb.on_transcript_early("Tell me")
+    rec.cb.on_transcript_early("Tell me", None)
     with collector._cond:
         assert collector._cond.wait_for(lambda: llm.prompts.get("s1"), 10)
     rec.cb.on_speech_end(None)

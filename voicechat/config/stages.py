@@ -82,16 +82,22 @@ class VadSettings(_Section):
                                  "that may end a turn")
     max_silence_s: float = Field(1.5, ge=0.1, le=10, description="end_of_turn smart: the longest pause within a "
                                  "turn (a turn judged unfinished ends after this much silence)")
-    turn_signal_timeout_s: float = Field(0.6, ge=0.05, le=10, description="end_of_turn smart: with no signal in "
+    turn_signal_timeout_s: float = Field(1.5, ge=0.05, le=10, description="end_of_turn smart: with no signal in "
                                          "after this much silence, the turn ends (a slow model never waits longer)")
     turn_combine: Literal["both", "either", "audio", "words", "mean"] = Field(
-        "both", description="end_of_turn smart: which signals must say finished: both, either, audio (Smart Turn "
-        "alone), words (the transcript alone), mean (their weighted mean against turn_mean_threshold)",
+        "words", description="end_of_turn smart: which signals must say finished: words (the transcript alone; "
+        "best on the evidence set, docs/benchmarks.md), audio (Smart Turn alone), both, either, mean (their "
+        "weighted mean against turn_mean_threshold)",
     )
-    turn_audio_threshold: float = Field(0.5, ge=0, le=1, description="end_of_turn smart: Smart Turn's "
+    turn_words: Literal["llm", "rules"] = Field(
+        "llm", description="end_of_turn smart: how the words are judged: llm = the language model's probability "
+        "that the message ends there, read from the prepared reply's prefill (llama.cpp; other backends fall "
+        "back to rules); rules = Whisper's end mark and whether the last word can end a sentence",
+    )
+    turn_audio_threshold: float = Field(0.9, ge=0, le=1, description="end_of_turn smart: Smart Turn's "
                                         "probability of a finished turn at or above which the sound says finished")
-    turn_words_threshold: float = Field(0.5, ge=0, le=1, description="end_of_turn smart: the words' score at or "
-                                        "above which the transcript says finished")
+    turn_words_threshold: float = Field(0.6, ge=0, le=1, description="end_of_turn smart: the words' probability "
+                                        "at or above which the transcript says finished")
     turn_mean_threshold: float = Field(0.6, ge=0, le=1, description="turn_combine mean: the threshold")
     turn_model: str = Field("", description="end_of_turn smart: the Smart Turn v3.2 ONNX file; empty = "
                             "models/smart-turn/smart-turn-v3.2-cpu.onnx (`run.py models download --set starter`)")

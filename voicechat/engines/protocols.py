@@ -75,8 +75,11 @@ class RecognizerCallbacks:
     # ``voice_ended_at``: when the last voiced sample reached the server (monotonic s), if the recognizer knows
     on_speech_end: Callable[[float | None], None] = lambda voice_ended_at: None
     on_partial: Callable[[str], None] = lambda text: None
-    # a transcript made inside a pause of the utterance (the turn may end there, or the user go on)
-    on_transcript_early: Callable[[str], None] = lambda text: None
+    # A transcript made inside a pause of the utterance (the turn may end there, or the user go on), and
+    # where to report the language model's probability that the user's message ends there (None: not known;
+    # the receiver calls it exactly once), if the recognizer wants it.
+    on_transcript_early: Callable[[str, Callable[[float | None], None] | None], None] = (
+        lambda text, on_end_of_message: on_end_of_message(None) if on_end_of_message else None)
     # speech again after such a pause, in the same utterance (what was transcribed early is out of date)
     on_speech_resumed: Callable[[], None] = lambda: None
 

@@ -273,7 +273,8 @@ RECOMMENDED: tuple[ModelSpec, ...] = (
                          sha256="2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f"),),
         target=SMART_TURN_FILE, size_bytes=8_679_182, config_key="vad.turn_model", config_value="",
         default=True,
-        description="Smart Turn v3.2 end-of-turn model (ONNX, CPU int8, BSD-2-Clause) from the Hub: vad.end_of_turn = smart",
+        description="Smart Turn v3.2 end-of-turn model (ONNX, CPU int8, BSD-2-Clause) from the Hub: "
+        "vad.turn_combine audio, both, either or mean",
     ),
 )
 

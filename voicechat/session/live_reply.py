@@ -14,6 +14,7 @@ Pure bookkeeping: the pipeline calls it with its lock held.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from voicechat.core.events import Event
@@ -32,6 +33,13 @@ class LiveReply:
     first_audio_at: float | None = None  # when its first audio went to the client
     played_samples: int = 0  # the player's report (samples at the output rate)
     synthesized: EndOfReply | None = None  # its synthesis ended while it was held: finish it on release
+    # a prepared reply's prefill reports P(the user's message ends there) here (see LanguageModel.stream)
+    on_end_of_message: Callable[[float | None], None] | None = None
+
+    def take_end_of_message(self) -> Callable[[float | None], None] | None:
+        """The listener for the LLM's end-of-message probability, once (it must hear exactly one answer)."""
+        listener, self.on_end_of_message = self.on_end_of_message, None
+        return None if listener is None else once(listener)
 
     @property
     def prepared(self) -> bool:
@@ -44,3 +52,16 @@ class LiveReply:
         """Stop holding; returns what was held, in order."""
         held, self.held = self.held or [], None
         return held
+
+
+def once(listener: Callable[[float | None], None]) -> Callable[[float | None], None]:
+    """``listener`` that hears only the first call (the engine's answer, or the stage's None if it had none)."""
+    called = False
+
+    def call(value: float | None) -> None:
+        nonlocal called
+        if not called:
+            called = True
+            listener(value)
+
+    return call

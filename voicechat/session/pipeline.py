@@ -258,9 +258,25 @@ class SpeechPipelineManager(ReplyStageHost):
             partial = self._stabilizer.update(text)
             self._put(PartialTranscript(partial.text, self._turns.generation, partial.stable))
 
-    def _on_transcript_early(self, text: str) -> None:
-        """A transcript made inside a pause: the turn may end with these words, so prepare their reply."""
-        self._transition(self._turns.transcript_early, text)
+    def _on_transcript_early(self, text: str, on_end_of_message: Callable[[float | None], None] | None) -> None:
+        """A transcript made inside a pause: the turn may end with these words, so prepare their reply.
+
+        The prepared reply's prefill tells whether the language model thinks the message ends there
+        (``on_end_of_message``); with no reply prepared, nobody can tell (None).
+        """
+        aborted: str | None = None
+        with self._lock:
+            if self._stopped:
+                prepared = None
+            else:
+                before = self._reply
+                aborted = self._apply(self._turns.transcript_early(text))
+                prepared = self._reply if self._reply is not before and self._reply is not None else None
+                if prepared is not None:
+                    prepared.on_end_of_message = on_end_of_message
+        self._abort_engines(aborted)
+        if prepared is None and on_end_of_message is not None:
+            on_end_of_message(None)
 
     def _on_speech_resumed(self) -> None:
         self.last_activity = time.monotonic()

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from voicechat.core.events import (
@@ -85,6 +85,14 @@ class ReplyStageHost:
             if reply is not None and reply.rid == job.generation and reply.prepared:
                 messages.append(ChatMessage("user", reply.user_text))
             return messages
+
+    def end_of_message_listener(self, job: ReplyJob) -> Callable[[float | None], None] | None:
+        """Where a prepared reply's LLM call reports P(the user's message ends there); None for other replies."""
+        with self._lock:
+            reply = self._reply
+            if reply is None or reply.rid != job.generation:
+                return None
+            return reply.take_end_of_message()
 
     def emit_text(self, rid: int, text: str) -> None:
         with self._lock:

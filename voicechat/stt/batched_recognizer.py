@@ -144,11 +144,14 @@ class AudioJudge(Protocol):
 @dataclass(frozen=True)
 class TurnSignals:
     """What judges the end of a turn: ``judge`` decides from the silence and the signals (None: the fixed
-    silence), ``audio`` scores the sound, ``words`` the early transcript (either may be None)."""
+    silence), ``audio`` scores the sound, ``words`` the early transcript (either may be None). With
+    ``llm_words`` the words' signal is the language model's probability that the message ends there,
+    which the session reports back through ``on_transcript_early`` (``words`` where it cannot)."""
 
     judge: TurnEndJudge | None = None
     audio: AudioJudge | None = None
     words: Callable[[str], float | None] | None = None
+    llm_words: bool = False
 
 
 class BatchedRecognizer:
@@ -289,10 +292,22 @@ class BatchedRecognizer:
             if item.pause != self._pause or self._closed.is_set():
                 return
             self._early_text = text
-        if self._signals.words is not None and self._signals.judge is not None:
-            self._post(item.pause, words=self._signals.words(text))
-        if text:
-            self._callbacks.on_transcript_early(text)
+        rule, judged = self._signals.words, self._signals.judge is not None
+        pause = item.pause
+
+        def end_of_message(p: float | None) -> None:  # the session's answer (any thread, once)
+            if p is None and rule is not None:
+                p = rule(text)
+            self._post(pause, words=p)
+
+        if not text:  # nothing said: nothing to wait for
+            self._post(pause, words=1.0)
+        elif judged and rule is not None and self._signals.llm_words:
+            self._callbacks.on_transcript_early(text, end_of_message)
+        else:
+            if judged and rule is not None:
+                self._post(pause, words=rule(text))
+            self._callbacks.on_transcript_early(text, None)
 
     def _transcribe(self, audio: np.ndarray) -> str:
         text = self._model.transcribe(audio, session_id=self.session_id, final=True, language=self._language)

@@ -13,7 +13,7 @@ refused call (open circuit) ends the reply with an error, not the session.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from voicechat.core.history import ChatMessage
@@ -32,6 +32,8 @@ class LlmHost(StageHost, Protocol):
     max_spoken_sentences: int  # 0 = no cap
 
     def prompt_for(self, job: ReplyJob) -> Sequence[ChatMessage]: ...
+
+    def end_of_message_listener(self, job: ReplyJob) -> Callable[[float | None], None] | None: ...
 
     def emit_text(self, generation: int, text: str) -> None: ...
 
@@ -71,9 +73,14 @@ class LlmWorker(QueueWorker[ReplyJob]):
         index = 0
         failed = False
         session, messages, params = self.host.session_id, self.host.prompt_for(job), self.host.generation_params
+        probe = self.host.end_of_message_listener(job)  # a prepared reply: its prefill judges the user's turn
         stream: GuardedStream[str] | None = None
         try:
-            stream = self.guard.open(gen, lambda: self.llm.stream(session, messages, params))
+            if probe is None:
+                stream = self.guard.open(gen, lambda: self.llm.stream(session, messages, params))
+            else:
+                stream = self.guard.open(
+                    gen, lambda: self.llm.stream(session, messages, params, on_end_of_message=probe))
             for piece in stream:
                 if not self.host.is_current(gen) or self.stop_event.is_set():
                     return  # barge-in or shutdown: the TTS side is flushed already
@@ -89,6 +96,8 @@ class LlmWorker(QueueWorker[ReplyJob]):
         finally:
             if stream is not None:
                 stream.close()
+            if probe is not None:
+                probe(None)  # no-op once the model answered; else nobody waits for an answer that never comes
         if not self.host.is_current(gen):
             return
         if not guard.stopped:
