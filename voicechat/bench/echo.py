@@ -42,6 +42,7 @@ class Outcome:
     erle_db: list[float] = field(default_factory=list)  # per room, far-end-only replies after the first second
     replies: int = 0
     self_interruptions: int = 0  # replies during which speech was detected while nobody talked
+    interrupted: list[str] = field(default_factory=list)  # where: "room RT60/delay/gain, reply k, at s"
     latencies_ms: list[float | None] = field(default_factory=list)  # per double-talk case; None = never detected
     heard: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (spoken text, the utterance's audio)
     busy_s: float = 0.0
@@ -110,6 +111,9 @@ def run_scene(scene: Scene, mode: str, vad: SileroBatch, outcome: Outcome, flush
                 if isinstance(event, SpeechStarted):
                     heard_at = event.sample - start + CHUNK
                     if segment.user is None or heard_at < segment.onset:
+                        room = scene.room
+                        outcome.interrupted.append(f"{room.rt60_s}/{room.delay_ms:g}/{room.gain_db:g} reply {index} "
+                                                   f"at {heard_at / RATE:.2f} s")
                         interrupted = True
                     elif latency is None:
                         latency, user_utterance = (heard_at - segment.onset) * 1000 / RATE, event.utterance
@@ -162,6 +166,7 @@ def summary(outcome: Outcome, exact: int, count: int) -> dict[str, object]:
         "detection_median_ms": round(statistics.median(known)) if known else None,
         "transcripts_exact": f"{exact}/{count}",
         "cpu_percent_of_core": round(100 * outcome.busy_s / outcome.audio_s, 2) if outcome.audio_s else None,
+        "interrupted": outcome.interrupted,
     }
 
 
@@ -201,6 +206,8 @@ def main(argv: list[str]) -> int:
             run_scene(scene, mode, vad, outcome)
         rows.append(summary(outcome, *transcripts(whisper, outcome.heard)))
         print(json.dumps(rows[-1]), flush=True)
+    for row in rows:
+        del row["interrupted"]  # in the JSON lines above, not in the table
     print(f"\nrooms: {len(rooms)} (RT60 {args.rt60} s x delays {args.delays} ms, gains {args.gains} dB, "
           f"noise {args.noise} dBFS); users over the echo at {args.levels} dB; "
           f"clean transcripts exact {clean_exact}/{clean_count}\n")
