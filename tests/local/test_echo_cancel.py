@@ -78,13 +78,22 @@ def test_frames_are_10_ms_in_lockstep_and_the_rest_waits():
     assert [len(n) for n, _ in pairs] == [160, 160] and np.array_equal(pairs[1][1], np.arange(160, 320))
 
 
-def test_a_far_queue_running_ahead_is_cut_and_missing_far_is_silence():
+def test_a_far_queue_running_ahead_is_cut():
     aec = EchoCanceller(16000, factory=Recorder, max_lead_ms=80, track_delay=False)
     aec.far(np.arange(3200, dtype=np.int16))  # 200 ms ahead of the microphone
     aec.process(np.zeros(160, np.int16))
     assert aec.far_dropped == 3200 - 160 and np.array_equal(aec._aec.pairs[0][1], np.arange(3040, 3200))
-    aec.process(np.zeros(160, np.int16))
-    assert aec.far_missing == 1 and not aec._aec.pairs[1][1].any()
+
+
+def test_the_microphone_waits_for_late_far_audio_then_takes_silence():
+    aec = EchoCanceller(16000, factory=Recorder, max_wait_ms=20, track_delay=False)
+    assert len(aec.process(np.arange(320, dtype=np.int16))) == 0  # 20 ms of microphone, no far yet: wait
+    aec.far(np.arange(1000, 1160, dtype=np.int16))
+    out = aec.process(np.zeros(0, np.int16))
+    assert np.array_equal(out, np.arange(160)) and np.array_equal(aec._aec.pairs[0][1], np.arange(1000, 1160))
+    assert aec.far_missing == 0  # the late far frame kept the streams' alignment
+    out = aec.process(np.arange(320, 640, dtype=np.int16))  # the oldest frame has waited 20 ms: it gives up
+    assert np.array_equal(out, np.arange(160, 320)) and aec.far_missing == 1 and not aec._aec.pairs[1][1].any()
 
 
 def test_aec3_removes_most_of_the_echo():

@@ -3,11 +3,13 @@
 The far end is what the speaker actually played (the playback buffer's
 timeline, resampled to the capture rate by the caller), the near end the
 microphone; both are cut into 10 ms frames and handed to AEC3 in lockstep, one
-far frame per near frame. Far audio waits in a short queue: the speaker pulls
-in its own blocks, so the queue's level jitters, but a far frame must never be
-later than its echo (AEC3 searches forward only), so a queue longer than
-``max_lead_ms`` is cut back to one frame, and a near frame without far audio
-is paired with silence. The delay between the two streams (device buffers plus
+far frame per near frame, so the two streams keep one alignment as long as
+nothing is dropped or made up. The speaker and the microphone deliver in their
+own blocks, so whichever runs ahead waits in a short queue: a microphone frame
+waits up to ``max_wait_ms`` for its far frame (then it is paired with silence),
+and a far queue more than ``max_lead_ms`` ahead (clock drift, a stalled
+capture thread) is cut back to one frame, because a far frame must never be
+later than its echo (AEC3 searches forward only). The delay between the two streams (device buffers plus
 the air) is AEC3's to find; the device's own latency is its starting hint and a
 cross-correlation estimate (``echo_delay``) refines the hint and tells the log.
 
@@ -47,10 +49,12 @@ class EchoCanceller:
     """AEC3 over 10 ms frames with the far stream queued beside it; see the module docstring.
 
     ``far(x)`` and ``process(mic)`` take int16 samples at ``rate``; ``process`` returns the cleaned microphone
-    for every whole frame so far (up to one frame is held back until the next block completes it).
+    for every whole frame that has its far frame (less than a frame, or frames waiting up to ``max_wait_ms`` for
+    the speaker's side, are held back until a later call).
     """
 
     def __init__(self, rate: int = 16000, *, device_delay_ms: float = 0.0, max_lead_ms: float = 80.0,
+                 max_wait_ms: float = 60.0,
                  factory: Callable[[int, int], Any] = load_aec3, track_delay: bool = True) -> None:
         self.rate = rate
         self.frame = rate * FRAME_MS // 1000
@@ -58,6 +62,7 @@ class EchoCanceller:
         self._far = np.zeros(0, np.int16)
         self._near = np.zeros(0, np.int16)
         self._max_lead = int(max_lead_ms / 1000 * rate)
+        self._max_wait = int(max_wait_ms / 1000 * rate)
         self.delay = EchoDelayTracker(rate) if track_delay else None
         self.delay_ms = float(device_delay_ms)  # the current hint: device latency, then the estimate
         self.far_dropped = 0  # far samples cut because the queue ran ahead of the microphone
@@ -73,29 +78,30 @@ class EchoCanceller:
     def process(self, mic: np.ndarray) -> np.ndarray:
         """The microphone with the echo removed, in whole 10 ms frames (int16)."""
         self._near = np.concatenate([self._near, mic.astype(np.int16, copy=False)])
-        count = len(self._near) // self.frame
-        if count == 0:
-            return np.zeros(0, np.int16)
         started = time.perf_counter()
-        out = np.empty(count * self.frame, np.int16)
-        for k in range(count):
-            near = self._near[k * self.frame:(k + 1) * self.frame]
-            far = self._next_far()
-            out[k * self.frame:(k + 1) * self.frame] = self._aec.process(near, far)
+        done: list[np.ndarray] = []
+        while len(self._near) >= self.frame:
+            far = self._next_far(waiting=len(self._near))
+            if far is None:
+                break  # the speaker's side of this frame is late: wait for the next call
+            near, self._near = self._near[:self.frame], self._near[self.frame:]
+            done.append(self._aec.process(near, far))
             if self.delay is not None and (found := self.delay.add(far, near)) is not None:
                 self.hint(found.delay_ms)
-        self._near = self._near[count * self.frame:]
-        self.frames += count
+        self.frames += len(done)
         self.busy_s += time.perf_counter() - started
-        return out
+        return np.concatenate(done) if done else np.zeros(0, np.int16)
 
-    def _next_far(self) -> np.ndarray:
+    def _next_far(self, waiting: int) -> np.ndarray | None:
+        """The far frame for the oldest waiting microphone frame; None to wait for it."""
         if len(self._far) - self.frame > self._max_lead:  # the speaker ran ahead: keep the newest frame
             cut = len(self._far) - self.frame
             self.far_dropped += cut
             self._far = self._far[cut:]
         if len(self._far) < self.frame:
-            self.far_missing += 1
+            if waiting - self.frame < self._max_wait:
+                return None
+            self.far_missing += 1  # waited long enough: the speaker's side is gone, pair with silence
             frame = np.concatenate([self._far, np.zeros(self.frame - len(self._far), np.int16)])
             self._far = np.zeros(0, np.int16)
             return frame

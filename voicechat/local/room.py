@@ -104,34 +104,34 @@ def echo_of(far: np.ndarray, config: RoomConfig, rate: int = 16000) -> np.ndarra
 class EchoRoom:
     """The room as a stream: ``push`` what the speaker played, ``echo(n)`` the microphone's next n samples of
     echo plus noise. The far signal and the microphone run on one clock: after ``push`` of k samples, the next
-    ``echo(k)`` covers the same k instants."""
+    ``echo(k)`` covers the same k instants. The delay is a queue of far samples that starts ``delay_ms`` of
+    silence full, so a push that comes a little late (less than the delay) changes nothing; only a far queue
+    that runs dry is filled with silence."""
 
     def __init__(self, config: RoomConfig, rate: int = 16000) -> None:
         self.config, self.rate = config, rate
         self._rir = room_impulse_response(config.rt60_s, rate, config.seed, config.drr_db)
-        self._delay = int(round(config.delay_ms / 1000 * rate))
         self._gain = db_gain(config.gain_db)
-        self._history = np.zeros(len(self._rir) + self._delay, np.float64)  # far input, oldest first
-        self._pending = np.zeros(0, np.float64)  # far samples pushed and not yet heard
+        self._history = np.zeros(len(self._rir) - 1, np.float64)  # far that reached the room, oldest first
+        self._pending = np.zeros(int(round(config.delay_ms / 1000 * rate)), np.float64)  # far still on its way
         self._rng = np.random.default_rng(config.seed + 1)
         self._noise_scale = db_gain(config.noise_dbfs) * FULL_SCALE
         self._pink = 0.0
+        self.underruns = 0  # echo() calls that found too little far audio queued (silence filled in)
 
     def push(self, far: np.ndarray) -> None:
         """What the speaker played next (int16-scaled samples at ``rate``)."""
         self._pending = np.concatenate([self._pending, soft_clip(far, self.config.clip_drive)])
 
     def echo(self, n: int) -> np.ndarray:
-        """The next ``n`` microphone samples of echo and noise (float64); far not pushed yet counts as silence."""
+        """The next ``n`` microphone samples of echo and noise (float64)."""
         take = self._pending[:n]
         self._pending = self._pending[n:]
-        block = np.concatenate([take, np.zeros(n - len(take))])
-        need = len(self._rir) + n - 1 + self._delay  # far samples the next n outputs depend on
-        history = np.concatenate([self._history, block])
-        self._history = history[-max(need, len(self._rir) + self._delay):]
-        if len(history) < need:
-            history = np.concatenate([np.zeros(need - len(history)), history])
-        window = history[len(history) - need: len(history) - self._delay]
+        if len(take) < n:
+            self.underruns += 1
+            take = np.concatenate([take, np.zeros(n - len(take))])
+        window = np.concatenate([self._history, take])  # len(rir) - 1 + n: the 'valid' part is n long
+        self._history = window[n:] if n else window
         wet = _fft_convolve_valid(window, self._rir)
         return wet * self._gain + self._noise(n)
 
