@@ -6,6 +6,7 @@ constructors, so the pipeline and session manager stay free of config types.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -38,9 +39,11 @@ if TYPE_CHECKING:
     import numpy as np
 
     from voicechat.models.sets import ActiveModelSet
+    from voicechat.stt.batched_recognizer import TurnSignals
     from voicechat.stt.listening import ListeningRules
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 WARM_UP_S = 2  # seconds of audio the STT model decodes once at start (stall limits follow its pace)
 
@@ -141,7 +144,7 @@ def recognizer_factory(settings: Settings, transcriber: TranscriptionModel) -> R
 
         return BatchedRecognizerFactory(
             transcriber, language=settings.stt.language, backlog_s=settings.audio.capture_queue_s,
-            rules=listening_rules(settings),
+            rules=listening_rules(settings), signals=turn_signals(settings),
         )
     from voicechat.stt.realtimestt_recognizer import RealtimeSTTRecognizer
     from voicechat.stt.silero_share import SharedSilero
@@ -171,7 +174,38 @@ def listening_rules(settings: Settings) -> ListeningRules:
         onset_probability=1.0 - vad.silero_sensitivity, post_speech_silence_s=vad.post_speech_silence_s,
         min_utterance_s=vad.min_utterance_s, pre_roll_s=vad.pre_roll_s, partials=stt.partials,
         partial_interval_s=stt.partial_interval_s, quiet_dbfs=vad.quiet_dbfs,
+        pause_s=0.1 if vad.early_transcript else None,
     )
+
+
+def turn_signals(settings: Settings) -> TurnSignals:
+    """What ends a turn on the batched front end (``vad.end_of_turn``): Smart Turn and the words, or the
+    fixed silence. Without the Smart Turn model the fixed silence runs, and the log says so once."""
+    from voicechat.stt.batched_recognizer import TurnSignals
+    from voicechat.stt.smart_turn import SmartTurnModel, SmartTurnUnavailable
+    from voicechat.stt.transcript_end import words_score
+    from voicechat.stt.turn_end import Decision, TurnEndRules, decide
+    from voicechat.stt.turn_judge import TurnJudge
+
+    vad = settings.vad
+    if vad.end_of_turn == "silence":
+        return TurnSignals()
+    try:
+        model = SmartTurnModel(vad.turn_model or None)
+    except SmartTurnUnavailable as exc:
+        log.warning("%s; turns end after vad.post_speech_silence_s = %.2f s", exc, vad.post_speech_silence_s)
+        return TurnSignals()
+    rules = TurnEndRules(
+        min_silence_s=vad.min_silence_s, max_silence_s=max(vad.min_silence_s, vad.max_silence_s),
+        signal_timeout_s=vad.turn_signal_timeout_s, audio_threshold=vad.turn_audio_threshold,
+        words_threshold=vad.turn_words_threshold, combine=vad.turn_combine, mean_threshold=vad.turn_mean_threshold,
+    )
+
+    def judge(silence_s: float, audio: float | None, words: float | None) -> bool:
+        return decide(rules, silence_s, audio, words).decision is Decision.END
+
+    use_audio, use_words = rules.uses()
+    return TurnSignals(judge, TurnJudge(model) if use_audio else None, words_score if use_words else None)
 
 
 def _build_llm(settings: Settings) -> LanguageModel:

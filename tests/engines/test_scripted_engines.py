@@ -52,6 +52,16 @@ def test_llm_streams_the_scripted_reply_and_aborts_at_once():
     assert "".join(ScriptedLLM().stream("s2", msgs, GenerationParams())) == scripted_reply("hello", 24)
 
 
+def test_llm_discard_ends_the_stream_and_is_recorded_apart_from_aborts():
+    llm = ScriptedLLM(token_s=10.0)
+    stream = llm.stream("s1", [ChatMessage("user", "hello")], GenerationParams())
+    assert next(stream) == "You"
+    threading.Timer(0.05, llm.discard, args=("s1",)).start()
+    assert list(stream) == []
+    llm.discard("idle")  # nothing running: recorded, harmless
+    assert llm.discard_calls == ["s1", "idle"] and llm.abort_calls == []
+
+
 def test_llm_respects_max_tokens_and_fails_on_the_chosen_call():
     llm = ScriptedLLM(faults=FaultPlan(fail_on_call=2))
     msgs = [ChatMessage("user", "hi")]

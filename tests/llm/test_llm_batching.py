@@ -9,7 +9,9 @@ from voicechat.llm.batching import (
     AdmissionQueue,
     PrefillWant,
     SequencePool,
+    common_prefix,
     drop_oldest_turn,
+    kept_after_discard,
     plan_step,
     reply_room,
     reusable_prefix,
@@ -111,6 +113,23 @@ def test_reusable_prefix_is_the_common_prefix_but_leaves_a_token_to_decode():
     assert reusable_prefix([1, 2, 3], [1, 2, 3]) == 2  # identical prompt: the last token is decoded again
     assert reusable_prefix([1, 2, 3, 4, 5, 6], [1, 2, 3, 4]) == 3
     assert reusable_prefix([7, 2], [1, 2, 3]) == 0
+
+
+def test_common_prefix_counts_equal_leading_tokens():
+    assert common_prefix([1, 2, 3], [1, 2, 4]) == 2
+    assert common_prefix([1, 2], [1, 2, 3]) == 2 and common_prefix([1, 2, 3], [1, 2]) == 2
+    assert common_prefix([], [1]) == 0 and common_prefix([5], [6]) == 0
+
+
+def test_a_discard_keeps_only_the_kv_shared_with_what_the_request_started_from():
+    turn1 = [10, 11, 12, 13, 14]  # prompt and reply of the kept turn
+    discarded = [10, 11, 12, 13, 14, 20, 21, 22]  # turn 1's KV reused, then the discarded turn's tokens
+    assert kept_after_discard(discarded, turn1) == len(turn1)
+    # It reused only part of turn 1 (the history was trimmed or re-tokenized): only that part stays.
+    assert kept_after_discard([10, 11, 30, 31], turn1) == 2
+    assert kept_after_discard(discarded, None) == 0 and kept_after_discard(discarded, []) == 0
+    # Stopped mid-prefill: nothing beyond what it held, even where turn 1 went further.
+    assert kept_after_discard([10, 11, 12], turn1) == 3
 
 
 def test_reply_room_is_capped_at_half_the_context():

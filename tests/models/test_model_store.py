@@ -58,7 +58,7 @@ def test_the_project_root_is_where_run_py_and_models_are():
 def test_registry_entries_are_consistent():
     names = [s.name for s in registry.RECOMMENDED]
     assert len(names) == len(set(names))
-    assert {s.kind for s in registry.RECOMMENDED if s.default} == {"llm", "stt", "tts"}
+    assert {s.kind for s in registry.RECOMMENDED if s.default} == {"llm", "stt", "tts", "turn"}
     for spec in registry.RECOMMENDED:
         locals_ = [f.local_path for f in spec.files]
         assert len(locals_) == len(set(locals_)) and all(not p.startswith("/") for p in locals_)
@@ -66,7 +66,8 @@ def test_registry_entries_are_consistent():
         assert registry.lookup(spec.name) == spec
     # the default config selects exactly the default LLM and Whisper entries
     defaults = Settings()
-    assert [s.name for s in registry.RECOMMENDED if store.points_at(s, defaults)] == [QWEN.name, WHISPER.name]
+    assert [s.name for s in registry.RECOMMENDED if store.points_at(s, defaults)] == [
+        QWEN.name, WHISPER.name, "smart-turn-v3.2-hub"]
 
 
 def test_piper_and_kokoro_voices_get_entries_from_their_names():

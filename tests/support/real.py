@@ -85,7 +85,7 @@ def transcribe_one_by_one(factory: RecognizerFactory, name: str, utterances: Seq
     """Feed each utterance to one recognizer in 20 ms frames at ``pace`` x real time, waiting for its
     final transcript before the next; returns the finals and the audio chunks the backlog evicted."""
     finals: queue.Queue[str | BaseException] = queue.Queue()
-    recognizer = factory(name, RecognizerCallbacks(lambda: None, lambda: None, lambda _text: None))
+    recognizer = factory(name, RecognizerCallbacks())
 
     def listen() -> None:
         try:

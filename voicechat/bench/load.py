@@ -240,21 +240,37 @@ def run_one(plan: LoadPlan, n: int, churn: int, speech: list[Utterance]) -> dict
     }
 
 
-def run(plan: LoadPlan, sessions: list[int], churn: int, frontends: list[str] | None = None) -> dict[str, object]:
+def run(plan: LoadPlan, sessions: list[int], churn: int, frontends: list[str] | None = None,
+        compare: tuple[str, list[str]] | None = None) -> dict[str, object]:
     """The first N with churn (the headline figures), then the rest of the capacity sweep.
 
-    With several front ends, each N runs on each of them in turn (alternating, so that they see the
-    same machine state) and the result holds one such report per front end under "frontends".
+    With several variants (front ends, and/or the values of one setting to ``compare``), each N runs
+    on each variant in turn (alternating, so that they see the same machine state) and the result
+    holds one such report per variant under "frontends", keyed by its label.
     """
     speech = script(plan.engines)
-    frontends = frontends or [plan.frontend]
-    runs: dict[str, list[dict[str, object]]] = {fe: [] for fe in frontends}
+    variants = _variants(plan, frontends or [plan.frontend], compare)
+    runs: dict[str, list[dict[str, object]]] = {label: [] for label in variants}
     for i, n in enumerate(sessions):
-        for fe in frontends:
-            runs[fe].append(run_one(replace(plan, frontend=fe), n, churn if i == 0 else 0, speech))
-    reports = {fe: _report(fe_runs) for fe, fe_runs in runs.items()}
-    return reports[frontends[0]] if len(frontends) == 1 else {"frontends": reports, "errors": sum(
-        int(r["errors"]) for r in reports.values())}  # type: ignore[call-overload]
+        for label, variant in variants.items():
+            runs[label].append(run_one(variant, n, churn if i == 0 else 0, speech))
+    reports = {label: _report(label_runs) for label, label_runs in runs.items()}
+    if len(reports) == 1:
+        return next(iter(reports.values()))
+    return {"frontends": reports, "errors": sum(int(r["errors"]) for r in reports.values())}  # type: ignore[call-overload]
+
+
+def _variants(plan: LoadPlan, frontends: list[str], compare: tuple[str, list[str]] | None) -> dict[str, LoadPlan]:
+    """Label -> plan, for every front end times every value of the compared setting."""
+    variants = {fe: replace(plan, frontend=fe) for fe in frontends}
+    if compare is None:
+        return variants
+    key, values = compare
+    return {
+        (f"{label} {key}={value}" if len(variants) > 1 else f"{key}={value}"):
+            replace(variant, extra=(*variant.extra, f"{key}={value}"))
+        for label, variant in variants.items() for value in values
+    }
 
 
 def _report(runs: list[dict[str, object]]) -> dict[str, object]:
@@ -282,6 +298,14 @@ def _frontends(text: str) -> list[str]:
     return values
 
 
+def _compare(text: str) -> tuple[str, list[str]]:
+    key, _, values = text.partition("=")
+    options = [v.strip() for v in values.split(",") if v.strip()]
+    if not key.strip() or len(options) < 2:
+        raise argparse.ArgumentTypeError(f"--compare takes KEY=VALUE1,VALUE2[,...], not {text!r}")
+    return key.strip(), options
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="run.py bench load", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -299,16 +323,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--frontend", type=_frontends, default=["batched"],
                         help="vad.frontend: batched, realtimestt, or both (batched,realtimestt: alternating per N)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more server settings")
+    parser.add_argument("--compare", type=_compare, metavar="KEY=V1,V2",
+                        help="run each N with each value of one setting, alternating "
+                        "(e.g. vad.end_of_turn=smart,silence)")
     parser.add_argument("--json", help="write the result to this file")
     parser.add_argument("--plot", help="write a PNG: latency distribution and the capacity curve")
     args = parser.parse_args(argv)
     plan = LoadPlan(args.engines, args.seconds, args.turns, args.barge_every, args.stt_delay, args.llm_delay,
                     args.tts_delay, args.silence, tuple(args.set))
-    result = run(plan, args.sessions, args.churn, args.frontend)
+    result = run(plan, args.sessions, args.churn, args.frontend, args.compare)
     reports = result.get("frontends", {args.frontend[0]: result})  # type: ignore[union-attr]
-    for frontend, report in reports.items():  # type: ignore[union-attr]
+    for label, report in reports.items():  # type: ignore[union-attr]
         printable = {k: v for k, v in report.items() if k not in SAMPLES and k != "sweep"}
-        print(f"== vad.frontend = {frontend}")
+        print(f"== {label}")
         print(json.dumps(printable, indent=2))
         for row in report.get("sweep", []):
             print(f"N={row['sessions']:4} overhead p95 {row['overhead_ms']['p95']} ms, barge-in p95 "
@@ -319,7 +346,7 @@ def main(argv: list[str]) -> int:
     if args.plot:
         from voicechat.bench.load_plot import plot
 
-        plot(reports[args.frontend[0]], Path(args.plot))  # type: ignore[index]
+        plot(next(iter(reports.values())), Path(args.plot))  # type: ignore[attr-defined]
     return 1 if result["errors"] else 0
 
 

@@ -81,7 +81,36 @@ class VadSettings(_Section):
         3, ge=0, le=3, description="WebRTC VAD aggressiveness (frontend realtimestt); 0 = most sensitive, 3 = least"
     )
     post_speech_silence_s: float = Field(
-        0.6, ge=0.1, le=5, description="Silence in seconds that ends the user's turn"
+        0.6, ge=0.1, le=5, description="Silence in seconds that ends the user's turn (end_of_turn silence, and "
+        "the fallback without the Smart Turn model)"
+    )
+    end_of_turn: Literal["smart", "silence"] = Field(
+        "smart",
+        description="frontend batched: smart = the turn ends once min_silence_s passed and the sound (Smart Turn "
+        "v3.2) and the words said so far judge it finished, else after max_silence_s; silence = after "
+        "post_speech_silence_s",
+    )
+    min_silence_s: float = Field(0.2, ge=0.05, le=5, description="end_of_turn smart: the shortest silence "
+                                 "that may end a turn")
+    max_silence_s: float = Field(1.5, ge=0.1, le=10, description="end_of_turn smart: the longest pause within a "
+                                 "turn (a turn judged unfinished ends after this much silence)")
+    turn_signal_timeout_s: float = Field(0.6, ge=0.05, le=10, description="end_of_turn smart: with no signal in "
+                                         "after this much silence, the turn ends (a slow model never waits longer)")
+    turn_combine: Literal["both", "either", "audio", "words", "mean"] = Field(
+        "both", description="end_of_turn smart: which signals must say finished: both, either, audio (Smart Turn "
+        "alone), words (the transcript alone), mean (their weighted mean against turn_mean_threshold)",
+    )
+    turn_audio_threshold: float = Field(0.5, ge=0, le=1, description="end_of_turn smart: Smart Turn's "
+                                        "probability of a finished turn at or above which the sound says finished")
+    turn_words_threshold: float = Field(0.5, ge=0, le=1, description="end_of_turn smart: the words' score at or "
+                                        "above which the transcript says finished")
+    turn_mean_threshold: float = Field(0.6, ge=0, le=1, description="turn_combine mean: the threshold")
+    turn_model: str = Field("", description="end_of_turn smart: the Smart Turn v3.2 ONNX file; empty = "
+                            "models/smart-turn/smart-turn-v3.2-cpu.onnx (`run.py models download --set starter`)")
+    early_transcript: bool = Field(
+        True,
+        description="frontend batched: transcribe the utterance as soon as the user pauses and start the reply "
+        "then, held until the turn ends (dropped if the user goes on)",
     )
     min_utterance_s: float = Field(
         0.3, ge=0, le=5, description="Utterances shorter than this many seconds are ignored"

@@ -92,11 +92,15 @@ class TurnMetrics:
     reached the server, dated on the audio's clock), speech_end (when the end
     of the turn was decided), transcript_final, first_token, first_sentence,
     first_audio. Missing keys mean the stage did not happen or was not dated
-    (typed input has neither voice_end nor speech_end).
+    (typed input has neither voice_end nor speech_end). ``prepared``: the reply
+    was started before the end of the turn (from a transcript made inside the
+    user's pause, stamp ``prepared``) and held until the turn ended, so its
+    stages may precede ``speech_end``.
     """
 
     generation: int
     stamps: dict[str, float] = field(default_factory=dict)
+    prepared: bool = False
 
     def latency_ms(self, start: str, end: str) -> float | None:
         if start in self.stamps and end in self.stamps:

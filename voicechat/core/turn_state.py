@@ -36,7 +36,34 @@ class CancelReply:
     generation: int
 
 
-Action = StartReply | CancelReply
+@dataclass(frozen=True, slots=True)
+class PrepareReply:
+    """Start generating a reply to ``user_text`` as ``generation`` but hold all of its output.
+
+    The user is silent mid-turn and may go on: the reply is confirmed (``ConfirmReply``) when the
+    turn ends with these words, or dropped (``DiscardReply``) without a trace in the history.
+    """
+
+    generation: int
+    user_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmReply:
+    """The turn ended as prepared: ``user_text`` joins the history and the held reply goes out."""
+
+    generation: int
+    user_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class DiscardReply:
+    """The prepared reply ``generation`` will not be used: stop it; nothing of it was sent."""
+
+    generation: int
+
+
+Action = StartReply | CancelReply | PrepareReply | ConfirmReply | DiscardReply
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +83,10 @@ class TurnStateMachine:
 
     ``barge_in=False`` gives half-duplex behaviour: speech while the assistant
     talks is ignored (and so is its transcript).
+
+    A reply may be *prepared* while the user is still speaking (silent mid-turn, with a
+    transcript made inside the silence): it is not active, the state does not change, and
+    only a final transcript with the same words turns it into the active reply.
     """
 
     def __init__(self, barge_in: bool = True) -> None:
@@ -65,10 +96,15 @@ class TurnStateMachine:
         self.reply_active = False
         self._pending_text = ""
         self._ignore_next_final = False
+        self.prepared: str | None = None  # the user text of a prepared (held) reply
 
     # -- inputs ----------------------------------------------------------------
     def speech_started(self) -> Transition:
         prev = self.state
+        discarded = self._discard()
+        if discarded:
+            self.state = TurnState.USER_SPEAKING
+            return Transition(prev, self.state, self.generation, discarded)
         if self.reply_active:
             if not self.barge_in:
                 self._ignore_next_final = True
@@ -85,6 +121,29 @@ class TurnStateMachine:
             self.state = TurnState.THINKING
         return Transition(prev, self.state, self.generation)
 
+    def transcript_early(self, text: str) -> Transition:
+        """A transcript made inside a pause of the user's turn: the turn may end with these words.
+
+        Prepares a reply to everything the user said this turn, unless a reply is active
+        (half-duplex) or the same words are prepared already; other words replace the
+        prepared reply.
+        """
+        prev = self.state
+        if self.state is not TurnState.USER_SPEAKING or self.reply_active or self._ignore_next_final:
+            return self._stay(prev)
+        full = _join(self._pending_text, text)
+        if full == self.prepared:
+            return self._stay(prev)
+        actions: list[Action] = list(self._discard())
+        if full:
+            self.prepared = full
+            actions.append(PrepareReply(self.generation, full))
+        return Transition(prev, self.state, self.generation, tuple(actions))
+
+    def speech_resumed(self) -> Transition:
+        """The user spoke again after a pause, in the same utterance: a prepared reply is dropped."""
+        return Transition(self.state, self.state, self.generation, self._discard())
+
     def transcript_final(self, text: str) -> Transition:
         """A final transcript arrived (possibly for an utterance that ended earlier)."""
         prev = self.state
@@ -96,12 +155,20 @@ class TurnStateMachine:
             # The user is still talking (or a half-duplex reply plays): keep the
             # text and answer everything together when they stop.
             return self._stay(prev)
-        return self._start_or_settle(prev)
+        if self.prepared is not None and self.prepared == self._pending_text:
+            self.prepared = None
+            self.reply_active = True
+            text, self._pending_text = self._pending_text, ""
+            self.state = TurnState.THINKING
+            return Transition(prev, self.state, self.generation, (ConfirmReply(self.generation, text),))
+        discarded = self._discard()
+        t = self._start_or_settle(prev)
+        return Transition(prev, t.state, t.generation, (*discarded, *t.actions))
 
     def text_input(self, text: str) -> Transition:
         """Typed input: interrupts any reply and is answered at once."""
         prev = self.state
-        actions: list[Action] = []
+        actions: list[Action] = list(self._discard())
         if self.reply_active:
             actions.append(self._cancel())
         self._pending_text = _join(self._pending_text, text)
@@ -130,13 +197,21 @@ class TurnStateMachine:
     def listener_left(self) -> Transition:
         """The client went away: a reply nobody can hear ends here, like a barge-in."""
         prev = self.state
+        discarded = self._discard()
         if not self.reply_active:
-            return self._stay(prev)
+            return Transition(prev, self.state, self.generation, discarded)
         cancel = self._cancel()
         self.state = TurnState.LISTENING
         return Transition(prev, self.state, self.generation, (cancel,))
 
     # -- helpers ---------------------------------------------------------------
+    def _discard(self) -> tuple[Action, ...]:
+        """Drop the prepared reply, if any (it had the generation the next reply gets)."""
+        if self.prepared is None:
+            return ()
+        self.prepared = None
+        return (DiscardReply(self.generation),)
+
     def _cancel(self) -> CancelReply:
         cancelled = self.generation
         self.generation += 1

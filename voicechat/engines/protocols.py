@@ -75,6 +75,10 @@ class RecognizerCallbacks:
     # ``voice_ended_at``: when the last voiced sample reached the server (monotonic s), if the recognizer knows
     on_speech_end: Callable[[float | None], None] = lambda voice_ended_at: None
     on_partial: Callable[[str], None] = lambda text: None
+    # a transcript made inside a pause of the utterance (the turn may end there, or the user go on)
+    on_transcript_early: Callable[[str], None] = lambda text: None
+    # speech again after such a pause, in the same utterance (what was transcribed early is out of date)
+    on_speech_resumed: Callable[[], None] = lambda: None
 
 
 @runtime_checkable
@@ -123,6 +127,15 @@ class LanguageModel(Protocol):
 
     def abort(self, session_id: str) -> None:
         """Stop ``session_id``'s running generation at once (its iterator ends)."""
+        ...
+
+    def discard(self, session_id: str) -> None:
+        """Abort the session's latest generation and forget it.
+
+        The session's next prompt reuses (KV cache, continuation of the previous reply's tokens)
+        only what the session had before that generation started, whether it was still running
+        or had finished. One level: a second discard, or one with nothing generated, does nothing.
+        """
         ...
 
     def release(self, session_id: str) -> None:

@@ -193,11 +193,27 @@ def reusable_prefix(cached: Sequence[int], prompt: Sequence[int]) -> int:
     the last prompt token must be decoded again so the first reply token has fresh logits.
     Everything past the prefix diverges (an earlier reply re-tokenized, trimmed history) and goes.
     """
-    limit = min(len(cached), len(prompt) - 1)
+    return max(min(common_prefix(cached, prompt), len(prompt) - 1), 0)
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """The length of the longest common prefix of two token lists."""
+    limit = min(len(a), len(b))
     n = 0
-    while n < limit and cached[n] == prompt[n]:
+    while n < limit and a[n] == b[n]:
         n += 1
-    return max(n, 0)
+    return n
+
+
+def kept_after_discard(cached: Sequence[int], started_from: Sequence[int] | None) -> int:
+    """How many of a session's cached KV tokens stay when its latest generation is discarded.
+
+    ``cached`` is what the sequence holds now (the discarded request's prompt and reply);
+    ``started_from`` is what it held when that request was admitted (None or empty: nothing).
+    Only their common prefix was there before, so only it stays: the next turn then reuses
+    nothing the discarded request prefilled or generated.
+    """
+    return common_prefix(cached, started_from or ())
 
 
 def text_aligned_prefix(pieces: Sequence[bytes], rendered: bytes, start: int = 0) -> tuple[int, int]:

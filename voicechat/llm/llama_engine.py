@@ -84,6 +84,8 @@ class LlamaCppEngine:
         self._lock = threading.Lock()  # the vocabulary must outlive every tokenize call
         # Each session's latest request and its rendered prompt (its tokens are in the KV).
         self._previous: dict[str, tuple[GenRequest, str]] = {}
+        # Each session's latest request and the ``_previous`` entry it replaced (what a discard restores).
+        self._latest: dict[str, tuple[GenRequest, tuple[GenRequest, str] | None]] = {}
         self._closed = False
         self._scheduler = BatchScheduler(self._ctx, prefill_chunk=min(prefill_chunk, n_batch), on_event=on_event)
         log.info(
@@ -110,8 +112,9 @@ class LlamaCppEngine:
                 raise EngineError("the language model is shut down")
             tokens, rendered = self._render(session_id, messages, params)
             req = GenRequest(session_id, tokens, params)
+            self._latest[session_id] = (req, self._previous.get(session_id))
             self._previous[session_id] = (req, rendered)
-        self._scheduler.submit(req)
+            self._scheduler.submit(req)  # under the lock: a discard always names the latest request
         return _ReplyStream(self._scheduler, req)
 
     def stream_tokens(self, session_id: str, prompt: Sequence[int], params: GenerationParams) -> Iterator[str]:
@@ -120,16 +123,34 @@ class LlamaCppEngine:
             if self._closed:
                 raise EngineError("the language model is shut down")
             req = GenRequest(session_id, list(prompt), params)
-            self._previous.pop(session_id, None)
-        self._scheduler.submit(req)
+            self._latest[session_id] = (req, self._previous.pop(session_id, None))
+            self._scheduler.submit(req)
         return _ReplyStream(self._scheduler, req)
 
     def abort(self, session_id: str) -> None:
         self._scheduler.abort(session_id)
 
+    def discard(self, session_id: str) -> None:
+        """Abort the session's latest request and forget it (one level; nothing to discard: no-op).
+
+        The next turn continues the reply before it (``_continue_previous``) and reuses only
+        the KV the session had before the discarded request was admitted.
+        """
+        with self._lock:
+            latest = self._latest.pop(session_id, None)
+            if latest is None:
+                return
+            req, replaced = latest
+            if replaced is None:
+                self._previous.pop(session_id, None)
+            else:
+                self._previous[session_id] = replaced
+            self._scheduler.discard(req)
+
     def release(self, session_id: str) -> None:
         with self._lock:
             self._previous.pop(session_id, None)
+            self._latest.pop(session_id, None)
         self._scheduler.release(session_id)
 
     def close(self) -> None:

@@ -259,6 +259,10 @@ class OpenAIChatEngine:
         if call is not None:
             call.abort()
 
+    def discard(self, session_id: str) -> None:
+        """Abort is enough: this client keeps nothing of a reply between calls (no KV, no tokens)."""
+        self.abort(session_id)
+
     def release(self, session_id: str) -> None:
         with self._lock:
             call = self._calls.pop(session_id, None)

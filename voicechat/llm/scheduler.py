@@ -20,13 +20,20 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from voicechat.engines.protocols import EngineError, GenerationParams
-from voicechat.llm.batching import AdmissionQueue, PrefillWant, SequencePool, plan_step, reusable_prefix
+from voicechat.llm.batching import (
+    AdmissionQueue,
+    PrefillWant,
+    SequencePool,
+    kept_after_discard,
+    plan_step,
+    reusable_prefix,
+)
 from voicechat.llm.llama_context import BatchToken, LlamaContext, Sampler
 from voicechat.llm.text import StopMatcher, Utf8Pieces
 
 log = logging.getLogger(__name__)
 
-EventKind = Literal["admitted", "token", "finished", "evicted"]
+EventKind = Literal["admitted", "token", "finished", "evicted", "discarded"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +42,8 @@ class LlmEvent:
 
     admitted: ``value`` = prompt tokens to prefill this turn, ``detail`` = "reused=N";
     token: ``value`` = the token id; finished: ``value`` = tokens generated, ``detail`` = reason;
-    evicted: the session's cached KV was dropped to make room.
+    evicted: the session's cached KV was dropped to make room;
+    discarded: a request was discarded, ``value`` = cached KV tokens the session keeps.
     """
 
     kind: EventKind
@@ -72,6 +80,7 @@ class GenRequest:
     # Owned by the scheduler thread from here on.
     seq: int = -1
     kv: list[int] = field(default_factory=list)  # tokens in the sequence's KV, in order
+    started_from: list[int] = field(default_factory=list)  # the session's cached KV when it was admitted
     pending: list[int] = field(default_factory=list)  # prompt tokens still to prefill
     next_token: int | None = None  # sampled, not yet decoded
     last_token: int | None = None  # the latest sampled token (the one that ended the reply, at the end)
@@ -94,6 +103,7 @@ class BatchScheduler:
         self._cond = threading.Condition()
         self._commands: list[tuple[str, str, GenRequest | None]] = []
         self._current: dict[str, GenRequest] = {}  # newest unfinished request per session
+        self._latest: dict[str, GenRequest] = {}  # newest request per session, finished or not (for discard)
         self._closing = False
         # Scheduler-thread state.
         self._pool = SequencePool(ctx.n_seq_max)
@@ -115,6 +125,7 @@ class BatchScheduler:
             if old is not None:  # one generation per session: a new turn ends the old one
                 self._mark_aborted(old)
             self._current[req.session_id] = req
+            self._latest[req.session_id] = req
             self._commands.append(("submit", req.session_id, req))
             self._cond.notify()
 
@@ -135,8 +146,25 @@ class BatchScheduler:
         self._commands.append(("abort", req.session_id, req))
         self._cond.notify()
 
+    def discard(self, req: GenRequest) -> None:
+        """Abort ``req`` and forget it, if it is still its session's latest request (else do nothing).
+
+        The session's cached KV is cut back to what it shares with the KV ``req`` started from,
+        so its next turn reuses nothing ``req`` prefilled or generated, finished or not.
+        """
+        with self._cond:
+            if self._latest.get(req.session_id) is not req:
+                return
+            del self._latest[req.session_id]
+            if self._current.get(req.session_id) is req:  # not ended yet
+                del self._current[req.session_id]
+                self._mark_aborted(req)
+            self._commands.append(("discard", req.session_id, req))
+            self._cond.notify()
+
     def release(self, session_id: str) -> None:
         with self._cond:
+            self._latest.pop(session_id, None)
             req = self._current.pop(session_id, None)
             if req is not None:
                 self._mark_aborted(req)
@@ -212,6 +240,8 @@ class BatchScheduler:
                     self._end(replaced)
             elif kind == "abort" and req is not None:
                 self._drop(req)
+            elif kind == "discard" and req is not None:
+                self._discard(req)
             elif kind == "release":
                 self._release(session_id)
         # Requests replaced by a newer turn of the same session.
@@ -225,6 +255,19 @@ class BatchScheduler:
         elif self._waiting.get(req.session_id) is req:
             self._waiting.remove(req.session_id)
             self._end(req)
+
+    def _discard(self, req: GenRequest) -> None:
+        """Drop ``req`` (it finishes as aborted); if the session's cache is its KV, cut it back."""
+        self._drop(req)
+        cached = self._cache.get(req.session_id)
+        seq = self._pool.seq_of(req.session_id)
+        if cached is not None and cached is req.kv and seq is not None:  # else never admitted, or evicted
+            keep = kept_after_discard(cached, req.started_from)
+            if keep < len(cached) and not self._ctx.seq_rm(seq, keep):
+                self._ctx.seq_rm(seq)
+                keep = 0
+            self._cache[req.session_id] = cached[:keep]
+        self._emit("discarded", req.session_id, len(self._cache.get(req.session_id, ())))
 
     def _release(self, session_id: str) -> None:
         for req in [r for r in self._active if r.session_id == session_id]:
@@ -249,8 +292,9 @@ class BatchScheduler:
             keep = reusable_prefix(cached, req.prompt)
             if keep < len(cached) and not self._ctx.seq_rm(grant.seq, keep):
                 self._ctx.seq_rm(grant.seq)
-                keep = 0
+                keep, cached = 0, []
             req.seq, req.kv, req.pending = grant.seq, req.prompt[:keep], req.prompt[keep:]
+            req.started_from = cached  # a discard keeps no more of req's KV than it shares with this
             req.sampler = Sampler(req.params, self._ctx.n_vocab)
             req.stops = StopMatcher(req.params.stop)
             self._active.append(req)

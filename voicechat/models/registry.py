@@ -266,6 +266,15 @@ RECOMMENDED: tuple[ModelSpec, ...] = (
     _must(piper_voice(PIPER_EXAMPLE, 63.2, default=True)),
     _must(kokoro()),
     *STARTER,
+    ModelSpec(
+        name="smart-turn-v3.2-hub", kind="turn", repo_id="pipecat-ai/smart-turn-v3",
+        revision="f766f81d3cfdf7737ac64aad813d91bbfd56bf93",
+        files=(ModelFile("smart-turn-v3.2-cpu.onnx", SMART_TURN_FILE,
+                         sha256="2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f"),),
+        target=SMART_TURN_FILE, size_bytes=8_679_182, config_key="vad.turn_model", config_value="",
+        default=True,
+        description="Smart Turn v3.2 end-of-turn model (ONNX, CPU int8, BSD-2-Clause) from the Hub: vad.end_of_turn = smart",
+    ),
 )
 
 

@@ -249,5 +249,5 @@ def turn_latencies_ms(metrics: TurnMetrics) -> dict[str, float]:
     for name, (start, end) in pairs.items():
         ms = metrics.latency_ms(start, end)
         if ms is not None:
-            out[name] = round(ms, 1)
+            out[name] = round(max(0.0, ms), 1)  # a prepared reply's stages done before the turn ended: no wait
     return out

@@ -12,6 +12,13 @@ FlushPlayback) and every audio put are mutually exclusive, so no chunk of an
 interrupted reply can follow the flush event. Engine aborts are issued after
 the lock is released, so a slow engine never blocks turn-taking.
 
+A reply may be prepared before the turn ends (``PrepareReply``: the user is silent and
+the recognizer transcribed the words so far): it runs through the LLM and TTS like any
+reply, but its output is held (``LiveReply.held``) until the turn ends with the same
+words (``ConfirmReply``), and dropped with nothing in the history if the user goes on
+(``DiscardReply``). Stage jobs carry the pipeline's reply id (``LiveReply.rid``), so a
+dropped reply's jobs are stale even though the next reply has its turn's generation.
+
 The LLM and TTS stages reach their shared engines through a ``CallGuard`` each:
 a call that fails, hangs past its timeout or meets an open circuit breaker ends
 its turn with an error event, and the session goes on with its next turn.
@@ -19,46 +26,49 @@ its turn with an error event, and the session goes on with its next turn.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from voicechat.audio import AudioFrame
 from voicechat.core.events import (
-    AssistantTextDelta,
     AudioChunk,
-    ErrorEvent,
     Event,
     FinalTranscript,
     FlushPlayback,
     PartialTranscript,
-    ReplyDone,
     StateChanged,
-    TurnMetrics,
     TurnState,
 )
-from voicechat.core.history import ChatMessage, ConversationHistory
+from voicechat.core.history import ConversationHistory
 from voicechat.core.jobs import EndOfReply, ReplyJob, SentenceJob
 from voicechat.core.reply_tracker import ReplyTracker
-from voicechat.core.turn_state import CancelReply, StartReply, Transition, TurnStateMachine
-from voicechat.engines.call_guard import CallGuard, error_code
+from voicechat.core.turn_state import (
+    CancelReply,
+    ConfirmReply,
+    DiscardReply,
+    PrepareReply,
+    StartReply,
+    Transition,
+    TurnStateMachine,
+)
+from voicechat.engines.call_guard import CallGuard
 from voicechat.engines.protocols import Engines, GenerationParams, RecognizerCallbacks, VoiceSettings
 from voicechat.session.bounded_queue import BoundedLRUQueue
+from voicechat.session.live_reply import LiveReply
+from voicechat.session.stage_host import ReplyStageHost
 from voicechat.session.stages.capture import CaptureStage
 from voicechat.session.stages.llm_worker import LlmWorker
 from voicechat.session.stages.stt_worker import SttWorker
 from voicechat.session.stages.tts_worker import TtsWorker
 from voicechat.stt.partial_stabilizer import PartialStabilizer
-from voicechat.tts.pacing import synthesis_wait_s
 
 log = logging.getLogger(__name__)
 
-# A client that promised playback reports but never says "finished" must not
-# leave the session speaking forever: give up this long after the estimate.
-PLAYBACK_REPORT_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -87,7 +97,7 @@ class StopReport:
     seconds: float
 
 
-class SpeechPipelineManager:
+class SpeechPipelineManager(ReplyStageHost):
     """Owns a session's queues, worker threads, turn state and history."""
 
     def __init__(
@@ -111,11 +121,10 @@ class SpeechPipelineManager:
         self._lock = threading.Lock()
         self._turns = TurnStateMachine(barge_in=opts.barge_in)
         self._stabilizer = PartialStabilizer()
-        self._reply: ReplyTracker | None = None
-        self._stamps: dict[int, dict[str, float]] = {}
+        self._reply: LiveReply | None = None
+        self._rids = itertools.count(1)
+        self._last_rid = 0  # every reply id up to this one has been handed out
         self._utterance_stamps: dict[str, float] = {}
-        self._first_audio_at: float | None = None
-        self._played_samples = 0
         self._stopped = False
 
         self.reply_q: BoundedLRUQueue[ReplyJob] = BoundedLRUQueue(4, "reply")
@@ -125,7 +134,8 @@ class SpeechPipelineManager:
         self.outbox: BoundedLRUQueue[Event] = BoundedLRUQueue(opts.event_queue_size, "events", on_put=on_event)
 
         recognizer = engines.recognizer_factory(
-            session_id, RecognizerCallbacks(self._on_speech_start, self._on_speech_end, self._on_partial)
+            session_id, RecognizerCallbacks(self._on_speech_start, self._on_speech_end, self._on_partial,
+                                            self._on_transcript_early, self._on_speech_resumed)
         )
         self.llm_guard = CallGuard(
             "llm", session_id, engines.llm, label="language model", timeout_s=opts.llm_call_timeout_s,
@@ -214,11 +224,12 @@ class SpeechPipelineManager:
     def report_playback(self, generation: int, played_samples: int, finished: bool = False) -> None:
         """The player's position within reply ``generation`` (samples at the output rate)."""
         with self._lock:
-            if self._reply is None or self._reply.generation != generation:
+            reply = self._reply
+            if reply is None or reply.generation != generation or reply.prepared:
                 return
-            self._played_samples = max(self._played_samples, played_samples)
+            reply.played_samples = max(reply.played_samples, played_samples)
         if finished:
-            self.playback_finished(generation)
+            self.playback_finished(reply.rid)
 
     @property
     def state(self) -> TurnState:
@@ -247,101 +258,20 @@ class SpeechPipelineManager:
             partial = self._stabilizer.update(text)
             self._put(PartialTranscript(partial.text, self._turns.generation, partial.stable))
 
+    def _on_transcript_early(self, text: str) -> None:
+        """A transcript made inside a pause: the turn may end with these words, so prepare their reply."""
+        self._transition(self._turns.transcript_early, text)
+
+    def _on_speech_resumed(self) -> None:
+        self.last_activity = time.monotonic()
+        self._transition(self._turns.speech_resumed)
+
     def _on_final(self, text: str) -> None:
         with self._lock:
             self._utterance_stamps.setdefault("transcript_final", time.monotonic())
             if text:
                 self._put(FinalTranscript(text, self._turns.generation))
         self._transition(self._turns.transcript_final, text)
-
-    # -- stage host interface (worker threads) --------------------------------------
-    def is_current(self, generation: int) -> bool:
-        return generation == self._turns.generation and not self._stopped
-
-    def report_error(self, stage: str, error: BaseException, generation: int | None = None) -> None:
-        """An ``ErrorEvent`` of ``generation`` (a reply's), else of the current turn (capture, stt, session)."""
-        self.errors[stage] += 1
-        log.warning("session %s: %s error: %s", self.session_id, stage, error)
-        with self._lock:
-            turn = self._turns.generation if generation is None else generation
-            self._put(ErrorEvent(error_code(stage, error), str(error) or type(error).__name__, stage, turn))
-
-    def prompt_for(self, job: ReplyJob) -> Sequence[ChatMessage]:
-        with self._lock:
-            return self.history.messages()
-
-    def emit_text(self, generation: int, text: str) -> None:
-        with self._lock:
-            if self.is_current(generation):
-                self._stamp(generation, "first_token")
-                self._put(AssistantTextDelta(text, generation))
-
-    def stamp(self, generation: int, stage: str) -> None:
-        with self._lock:
-            self._stamp(generation, stage)
-
-    def begin_sentence(self, generation: int, index: int, text: str) -> None:
-        with self._lock:
-            if self._reply is not None and self._reply.generation == generation:
-                self._reply.add_sentence(index, text)
-
-    def emit_audio(self, generation: int, index: int, pcm: bytes) -> bool:
-        """Put a chunk in the outbox unless its reply went stale; False if stale."""
-        with self._lock:
-            reply = self._reply
-            if not self.is_current(generation) or reply is None or reply.generation != generation:
-                return False
-            if not pcm:
-                return True
-            offset = reply.add_audio(index, len(pcm) // 2)
-            if self._first_audio_at is None:
-                self._first_audio_at = time.monotonic()
-                self._stamp(generation, "first_audio")
-            self._apply(self._turns.audio_started(generation))
-            self._put(AudioChunk(pcm, self.output_sample_rate, generation, index, offset))
-            return True
-
-    def synthesis_wait_s(self, generation: int) -> float:
-        """Seconds the TTS stage should wait before the reply's next sentence (``tts_max_ahead_s``)."""
-        with self._lock:
-            reply, first = self._reply, self._first_audio_at
-            if reply is None or reply.generation != generation:
-                return 0.0
-            playing_for = None if first is None else time.monotonic() - first
-            return synthesis_wait_s(reply.total_samples / self.output_sample_rate, playing_for,
-                                    self.options.tts_max_ahead_s)
-
-    def sentence_done(self, generation: int, index: int) -> None:
-        with self._lock:
-            if self._reply is not None and self._reply.generation == generation:
-                self._reply.sentence_done(index)
-
-    def reply_synthesized(self, generation: int, text: str, failed: bool) -> float | None:
-        """All audio of the reply is out; returns when playback should have ended."""
-        with self._lock:
-            reply = self._reply
-            if not self.is_current(generation) or reply is None or reply.generation != generation:
-                return None
-            text = reply.full_text()
-            if failed and not text:
-                self.history.discard_last_user()
-            self._put(ReplyDone(generation, text, reply.total_samples))
-            self._put(TurnMetrics(generation, dict(self._stamps.pop(generation, {}))))
-            if reply.total_samples and self._first_audio_at is not None:
-                end = self._first_audio_at + reply.total_samples / self.output_sample_rate
-                return end + PLAYBACK_REPORT_GRACE_S if self.options.playback_reports else end
-        self.playback_finished(generation)
-        return None
-
-    def playback_finished(self, generation: int) -> None:
-        with self._lock:
-            reply = self._reply
-            if reply is None or reply.generation != generation or not self.is_current(generation):
-                return
-            self.history.add_assistant(reply.full_text())
-            self._reply = None
-            aborted = self._apply(self._turns.reply_finished(generation))
-        self._abort_engines(aborted)
 
     # -- internals (call with the lock held unless said otherwise) ---------------------
     def _transition(self, step: Callable[..., Transition], *args: object) -> None:
@@ -352,61 +282,82 @@ class SpeechPipelineManager:
             aborted = self._apply(step(*args))
         self._abort_engines(aborted)
 
-    def _apply(self, t: Transition) -> bool:
-        """Carry out a transition's actions; True if engines must be aborted."""
+    def _apply(self, t: Transition) -> str | None:
+        """Carry out a transition's actions; how engines must be stopped after unlocking (None: not)."""
         if t.changed:
             self._put(StateChanged(t.state, t.generation, t.previous))
-        must_abort = False
+        abort: str | None = None
         for action in t.actions:
             if isinstance(action, CancelReply):
                 self._cancel_reply(action)
-                must_abort = True
+                abort = "abort"
+            elif isinstance(action, DiscardReply):
+                self._discard_reply()
+                abort = abort or "discard"
             elif isinstance(action, StartReply):
-                self._start_reply(action)
-        return must_abort
+                self.history.add_user(action.user_text)
+                self._start_reply(action.generation, action.user_text, held=False)
+            elif isinstance(action, PrepareReply):
+                self._start_reply(action.generation, action.user_text, held=True)
+            elif isinstance(action, ConfirmReply):
+                self._confirm_reply(action)
+        return abort
 
-    def _start_reply(self, action: StartReply) -> None:
+    def _start_reply(self, generation: int, user_text: str, held: bool) -> None:
+        rid = self._last_rid = next(self._rids)
+        stamps = {"prepared": time.monotonic()} if held else dict(self._utterance_stamps)
+        self._reply = LiveReply(rid, generation, user_text, ReplyTracker(generation, self.output_sample_rate),
+                                stamps, held=[] if held else None)
+        self.reply_q.put(ReplyJob(rid, user_text))
+
+    def _confirm_reply(self, action: ConfirmReply) -> None:
+        """The turn ended with the prepared words: they join the history and the held output goes out."""
+        reply = self._reply
+        assert reply is not None and reply.prepared and reply.generation == action.generation
         self.history.add_user(action.user_text)
-        self._reply = ReplyTracker(action.generation, self.output_sample_rate)
-        self._stamps[action.generation] = dict(self._utterance_stamps)
-        self._first_audio_at = None
-        self._played_samples = 0
-        self.reply_q.put(ReplyJob(action.generation, action.user_text))
+        reply.stamps.update(self._utterance_stamps)
+        for event in reply.release():
+            if isinstance(event, AudioChunk):
+                self._send_audio(reply, event)
+            else:
+                self._put(event)
+        if reply.synthesized is not None:  # the TTS stage finished while it was held: let it finish for real
+            self.sentence_q.put(reply.synthesized)
+        self.tts_worker.wake()  # it may be pacing the held reply
+
+    def _discard_reply(self) -> None:
+        """Drop the prepared reply: nothing of it was sent and nothing of it is kept."""
+        self._reply = None
+        self._drop_stale_jobs()
 
     def _cancel_reply(self, action: CancelReply) -> None:
         reply = self._reply
         if reply is not None:
-            self.history.add_assistant(reply.heard_text(self._played_estimate(reply)))
+            self.history.add_assistant(reply.tracker.heard_text(self._played_estimate(reply)))
         self._reply = None
-        self._stamps.pop(action.cancelled, None)
-        for q in (self.reply_q, self.sentence_q):
-            q.drop_older_than(action.generation)
+        self._drop_stale_jobs()
         self.outbox.drop_older_than(action.generation, kinds=(AudioChunk,))
         self._put(FlushPlayback(action.generation))
-        self.tts_worker.wake()  # it may be pacing the cancelled reply
 
-    def _played_estimate(self, reply: ReplyTracker) -> int:
-        if self.options.playback_reports or self._first_audio_at is None:
-            return self._played_samples
-        elapsed = time.monotonic() - self._first_audio_at
-        return min(reply.total_samples, int(elapsed * self.output_sample_rate))
+    def _drop_stale_jobs(self) -> None:
+        for q in (self.reply_q, self.sentence_q):
+            q.drop_older_than(self._last_rid + 1)
+        self.tts_worker.wake()  # it may be pacing the stale reply
 
-    def _abort_engines(self, needed: bool) -> None:
-        if not needed:
+    def _abort_engines(self, how: str | None) -> None:
+        """After a cancel ("abort") or a dropped prepared reply ("discard"): stop the engines' calls for it."""
+        if how is None:
             return
-        generation = self._turns.generation
+        stale_below = self._last_rid + 1
         for guard, engine in ((self.llm_guard, self.engines.llm), (self.tts_guard, self.engines.tts)):
-            guard.cancel_stale(generation)  # the worker stops waiting at once, whatever the engine does
+            guard.cancel_stale(stale_below)  # the worker stops waiting at once, whatever the engine does
             try:
-                engine.abort(self.session_id)
+                if how == "discard" and engine is self.engines.llm:
+                    self.engines.llm.discard(self.session_id)  # and forget its prompt in the session's cache
+                else:
+                    engine.abort(self.session_id)
             except Exception as exc:
                 self.report_error("session", exc)
-
-    def _stamp(self, generation: int, stage: str) -> None:
-        self._stamps.setdefault(generation, {}).setdefault(stage, time.monotonic())
-
-    def _put(self, event: Event) -> None:
-        self.outbox.put(event)
 
     # -- stats ---------------------------------------------------------------------
     def queue_stats(self) -> dict[str, dict[str, int]]:

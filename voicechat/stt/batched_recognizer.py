@@ -11,6 +11,13 @@ worker calls and which asks the shared model for the transcript.
 Every chunk written is dated on arrival, so the end of speech, found in
 samples of the stream, is also known on the wall clock: the time the last
 voiced sample reached the server (``voice_ended_at`` of ``on_speech_end``).
+
+Inside the silence: when the user pauses, the STT worker transcribes the
+utterance so far at once (``on_transcript_early``); if the turn then ends in that
+pause, that transcript is the final one. The turn's judges (``TurnSignals``: the
+sound's verdict from a shared Smart Turn model, the words' from the early
+transcript) report back here and reach the listening state at the front end's
+next tick. Speech after the pause drops all of it (``on_speech_resumed``).
 """
 
 from __future__ import annotations
@@ -18,14 +25,25 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from voicechat.engines.protocols import RecognizerCallbacks, TranscriptionModel
 from voicechat.session.bounded_queue import BoundedLRUQueue, QueueClosed
 from voicechat.stt.frontend import ListeningFrontEnd
-from voicechat.stt.listening import ListeningRules, ListeningState, PartialDue, SpeechStarted, UtteranceEnded
+from voicechat.stt.listening import (
+    Event,
+    ListeningRules,
+    ListeningState,
+    PartialDue,
+    PauseStarted,
+    SpeechResumed,
+    SpeechStarted,
+    TurnEndJudge,
+)
 from voicechat.stt.silero_batch import CHUNK, SileroStream
 
 CHUNK_BYTES = CHUNK * 2
@@ -104,6 +122,33 @@ class SampleBacklog:
 @dataclass(frozen=True, slots=True)
 class _Final:
     audio: np.ndarray
+    pause: int  # the pause the utterance ended in (0: none reported)
+
+
+@dataclass(frozen=True, slots=True)
+class _Early:
+    audio: np.ndarray  # the utterance up to a pause, for a transcript inside the silence
+    pause: int
+
+
+class AudioJudge(Protocol):
+    """The shared model that judges from the sound whether a turn is finished (``turn_judge.TurnJudge``)."""
+
+    def ask(self, session_id: str, audio: np.ndarray, on_result: Callable[[float | None], None]) -> None: ...
+
+    def cancel(self, session_id: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class TurnSignals:
+    """What judges the end of a turn: ``judge`` decides from the silence and the signals (None: the fixed
+    silence), ``audio`` scores the sound, ``words`` the early transcript (either may be None)."""
+
+    judge: TurnEndJudge | None = None
+    audio: AudioJudge | None = None
+    words: Callable[[str], float | None] | None = None
 
 
 class BatchedRecognizer:
@@ -119,17 +164,23 @@ class BatchedRecognizer:
         rules: ListeningRules | None = None,
         language: str = "en",
         backlog_s: float = 2.0,
+        signals: TurnSignals | None = None,
     ) -> None:
         self.session_id = session_id
         self._model = model
         self._callbacks = callbacks
         self._frontend = frontend
         self._language = language or None
+        self._signals = signals or TurnSignals()
         self.backlog = SampleBacklog(backlog_s)
         self.stream = SileroStream()  # front-end thread only
-        self._state = ListeningState(rules or ListeningRules())  # front-end thread only
+        self._state = ListeningState(rules or ListeningRules(), self._signals.judge)  # front-end thread only
         self._quiet_rms = 10 ** (self._state.rules.quiet_dbfs / 20)
-        self._finals: BoundedLRUQueue[_Final] = BoundedLRUQueue(8, "finals")
+        self._finals: BoundedLRUQueue[_Final | _Early] = BoundedLRUQueue(8, "finals")
+        self._lock = threading.Lock()
+        self._pause = 0  # the pause being transcribed early, 0 when none (guarded by _lock)
+        self._early_text: str | None = None  # its transcript, once made
+        self._inbox: list[tuple[int, float | None, float | None]] = []  # signals for the front end's next tick
         self._closed = threading.Event()
         frontend.attach(self)
 
@@ -150,20 +201,49 @@ class BatchedRecognizer:
             self._handle(event)
 
     def on_tick(self) -> None:
+        with self._lock:
+            inbox, self._inbox = self._inbox, []
+        for pause, audio, words in inbox:
+            self._state.signal(pause, audio, words)
         for event in self._state.tail(self.backlog.peek()):
             self._handle(event)
 
-    def _handle(self, event: SpeechStarted | PartialDue | UtteranceEnded) -> None:
+    def _handle(self, event: Event) -> None:
         if self._closed.is_set():
             return
         if isinstance(event, SpeechStarted):
             self._callbacks.on_speech_start()
         elif isinstance(event, PartialDue):
             self._request_partial(event)
+        elif isinstance(event, PauseStarted):
+            self._pause_started(event)
+        elif isinstance(event, SpeechResumed):
+            self._forget_pause()
+            self._callbacks.on_speech_resumed()
         else:
             self._model.cancel(self.session_id, partials_only=True)
-            self._finals.put(_Final(event.audio))
+            self._finals.put(_Final(event.audio, event.pause))
             self._callbacks.on_speech_end(self.backlog.arrived_at(event.last_voiced_sample))
+
+    def _pause_started(self, event: PauseStarted) -> None:
+        with self._lock:
+            self._pause, self._early_text = event.pause, None
+        self._finals.put(_Early(event.audio, event.pause))
+        judge = self._signals.audio
+        if judge is not None and self._signals.judge is not None:
+            judge.ask(self.session_id, event.audio, lambda p: self._post(event.pause, audio=p))
+
+    def _forget_pause(self) -> None:
+        with self._lock:
+            self._pause, self._early_text = 0, None
+        if self._signals.audio is not None:
+            self._signals.audio.cancel(self.session_id)
+
+    def _post(self, pause: int, audio: float | None = None, words: float | None = None) -> None:
+        """A signal about ``pause`` for the listening state (any thread); it applies at the next tick."""
+        with self._lock:
+            if pause == self._pause:
+                self._inbox.append((pause, audio, words))
 
     def _request_partial(self, event: PartialDue) -> None:
         def deliver(text: str) -> None:  # in the scheduler's thread
@@ -175,15 +255,48 @@ class BatchedRecognizer:
 
     # -- the session's STT worker ---------------------------------------------------------
     def next_final(self) -> str | None:
-        """Block until an utterance ends, then transcribe it with the shared model; None once closed."""
-        try:
-            item = self._finals.get()
-        except QueueClosed:
-            return None
-        if self._closed.is_set():
-            return None
-        text = self._model.transcribe(item.audio, session_id=self.session_id, final=True, language=self._language)
-        return None if self._closed.is_set() else (text or "").strip()
+        """Block until an utterance ends, then its transcript (the shared model's); None once closed.
+
+        Meanwhile transcribes the utterance at each pause (``on_transcript_early``); an utterance that
+        ends in the pause so transcribed takes that transcript as its final.
+        """
+        while True:
+            try:
+                item = self._finals.get()
+            except QueueClosed:
+                return None
+            if self._closed.is_set():
+                return None
+            if isinstance(item, _Early):
+                self._transcribe_early(item)
+                continue
+            with self._lock:
+                mine = bool(item.pause) and item.pause == self._pause
+                early = self._early_text if mine else None
+                if mine:
+                    self._pause, self._early_text = 0, None
+            if early is not None:
+                return early
+            text = self._transcribe(item.audio)
+            return None if self._closed.is_set() else text
+
+    def _transcribe_early(self, item: _Early) -> None:
+        with self._lock:
+            if item.pause != self._pause:
+                return  # the user spoke again, or the utterance ended in a later pause
+        text = self._transcribe(item.audio)
+        with self._lock:
+            if item.pause != self._pause or self._closed.is_set():
+                return
+            self._early_text = text
+        if self._signals.words is not None and self._signals.judge is not None:
+            self._post(item.pause, words=self._signals.words(text))
+        if text:
+            self._callbacks.on_transcript_early(text)
+
+    def _transcribe(self, audio: np.ndarray) -> str:
+        text = self._model.transcribe(audio, session_id=self.session_id, final=True, language=self._language)
+        return (text or "").strip()
 
     def close(self) -> None:
         if self._closed.is_set():
@@ -192,6 +305,8 @@ class BatchedRecognizer:
         self._frontend.detach(self)
         self.backlog.clear()
         self._model.cancel(self.session_id)
+        if self._signals.audio is not None:
+            self._signals.audio.cancel(self.session_id)
         self._finals.close()
 
 
@@ -206,18 +321,22 @@ class BatchedRecognizerFactory:
         language: str = "en",
         backlog_s: float = 2.0,
         frontend: ListeningFrontEnd | None = None,
+        signals: TurnSignals | None = None,
     ) -> None:
         self.model = model
         self.rules = rules or ListeningRules()
         self.language = language
         self.backlog_s = backlog_s
         self.frontend = frontend or ListeningFrontEnd()
+        self.signals = signals or TurnSignals()
 
     def __call__(self, session_id: str, callbacks: RecognizerCallbacks) -> BatchedRecognizer:
         return BatchedRecognizer(
             session_id, self.model, callbacks, self.frontend,
-            rules=self.rules, language=self.language, backlog_s=self.backlog_s,
+            rules=self.rules, language=self.language, backlog_s=self.backlog_s, signals=self.signals,
         )
 
     def close(self) -> None:
         self.frontend.close()
+        if self.signals.audio is not None:
+            self.signals.audio.close()

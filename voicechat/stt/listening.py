@@ -11,6 +11,13 @@ once at least ``min_utterance_s`` was recorded; a partial is due every
 ``partial_interval_s`` of new speech. Positions are samples of the session's own
 stream, so the caller can date each decision on the audio's clock.
 
+A pause (``pause_s`` of silence after speech, once per pause) is reported with the
+audio so far, so the caller can transcribe it inside the silence and judge whether
+the turn is finished; speech after it is reported too (``SpeechResumed``). With a
+``turn_end`` judge the turn ends when the judge says so, given the silence and the
+signals the caller hands back (``signal``); without one, after the fixed
+``post_speech_silence_s``.
+
 No threads, no model, no clock: the front end's thread calls ``chunk`` and
 ``tail``; everything here is a function of the audio and the verdicts.
 """
@@ -18,6 +25,7 @@ No threads, no model, no clock: the front end's thread calls ``chunk`` and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -40,6 +48,7 @@ class ListeningRules:
     partial_pre_roll_s: float = 0.5  # partials need less of the room than the final does
     partial_min_s: float = 0.3
     quiet_dbfs: float = -55.0  # while nobody speaks, quieter chunks are silence without asking the model
+    pause_s: float | None = 0.1  # report a pause (for a transcript inside the silence) after this; None: never
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +69,37 @@ class UtteranceEnded:
     audio: np.ndarray  # float32: pre-roll, speech and the silence up to the decision
     last_voiced_sample: int  # where the speech ended, on the stream's clock
     decided_sample: int  # how much of the stream had arrived when the end was decided
+    pause: int = 0  # the pause it ended in (its ``PauseStarted``), 0 if none was reported
 
 
-Event = SpeechStarted | PartialDue | UtteranceEnded
+@dataclass(frozen=True, slots=True)
+class PauseStarted:
+    utterance: int
+    pause: int  # numbers the pauses of the stream (the signals about it carry it back)
+    audio: np.ndarray  # float32: pre-roll, the speech so far and the silence after it
+    last_voiced_sample: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechResumed:
+    utterance: int
+    pause: int  # the pause that speech ended
+
+
+Event = SpeechStarted | PartialDue | UtteranceEnded | PauseStarted | SpeechResumed
+
+
+class TurnEndJudge(Protocol):
+    def __call__(self, silence_s: float, audio: float | None, words: float | None) -> bool:
+        """Whether the turn ends after ``silence_s`` of silence, given the signals so far (None: not yet):
+        ``audio``, the sound's probability that the turn is finished; ``words``, the transcript's."""
+        ...
 
 
 @dataclass
 class ListeningState:
     rules: ListeningRules = field(default_factory=ListeningRules)
+    turn_end: TurnEndJudge | None = None  # None: the fixed post_speech_silence_s
     recording: bool = field(default=False, init=False)
     utterance: int = field(default=0, init=False)  # bumped at every onset
     analysed: int = field(default=0, init=False)  # samples given to ``chunk`` so far
@@ -75,6 +107,9 @@ class ListeningState:
     _recorded: int = field(default=0, init=False)  # samples since the onset
     _since_partial: int = field(default=0, init=False)
     _end: EndOfSpeech = field(default_factory=EndOfSpeech, init=False, repr=False)
+    pause: int = field(default=0, init=False)  # the open pause's number, 0 while none is open
+    _pauses: int = field(default=0, init=False)
+    _signals: tuple[float | None, float | None] = field(default=(None, None), init=False)  # (audio, words)
 
     def chunk(self, pcm16: bytes, probability: float | None) -> list[Event]:
         """The next chunk of the stream and Silero's verdict on it (None: no verdict, keep the last one)."""
@@ -94,11 +129,22 @@ class ListeningState:
         speech = self._end.silence_s is None if probability is None else probability >= release
         silence = self._end.decide(speech, samples)
         events: list[Event] = []
+        if silence is None and self.pause:
+            events.append(SpeechResumed(self.utterance, self.pause))
+            self.pause, self._signals = 0, (None, None)
         if silence is not None and self._may_end(silence):
             events.append(self._finish(silence, self.analysed))
         elif speech:
             events.extend(self._partial(samples))
+        elif silence is not None:
+            events.extend(self._pause_started(silence))
         return events
+
+    def signal(self, pause: int, audio: float | None = None, words: float | None = None) -> None:
+        """A judge's signal about pause ``pause`` (ignored once that pause is over)."""
+        if pause and pause == self.pause:
+            old_audio, old_words = self._signals
+            self._signals = (old_audio if audio is None else audio, old_words if words is None else words)
 
     def tail(self, waiting: bytes) -> list[Event]:
         """Between chunks: end the utterance if ``waiting``, the less-than-a-chunk not yet analysed,
@@ -133,12 +179,28 @@ class ListeningState:
         return [SpeechStarted(self.utterance, start)]
 
     def _may_end(self, silence_s: float) -> bool:
-        long_enough = self._recorded >= self.rules.min_utterance_s * SAMPLE_RATE
-        return silence_s >= self.rules.post_speech_silence_s and long_enough
+        if self._recorded < self.rules.min_utterance_s * SAMPLE_RATE:
+            return False
+        if self.turn_end is None or not self.pause:
+            return silence_s >= self.rules.post_speech_silence_s
+        return self.turn_end(silence_s, *self._signals)
+
+    def _pause_started(self, silence_s: float) -> list[Event]:
+        rules = self.rules
+        if self.pause or rules.pause_s is None or silence_s < rules.pause_s:
+            return []
+        if self._recorded < rules.min_utterance_s * SAMPLE_RATE:
+            return []
+        self._pauses += 1
+        self.pause, self._signals = self._pauses, (None, None)
+        last_voiced = max(0, self.analysed - round(silence_s * SAMPLE_RATE))
+        return [PauseStarted(self.utterance, self.pause, pcm16_to_float(bytes(self._audio)), last_voiced)]
 
     def _finish(self, silence_s: float, decided: int) -> UtteranceEnded:
         audio = pcm16_to_float(bytes(self._audio))
-        event = UtteranceEnded(self.utterance, audio, max(0, decided - round(silence_s * SAMPLE_RATE)), decided)
+        event = UtteranceEnded(self.utterance, audio, max(0, decided - round(silence_s * SAMPLE_RATE)), decided,
+                               self.pause)
+        self.pause, self._signals = 0, (None, None)
         self.recording = False
         self._recorded = 0
         # The silence after the speech is the next utterance's room; none of this one's speech may leak into it.

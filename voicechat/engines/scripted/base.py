@@ -92,9 +92,10 @@ class AbortRegistry:
             if self._events.get(session_id) is event:
                 del self._events[session_id]
 
-    def abort(self, session_id: str) -> None:
+    def abort(self, session_id: str, *, record: bool = True) -> None:
         with self._lock:
-            self.calls.append(session_id)
+            if record:
+                self.calls.append(session_id)
             event = self._events.get(session_id)
         if event is not None:
             event.set()

@@ -3,7 +3,7 @@
 The reply quotes the last user message ("You said: ..."), so a test can check
 by content that a session was answered about its own audio, then pads with
 numbered filler sentences up to ``reply_words`` words. Delays (time to first
-token, per token) and faults are configurable; abort ends a stream at once.
+token, per token) and faults are configurable; abort and discard end a stream at once.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class ScriptedLLM(PacedEngine, LanguageModel):
         self.reply_words = reply_words
         self._lock = threading.Lock()
         self.released: list[str] = []
+        self.discard_calls: list[str] = []  # every discard asked for, by session id, in order (not in abort_calls)
         self.prompts: dict[str, list[Sequence[ChatMessage]]] = {}
 
     def stream(self, session_id: str, messages: Sequence[ChatMessage], params: GenerationParams) -> Iterator[str]:
@@ -57,6 +58,15 @@ class ScriptedLLM(PacedEngine, LanguageModel):
             return (w if i == 0 else " " + w for i, w in enumerate(words))
 
         return self._paced(session_id, tokens)
+
+    def discard(self, session_id: str) -> None:
+        """End the session's stream at once, like abort, and record it in ``discard_calls``.
+
+        The scripted model keeps nothing between calls, so there is nothing more to forget.
+        """
+        with self._lock:
+            self.discard_calls.append(session_id)
+        self._aborts.abort(session_id, record=False)
 
     def release(self, session_id: str) -> None:
         self.abort(session_id)

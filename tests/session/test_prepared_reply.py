@@ -1,0 +1,128 @@
+"""A reply prepared inside the user's pause: held until the turn ends, dropped without a trace if they go on."""
+
+import queue
+
+import pytest
+from support.helpers import EventCollector, count
+
+from voicechat.core.events import (
+    AssistantTextDelta,
+    AudioChunk,
+    FinalTranscript,
+    ReplyDone,
+    StateChanged,
+    TurnMetrics,
+    TurnState,
+)
+from voicechat.engines.protocols import Engines, RecognizerCallbacks
+from voicechat.engines.scripted.llm import ScriptedLLM, scripted_reply
+from voicechat.engines.scripted.stt import ScriptedTranscriber
+from voicechat.engines.scripted.tts import ScriptedTTS
+from voicechat.session.pipeline import PipelineOptions, SpeechPipelineManager
+
+
+class ManualRecognizer:
+    """The test plays the recognizer: it calls the pipeline's callbacks and hands out finals."""
+
+    def __init__(self, session_id: str, callbacks: RecognizerCallbacks) -> None:
+        self.cb = callbacks
+        self.finals: queue.Queue[str | None] = queue.Queue()
+
+    def feed(self, pcm16: bytes) -> None:
+        pass
+
+    def next_final(self) -> str | None:
+        return self.finals.get()
+
+    def close(self) -> None:
+        self.finals.put(None)
+
+
+@pytest.fixture
+def session():
+    recognizers: list[ManualRecognizer] = []
+
+    def factory(session_id, callbacks):
+        recognizers.append(ManualRecognizer(session_id, callbacks))
+        return recognizers[-1]
+
+    llm = ScriptedLLM(reply_words=12)
+    engines = Engines(ScriptedTranscriber({}), factory, llm, ScriptedTTS(sample_rate=16000, chunk_s=0.05))
+    pipeline = SpeechPipelineManager("s1", engines, PipelineOptions(output_sample_rate=16000))
+    pipeline.start()
+    collector = EventCollector(pipeline)
+    yield pipeline, recognizers[0], collector, llm
+    pipeline.stop()
+    engines.close()
+
+
+def reply_events(events):
+    return [e for e in events if isinstance(e, AssistantTextDelta | AudioChunk | ReplyDone | TurnMetrics)]
+
+
+@pytest.mark.timeout(30)
+def test_a_confirmed_reply_was_made_before_the_turn_ended_and_went_out_after_it(session):
+    pipeline, rec, collector, llm = session
+    rec.cb.on_speech_start()
+    rec.cb.on_transcript_early("What time is it?")
+    # The reply is made (the LLM has been asked) while the user is silent...
+    llm_asked = llm.prompts  # filled when the LLM stage starts
+    with collector._cond:
+        assert collector._cond.wait_for(lambda: llm_asked.get("s1"), 10)
+    assert reply_events(collector.events) == []  # ...but nothing of it reaches the client
+    assert pipeline.state is TurnState.USER_SPEAKING
+    assert len(pipeline.history.messages()) == 1  # the system prompt only
+    rec.cb.on_speech_end(None)
+    rec.finals.put("What time is it?")
+    events = collector.wait_for(count(TurnMetrics))
+    final_at = next(i for i, e in enumerate(events) if isinstance(e, FinalTranscript))
+    first_reply_at = next(i for i, e in enumerate(events) if isinstance(e, AssistantTextDelta))
+    assert final_at < first_reply_at
+    speaking = next(i for i, e in enumerate(events) if isinstance(e, StateChanged)
+                    and e.state is TurnState.ASSISTANT_SPEAKING)
+    assert speaking < next(i for i, e in enumerate(events) if isinstance(e, AudioChunk))
+    done = next(e for e in events if isinstance(e, ReplyDone))
+    assert done.generation == 1 and done.text == scripted_reply("What time is it?", 12)
+    metrics = next(e for e in events if isinstance(e, TurnMetrics))
+    assert metrics.prepared and metrics.stamps["prepared"] <= metrics.stamps["speech_end"]
+    assert len(llm.prompts["s1"]) == 1  # the prepared reply was used, not made again
+    collector.wait_for(lambda ev: [m.role for m in pipeline.history.messages()] == ["system", "user", "assistant"])
+
+
+@pytest.mark.timeout(30)
+def test_speech_after_the_pause_drops_the_prepared_reply_without_a_trace(session):
+    pipeline, rec, collector, llm = session
+    rec.cb.on_speech_start()
+    rec.cb.on_transcript_early("I would like to")
+    with collector._cond:
+        assert collector._cond.wait_for(lambda: llm.prompts.get("s1"), 10)
+    rec.cb.on_speech_resumed()
+    assert "s1" in llm.discard_calls
+    rec.cb.on_speech_end(None)
+    rec.finals.put("I would like to order a pizza.")
+    events = collector.wait_for(count(ReplyDone))
+    texts = [e.text for e in events if isinstance(e, ReplyDone)]
+    assert texts == [scripted_reply("I would like to order a pizza.", 12)]
+    deltas = "".join(e.text for e in events if isinstance(e, AssistantTextDelta))
+    assert deltas == texts[0]  # not one word of the dropped reply
+    assert {e.generation for e in reply_events(events)} == {1}
+    second_prompt = llm.prompts["s1"][1]
+    assert [m.content for m in second_prompt if m.role == "user"] == ["I would like to order a pizza."]
+    metrics = next(e for e in events if isinstance(e, TurnMetrics))
+    assert not metrics.prepared
+
+
+@pytest.mark.timeout(30)
+def test_a_different_final_replaces_the_prepared_reply(session):
+    pipeline, rec, collector, llm = session
+    rec.cb.on_speech_start()
+    rec.cb.on_transcript_early("Tell me")
+    with collector._cond:
+        assert collector._cond.wait_for(lambda: llm.prompts.get("s1"), 10)
+    rec.cb.on_speech_end(None)
+    rec.finals.put("Tell me a joke.")
+    events = collector.wait_for(count(ReplyDone))
+    assert [e.text for e in events if isinstance(e, ReplyDone)] == [scripted_reply("Tell me a joke.", 12)]
+    assert "s1" in llm.discard_calls
+    collector.wait_for(lambda ev: [m.content for m in pipeline.history.messages() if m.role == "user"]
+                       == ["Tell me a joke."])

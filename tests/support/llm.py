@@ -1,0 +1,43 @@
+"""The llama.cpp scheduler's events, collected and waitable (tests/llm, tests/real)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from voicechat.llm.scheduler import LlmEvent
+
+WAIT_S = 30.0
+
+
+class Events:
+    """Scheduler events, waitable (the listener runs on the scheduler thread)."""
+
+    def __init__(self) -> None:
+        self.items: list[LlmEvent] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, event: LlmEvent) -> None:
+        with self._cond:
+            self.items.append(event)
+            self._cond.notify_all()
+
+    def of(self, session_id: str, kind: str) -> list[LlmEvent]:
+        with self._cond:
+            return [e for e in self.items if e.session_id == session_id and e.kind == kind]
+
+    def tokens(self, session_id: str) -> list[int]:
+        return [e.value for e in self.of(session_id, "token")]
+
+    def wait(self, predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+        with self._cond:
+            assert self._cond.wait_for(predicate, timeout), f"timed out waiting for {what}"
+
+    def finished(self, session_id: str) -> LlmEvent:
+        self.wait(lambda: any(e.session_id == session_id and e.kind == "finished" for e in self.items),
+                  f"{session_id} to finish")
+        return self.of(session_id, "finished")[-1]
+
+    def reused(self, session_id: str) -> int:
+        """KV tokens the session's latest admitted request reused."""
+        return int(self.of(session_id, "admitted")[-1].detail.removeprefix("reused="))

@@ -1,0 +1,46 @@
+"""The session's one reply in progress, and the output it holds while only prepared.
+
+A reply has two numbers. ``rid`` is the pipeline's own: every reply gets a new one,
+prepared or not, and the stage workers' jobs carry it, so a discarded or interrupted
+reply is stale wherever its jobs are met. ``generation`` is the turn's number on the
+wire (the reply to the n-th turn is generation n, whatever was prepared and dropped
+on the way).
+
+While ``held`` is a list the reply is prepared, not confirmed: everything it would
+send goes into that list instead of the outbox, in order. Confirming releases it;
+discarding drops it, so the client never sees a prepared reply that was not used.
+Pure bookkeeping: the pipeline calls it with its lock held.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from voicechat.core.events import Event
+from voicechat.core.jobs import EndOfReply
+from voicechat.core.reply_tracker import ReplyTracker
+
+
+@dataclass
+class LiveReply:
+    rid: int
+    generation: int
+    user_text: str
+    tracker: ReplyTracker
+    stamps: dict[str, float] = field(default_factory=dict)  # monotonic s of each stage (TurnMetrics)
+    held: list[Event] | None = None  # a prepared reply's output, kept until it is confirmed
+    first_audio_at: float | None = None  # when its first audio went to the client
+    played_samples: int = 0  # the player's report (samples at the output rate)
+    synthesized: EndOfReply | None = None  # its synthesis ended while it was held: finish it on release
+
+    @property
+    def prepared(self) -> bool:
+        return self.held is not None
+
+    def stamp(self, stage: str, now: float) -> None:
+        self.stamps.setdefault(stage, now)
+
+    def release(self) -> list[Event]:
+        """Stop holding; returns what was held, in order."""
+        held, self.held = self.held or [], None
+        return held

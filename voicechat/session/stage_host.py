@@ -1,0 +1,199 @@
+"""What a session's stage workers may ask of it: the reply they work on, and where its output goes.
+
+``ReplyStageHost`` is the half of ``SpeechPipelineManager`` the LLM and TTS workers call (from
+their threads). ``rid`` is the reply id their jobs carry (``LiveReply.rid``), not the wire
+generation: a call for a reply that is no longer live is ignored (or answers "stale"). Every
+method takes the pipeline's lock; the ones starting with ``_`` expect it held.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Protocol
+
+from voicechat.core.events import (
+    AssistantTextDelta,
+    AudioChunk,
+    ErrorEvent,
+    Event,
+    ReplyDone,
+    TurnMetrics,
+)
+from voicechat.core.history import ChatMessage, ConversationHistory
+from voicechat.core.jobs import EndOfReply, ReplyJob
+from voicechat.core.turn_state import Transition, TurnStateMachine
+from voicechat.engines.call_guard import error_code
+from voicechat.session.bounded_queue import BoundedLRUQueue
+from voicechat.session.live_reply import LiveReply
+from voicechat.tts.pacing import synthesis_wait_s
+
+log = logging.getLogger(__name__)
+
+# A client that promised playback reports but never says "finished" must not
+# leave the session speaking forever: give up this long after the estimate.
+PLAYBACK_REPORT_GRACE_S = 2.0
+
+
+class _Options(Protocol):
+    playback_reports: bool
+    tts_max_ahead_s: float
+
+
+class ReplyStageHost:
+    """Mixed into ``SpeechPipelineManager``, which sets these attributes and the two methods below."""
+
+    session_id: str
+    history: ConversationHistory
+    errors: Counter[str]
+    output_sample_rate: int
+    outbox: BoundedLRUQueue[Event]
+    _lock: threading.Lock
+    _turns: TurnStateMachine
+    _reply: LiveReply | None
+    _stopped: bool
+    options: _Options
+
+    def _apply(self, t: Transition) -> str | None:
+        raise NotImplementedError
+
+    def _abort_engines(self, how: str | None) -> None:
+        raise NotImplementedError
+
+    def is_current(self, rid: int) -> bool:
+        reply = self._reply
+        return reply is not None and reply.rid == rid and not self._stopped
+
+    def report_error(self, stage: str, error: BaseException, generation: int | None = None) -> None:
+        """An ``ErrorEvent`` of reply ``generation`` (a rid; dropped if it went stale), else of the current turn."""
+        self.errors[stage] += 1
+        log.warning("session %s: %s error: %s", self.session_id, stage, error)
+        with self._lock:
+            if generation is not None and not self.is_current(generation):
+                return  # nobody waits for a reply that was interrupted or dropped
+            turn = self._turns.generation if self._reply is None else self._reply.generation
+            self._put_reply(ErrorEvent(error_code(stage, error), str(error) or type(error).__name__, stage, turn))
+
+    def prompt_for(self, job: ReplyJob) -> Sequence[ChatMessage]:
+        """The history, and the user's words where the reply is prepared (they join the history on confirm)."""
+        with self._lock:
+            messages = self.history.messages()
+            reply = self._reply
+            if reply is not None and reply.rid == job.generation and reply.prepared:
+                messages.append(ChatMessage("user", reply.user_text))
+            return messages
+
+    def emit_text(self, rid: int, text: str) -> None:
+        with self._lock:
+            if self.is_current(rid):
+                assert self._reply is not None
+                self._reply.stamp("first_token", time.monotonic())
+                self._put_reply(AssistantTextDelta(text, self._reply.generation))
+
+    def stamp(self, rid: int, stage: str) -> None:
+        with self._lock:
+            if self.is_current(rid):
+                assert self._reply is not None
+                self._reply.stamp(stage, time.monotonic())
+
+    def begin_sentence(self, rid: int, index: int, text: str) -> None:
+        with self._lock:
+            if self.is_current(rid):
+                assert self._reply is not None
+                self._reply.tracker.add_sentence(index, text)
+
+    def emit_audio(self, rid: int, index: int, pcm: bytes) -> bool:
+        """Put a chunk in the outbox (or the prepared reply's hold) unless its reply went stale; False if stale."""
+        with self._lock:
+            reply = self._reply
+            if not self.is_current(rid) or reply is None:
+                return False
+            if not pcm:
+                return True
+            offset = reply.tracker.add_audio(index, len(pcm) // 2)
+            chunk = AudioChunk(pcm, self.output_sample_rate, reply.generation, index, offset)
+            if reply.held is not None:
+                reply.held.append(chunk)
+            else:
+                self._send_audio(reply, chunk)
+            return True
+
+    def synthesis_wait_s(self, rid: int) -> float:
+        """Seconds the TTS stage should wait before the reply's next sentence (``tts_max_ahead_s``)."""
+        with self._lock:
+            reply = self._reply
+            if reply is None or reply.rid != rid:
+                return 0.0
+            first = reply.first_audio_at
+            # held: nothing plays yet, so at most tts_max_ahead_s is made before the confirmation wakes it
+            playing_for = 0.0 if reply.prepared else None if first is None else time.monotonic() - first
+            return synthesis_wait_s(reply.tracker.total_samples / self.output_sample_rate, playing_for,
+                                    self.options.tts_max_ahead_s)
+
+    def sentence_done(self, rid: int, index: int) -> None:
+        with self._lock:
+            if self.is_current(rid):
+                assert self._reply is not None
+                self._reply.tracker.sentence_done(index)
+
+    def reply_synthesized(self, rid: int, text: str, failed: bool) -> float | None:
+        """All audio of the reply is out; returns when playback should have ended (None: no wait).
+
+        A prepared reply keeps the end until it is confirmed: the pipeline then queues it again.
+        """
+        with self._lock:
+            reply = self._reply
+            if not self.is_current(rid) or reply is None:
+                return None
+            if reply.prepared:
+                reply.synthesized = EndOfReply(rid, text, failed)
+                return None
+            tracker = reply.tracker
+            text = tracker.full_text()
+            if failed and not text:
+                self.history.discard_last_user()
+            self._put(ReplyDone(reply.generation, text, tracker.total_samples))
+            self._put(TurnMetrics(reply.generation, dict(reply.stamps), prepared="prepared" in reply.stamps))
+            if tracker.total_samples and reply.first_audio_at is not None:
+                end = reply.first_audio_at + tracker.total_samples / self.output_sample_rate
+                return end + PLAYBACK_REPORT_GRACE_S if self.options.playback_reports else end
+        self.playback_finished(rid)
+        return None
+
+    def playback_finished(self, rid: int) -> None:
+        with self._lock:
+            reply = self._reply
+            if reply is None or not self.is_current(rid) or reply.prepared:
+                return
+            self.history.add_assistant(reply.tracker.full_text())
+            self._reply = None
+            aborted = self._apply(self._turns.reply_finished(reply.generation))
+        self._abort_engines(aborted)
+
+    def _send_audio(self, reply: LiveReply, chunk: AudioChunk) -> None:
+        if reply.first_audio_at is None:
+            reply.first_audio_at = time.monotonic()
+            reply.stamp("first_audio", reply.first_audio_at)
+        self._apply(self._turns.audio_started(reply.generation))
+        self._put(chunk)
+
+    def _played_estimate(self, reply: LiveReply) -> int:
+        if self.options.playback_reports or reply.first_audio_at is None:
+            return reply.played_samples
+        elapsed = time.monotonic() - reply.first_audio_at
+        return min(reply.tracker.total_samples, int(elapsed * self.output_sample_rate))
+
+    def _put(self, event: Event) -> None:
+        self.outbox.put(event)
+
+    def _put_reply(self, event: Event) -> None:
+        """An event of the live reply: held while the reply is only prepared."""
+        reply = self._reply
+        if reply is not None and reply.held is not None:
+            reply.held.append(event)
+        else:
+            self.outbox.put(event)
+
