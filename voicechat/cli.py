@@ -75,7 +75,7 @@ def run_main(argv: list[str]) -> int:
         return 130
     import time
 
-    from voicechat.local.audio_io import AudioDeviceError
+    from voicechat.local.devices import AudioDeviceError
     from voicechat.serve import leftover_threads, open_local_audio, serve
 
     try:
@@ -135,7 +135,7 @@ def bench_main(argv: list[str]) -> int:
     benches = {
         "sessions": "voicechat.bench.sessions", "stt": "voicechat.bench.stt",
         "tts": "voicechat.bench.tts", "llm": "voicechat.bench.llm", "load": "voicechat.bench.load",
-        "faults": "voicechat.bench.faults", "turns": "voicechat.bench.turns",
+        "faults": "voicechat.bench.faults", "turns": "voicechat.bench.turns", "echo": "voicechat.bench.echo",
     }
     if not argv or argv[0] not in benches:
         print(f"usage: run.py bench {{{','.join(benches)}}} [options]", file=sys.stderr)
@@ -154,7 +154,7 @@ def selftest_main(argv: list[str]) -> int:
 
 def devices_main(argv: list[str]) -> int:
     """`devices`: the sound devices sounddevice sees, with the defaults marked."""
-    from voicechat.local.audio_io import format_devices, list_devices
+    from voicechat.local.devices import format_devices, list_devices
 
     devices = list_devices()
     print(format_devices(devices) if devices else "no sound devices found (a headless box: the LAN server still works)")
@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         print("  config    print the effective configuration and where each value came from")
         print("  test      run the test suite (pytest arguments pass through)")
         print("  selftest  check the install: real engines on tiny bundled models, one spoken turn")
-        print("  bench     run a benchmark: bench sessions|stt|tts|llm|load|turns [options] (see docs/benchmarks.md)")
+        print("  bench     run a benchmark: bench sessions|stt|tts|llm|load|faults|turns|echo [options] "
+              "(docs/benchmarks.md)")
         print("  models    list, download or verify model files: models list|download [NAME...|--set SET]|verify")
         print("  devices   list microphones and speakers (for --input-device / --output-device)")
         return 0

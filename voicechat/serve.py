@@ -85,7 +85,8 @@ def open_local_audio(settings: Settings, audio_in: str | None, audio_out: str | 
 
     Raises AudioDeviceError when a named device does not exist.
     """
-    from voicechat.local.audio_io import FileIO, SoundDeviceIO, has_input_device
+    from voicechat.local.audio_io import FileIO, SoundDeviceIO
+    from voicechat.local.devices import has_input_device
 
     if audio_in:
         return FileIO(Path(audio_in), Path(audio_out) if audio_out else None,
@@ -136,7 +137,7 @@ def serve(
             from voicechat.local.tui.app import TuiApp
 
             devices = (settings.audio.input_device or "default", settings.audio.output_device or "default")
-            return TuiApp(manager, options, server, audio, stop, echo_gate=settings.audio.echo_gate,
+            return TuiApp(manager, options, server, audio, stop, echo=settings.audio.echo,
                           devices=devices).run()
         if console:
             from voicechat.local.console import run_console

@@ -33,6 +33,7 @@ PURE_ELSEWHERE = (
     "voicechat.server.protocol", "voicechat.server.rate_limit", "voicechat.local.tui.model",
     "voicechat.stt.listening", "voicechat.stt.whisper_window", "voicechat.tts.pacing", "voicechat.bench.accuracy",
     "voicechat.stt.transcript_end", "voicechat.stt.turn_end", "voicechat.bench.turn_scoring",
+    "voicechat.local.room", "voicechat.local.echo_delay", "voicechat.bench.echo_scenes",
 )
 CORE = tuple(m.name for m in pkgutil.iter_modules(voicechat.core.__path__, "voicechat.core."))
 

@@ -15,16 +15,8 @@ import pytest
 from support.helpers import write_wav
 
 from voicechat.audio import read_wav
-from voicechat.local.audio_io import (
-    AudioDeviceError,
-    FileIO,
-    PlaybackBuffer,
-    SoundDeviceIO,
-    find_device,
-    format_devices,
-    has_input_device,
-    list_devices,
-)
+from voicechat.local.audio_io import FileIO, PlaybackBuffer, SoundDeviceIO
+from voicechat.local.devices import AudioDeviceError, find_device, format_devices, has_input_device, list_devices
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

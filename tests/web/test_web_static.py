@@ -120,6 +120,18 @@ def test_page_has_the_ids_tests_and_scripts_rely_on() -> None:
     assert used <= set(ids), f"scripts look up ids the page lacks: {sorted(used - set(ids))}"
 
 
+def test_the_microphone_keeps_the_browsers_echo_cancellation() -> None:
+    """Browser sessions rely on the browser's own echo canceller (the local one is for the terminal's
+    microphone): getUserMedia must ask for it, with noise suppression and automatic gain control."""
+    audio = (WEB / "audio.js").read_text(encoding="utf-8")
+    constraints = re.search(r"MIC_CONSTRAINTS\s*=\s*\{\s*audio:\s*\{([^}]*)\}", audio)
+    assert constraints, "audio.js: MIC_CONSTRAINTS = { audio: { ... } } not found"
+    asked = dict(re.findall(r"(\w+)\s*:\s*(\w+)", constraints.group(1)))
+    for name in ("echoCancellation", "noiseSuppression", "autoGainControl"):
+        assert asked.get(name) == "true", f"getUserMedia does not ask for {name}"
+    assert "getUserMedia(MIC_CONSTRAINTS)" in audio
+
+
 def test_page_obeys_the_servers_content_security_policy() -> None:
     """script-src/style-src 'self': no inline scripts, style attributes or on* handlers."""
     page = _page()

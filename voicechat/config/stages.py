@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.config import JsonDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -42,11 +42,23 @@ class AudioSettings(_Section):
     output_device: str = Field(
         "", description="Local speaker (sounddevice name or index); empty = system default"
     )
-    echo_gate: bool = Field(
-        True,
-        description="Terminal UI: mute the microphone where it only hears the assistant's own voice "
-        "(speakers without headphones); a user talking over it still interrupts",
+    echo: Literal["aec", "gate", "off"] = Field(
+        "aec",
+        description="Terminal UI on speakers without headphones: aec = cancel the assistant's own voice in the "
+        "microphone (WebRTC AEC3; falls back to the gate when pywebrtc-audio is missing), gate = mute the "
+        "microphone where it only hears the assistant (you must be louder than the echo to interrupt), "
+        "off = neither (headphones)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _echo_gate_is_echo(cls, data: object) -> object:
+        """Config files from before ``echo``: ``echo_gate = true`` meant the default (now aec), false off."""
+        if isinstance(data, dict) and "echo_gate" in data:
+            data = dict(data)
+            gate = data.pop("echo_gate")
+            data.setdefault("echo", "aec" if gate else "off")
+        return data
 
 
 class VadSettings(_Section):

@@ -2,9 +2,11 @@
 
 Both kinds behave the same towards the pipeline: capture arrives as PCM16 mono
 blocks on a device/reader thread, playback is queued and consumed in real time,
-``flush`` drops the queue at once (barge-in), and the last seconds of what was
-played stay available as the echo gate's reference. ``FileIO`` makes the same
-timeline from files, so the terminal path is testable on a box without sound.
+``flush`` drops the queue at once (barge-in), and what was played stays
+available as the echo canceller's far end (every sample once, ``playback_since``)
+and the echo gate's reference (the last seconds). ``FileIO`` makes the same
+timeline from files, so the terminal path is testable on a box without sound;
+given a simulated room it also puts the speaker's echo into its microphone.
 """
 
 from __future__ import annotations
@@ -14,19 +16,26 @@ import threading
 import time
 import wave
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 import soxr
 
-from voicechat.audio import read_wav
+from voicechat.audio import StreamResampler, read_wav
+from voicechat.local.devices import (
+    LIST_HINT,
+    AudioDeviceError,
+    DeviceInfo,
+    device_channels,
+    find_device,
+    list_devices,
+    load_sounddevice,
+)
 from voicechat.local.playback_buffer import PlaybackBuffer
+from voicechat.local.room import EchoRoom, RoomConfig
 
 log = logging.getLogger(__name__)
-
-LIST_HINT = "run `python run.py devices` to list the sound devices"
 
 
 class AudioIO(Protocol):
@@ -54,6 +63,14 @@ class AudioIO(Protocol):
 
     def recent_playback(self, seconds: float) -> np.ndarray:
         """The last ``seconds`` of the speaker (int16 at output_rate, silence included): the echo reference."""
+
+    def playback_since(self, position: int) -> tuple[np.ndarray, int]:
+        """The speaker's timeline (int16 at output_rate) from ``position`` (0, or what the last call returned)
+        to now, and the new position: the echo canceller's far end."""
+
+    @property
+    def latency_ms(self) -> float:
+        """The device's input plus output latency (ms): the echo delay's starting guess; 0 if unknown."""
 
     def close(self) -> None:
         """Stop and join streams/threads; idempotent."""
@@ -85,105 +102,8 @@ class _Speaker:
     def recent_playback(self, seconds: float) -> np.ndarray:
         return self._buffer.recent(seconds)
 
-
-class AudioDeviceError(Exception):
-    """A sound device is missing or refused to open; the message says which and what to do."""
-
-
-@dataclass(frozen=True)
-class DeviceInfo:
-    index: int
-    name: str
-    max_input_channels: int
-    max_output_channels: int
-    default_samplerate: float
-    is_default_input: bool
-    is_default_output: bool
-
-
-def _sounddevice(sd_module: Any = None) -> Any:
-    if sd_module is not None:
-        return sd_module
-    try:
-        import sounddevice
-    except (OSError, ImportError) as e:  # OSError: the PortAudio library itself is missing
-        raise AudioDeviceError(f"sound is unavailable: PortAudio could not be loaded ({e})") from e
-    return sounddevice
-
-
-def _as_index(value: Any) -> int:
-    """sounddevice's default device: an index, -1/None for none (a name set by the user counts as none here)."""
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return -1
-
-
-def list_devices(sd_module: Any = None) -> list[DeviceInfo]:
-    """Every device PortAudio knows; AudioDeviceError if PortAudio cannot be used at all."""
-    sd = _sounddevice(sd_module)
-    try:
-        raw = list(sd.query_devices())
-        default_in, default_out = (_as_index(sd.default.device[i]) for i in (0, 1))
-    except Exception as e:  # sd.PortAudioError, or anything a broken host API throws
-        raise AudioDeviceError(f"could not query the sound devices: {e}") from e
-    return [
-        DeviceInfo(
-            index=int(d.get("index", i)), name=str(d["name"]),
-            max_input_channels=int(d["max_input_channels"]), max_output_channels=int(d["max_output_channels"]),
-            default_samplerate=float(d["default_samplerate"]),
-            is_default_input=int(d.get("index", i)) == default_in,
-            is_default_output=int(d.get("index", i)) == default_out,
-        )
-        for i, d in enumerate(raw)
-    ]
-
-
-def format_devices(devices: list[DeviceInfo]) -> str:
-    """A table for `python run.py devices`; '>' marks the default input, '<' the default output."""
-    if not devices:
-        return "No sound devices found (a headless machine? WAV files can stand in for the microphone and speaker)."
-    lines = [f"{'':2} {'#':>3}  {'name':<40} {'in':>3} {'out':>3} {'rate':>7}"]
-    for d in devices:
-        mark = (">" if d.is_default_input else " ") + ("<" if d.is_default_output else " ")
-        lines.append(f"{mark} {d.index:>3}  {d.name[:40]:<40} {d.max_input_channels:>3} "
-                     f"{d.max_output_channels:>3} {d.default_samplerate:>7.0f}")
-    lines.append("> default input   < default output")
-    return "\n".join(lines)
-
-
-def _channels(d: DeviceInfo, kind: str) -> int:
-    return d.max_input_channels if kind == "input" else d.max_output_channels
-
-
-def find_device(spec: str, kind: Literal["input", "output"], sd_module: Any = None) -> int | None:
-    """Resolve a user's device choice: "" = the default (None if there is none), an index, or part of a name."""
-    devices = list_devices(sd_module)
-    candidates = [d for d in devices if _channels(d, kind) > 0]
-    spec = spec.strip()
-    if not spec:
-        default = next((d for d in candidates if (d.is_default_input if kind == "input" else d.is_default_output)),
-                       None)
-        return default.index if default is not None else None
-    listing = ", ".join(f"{d.index}: {d.name}" for d in candidates) or "none"
-    if spec.isdigit():
-        match = next((d for d in devices if d.index == int(spec)), None)
-        if match is None or _channels(match, kind) == 0:
-            raise AudioDeviceError(f"{kind} device {spec} does not exist or has no {kind} channels "
-                                   f"({kind} devices: {listing}); {LIST_HINT}")
-        return match.index
-    matches = [d for d in candidates if spec.lower() in d.name.lower()]
-    if not matches:
-        raise AudioDeviceError(f"no {kind} device matches {spec!r} ({kind} devices: {listing}); {LIST_HINT}")
-    return matches[0].index
-
-
-def has_input_device(sd_module: Any = None) -> bool:
-    """Whether a microphone can be used at all (False headless, or when PortAudio fails)."""
-    try:
-        return any(d.max_input_channels > 0 for d in list_devices(sd_module))
-    except AudioDeviceError:
-        return False
+    def playback_since(self, position: int) -> tuple[np.ndarray, int]:
+        return self._buffer.since(position)
 
 
 class SoundDeviceIO(_Speaker, AudioIO):
@@ -191,7 +111,7 @@ class SoundDeviceIO(_Speaker, AudioIO):
 
     def __init__(self, input_device: str = "", output_device: str = "", *, block_ms: int = 20,
                  sd_module: Any = None) -> None:
-        self._sd = _sounddevice(sd_module)
+        self._sd = load_sounddevice(sd_module)
         self._in_info = self._resolve(input_device, "input")
         self._out_info = self._resolve(output_device, "output")
         self.input_rate = int(self._in_info.default_samplerate)
@@ -205,6 +125,16 @@ class SoundDeviceIO(_Speaker, AudioIO):
         self.input_overflows = 0
         self.callback_errors = 0
         self._closed = False
+
+    @property
+    def latency_ms(self) -> float:
+        total = 0.0
+        for stream in self._streams:
+            try:
+                total += float(stream.latency) * 1000.0  # PortAudio's estimate, seconds
+            except (AttributeError, TypeError, ValueError):
+                pass
+        return total
 
     def _resolve(self, spec: str, kind: Literal["input", "output"]) -> DeviceInfo:
         index = find_device(spec, kind, self._sd)
@@ -236,7 +166,7 @@ class SoundDeviceIO(_Speaker, AudioIO):
         """Open mono; a device that only takes stereo is opened with 2 channels and mixed."""
         rate = int(dev.default_samplerate)
         first: Exception | None = None
-        for channels in (1, 2) if _channels(dev, kind) >= 2 else (1,):
+        for channels in (1, 2) if device_channels(dev, kind) >= 2 else (1,):
             try:
                 stream = cls(samplerate=rate, blocksize=rate * self.block_ms // 1000, device=dev.index,
                              channels=channels, dtype="int16", callback=callback)
@@ -290,9 +220,11 @@ class FileIO(_Speaker, AudioIO):
 
     def __init__(self, audio_in: Path, audio_out: Path | None, *, output_rate: int = 24000, block_ms: int = 20,
                  realtime: bool = True, then_silence: bool = True, echo_gain: float = 0.0,
-                 echo_delay_ms: int = 40) -> None:
+                 echo_delay_ms: int = 40, room: RoomConfig | None = None) -> None:
         """``echo_gain`` > 0 simulates speakers without headphones: the microphone also hears what was
-        played ``echo_delay_ms`` ago, at that gain (tests of the echo gate, demos)."""
+        played ``echo_delay_ms`` ago, at that gain (tests of the echo gate, demos). ``room`` instead puts a
+        simulated room (reverberation, delay, gain, soft clipping, noise) between the speaker and the
+        microphone."""
         try:
             self._samples, self.input_rate = read_wav(Path(audio_in))
         except (OSError, EOFError, wave.Error, ValueError) as e:
@@ -314,9 +246,19 @@ class FileIO(_Speaker, AudioIO):
         self.callback_errors = 0
         self._closed = False
         self.echo_gain, self.echo_delay_ms = echo_gain, echo_delay_ms
+        self._room = EchoRoom(room, self.input_rate) if room is not None else None
+        self._room_position = 0
+        self._room_resampler = StreamResampler(output_rate, self.input_rate)
+
+    latency_ms = 0.0
 
     def _with_echo(self, block: np.ndarray) -> np.ndarray:
         """Add the acoustic echo of the speaker to a microphone block."""
+        if self._room is not None:
+            played, self._room_position = self._buffer.since(self._room_position)
+            self._room.push(np.frombuffer(self._room_resampler.process(played.tobytes()), np.int16))
+            mixed = block.astype(np.float64) + self._room.echo(len(block))
+            return np.clip(mixed, -32768, 32767).astype(np.int16)
         if self.echo_gain <= 0:
             return block
         seconds = len(block) / self.input_rate

@@ -2,7 +2,8 @@
 
 ``pull(out)`` copies into a preallocated array only, so it is safe in an audio
 callback; ``flush()`` drops everything at once (barge-in); a ring of the last
-seconds played is the echo gate's reference.
+seconds played is the echo gate's reference, and ``since`` hands the echo
+canceller every sample of the speaker's timeline exactly once.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class PlaybackBuffer:
         self._queued = 0
         self._history = np.zeros(max(1, int(rate * history_s)), np.int16)
         self._history_pos = 0
+        self.timeline = 0  # samples the speaker has played, silence included (the clock of ``since``)
         self.played_samples = 0  # queued audio played (silence is not counted)
         self.underruns = 0  # pulls that ran out of queued audio part-way (a gap in the middle of speech)
 
@@ -70,6 +72,7 @@ class PlaybackBuffer:
                 self.underruns += 1
             out[filled:] = 0
             self.played_samples += filled
+            self.timeline += n
             self._remember(out)
         return filled
 
@@ -87,10 +90,21 @@ class PlaybackBuffer:
 
     def recent(self, seconds: float) -> np.ndarray:
         """The last ``seconds`` of the speaker's timeline (silence included), oldest first."""
-        size = len(self._history)
-        n = min(size, max(0, int(seconds * self.rate)))
         with self._lock:
-            start = (self._history_pos - n) % size
-            if start + n <= size:
-                return self._history[start:start + n].copy()
-            return np.concatenate([self._history[start:], self._history[:self._history_pos]])
+            return self._last(int(seconds * self.rate))
+
+    def _last(self, n: int) -> np.ndarray:
+        """The newest ``n`` samples of the history (at most all of it); the caller holds the lock."""
+        size = len(self._history)
+        n = min(size, max(0, n))
+        start = (self._history_pos - n) % size
+        if start + n <= size:
+            return self._history[start:start + n].copy()
+        return np.concatenate([self._history[start:], self._history[:self._history_pos]])
+
+    def since(self, position: int) -> tuple[np.ndarray, int]:
+        """The speaker's timeline from ``position`` (a value ``since`` returned, or 0) to now, and the new position.
+
+        At most the history's length comes back: a caller that fell further behind gets the newest part."""
+        with self._lock:
+            return self._last(self.timeline - position), self.timeline

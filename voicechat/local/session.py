@@ -2,7 +2,9 @@
 
 Capture arrives from the audio device's thread at its native rate; it is
 resampled statefully to 16 kHz, measured for the level meter, passed through
-the echo gate (speakers without headphones), and fed to the session. The
+the echo stage (speakers without headphones: the echo canceller, whose far end
+is what the speaker actually played since the last block, resampled to 16 kHz
+as a stream; or the echo gate), and fed to the session. The
 session's events are pumped by one thread: audio to the speaker, a flush on
 barge-in, everything to the view model. The speaker's own count of samples
 played is what the session hears as playback reports, so "what was heard" is
@@ -22,7 +24,7 @@ import soxr
 from voicechat.audio import AudioFrame, StreamResampler, rms_dbfs
 from voicechat.core.events import AudioChunk, FlushPlayback, ReplyDone
 from voicechat.local.audio_io import AudioIO
-from voicechat.local.echo_gate import EchoGate
+from voicechat.local.echo_cancel import EchoStage
 from voicechat.local.tui.model import TuiModel
 from voicechat.session.bounded_queue import QueueClosed
 from voicechat.session.manager import Session, SessionManager
@@ -32,7 +34,6 @@ log = logging.getLogger(__name__)
 
 STT_RATE = 16000
 REPORT_INTERVAL_S = 0.25
-ECHO_WINDOW_S = 0.3
 
 
 class _ReplyPosition:
@@ -60,11 +61,14 @@ class LocalSession:
         audio: AudioIO,
         model: TuiModel,
         on_change: Callable[[], None] = lambda: None,
-        echo_gate: EchoGate | None = None,
+        echo: EchoStage | None = None,
     ) -> None:
+        """``echo``: what runs between the microphone and the recogniser (None: nothing, headphones)."""
         self.manager, self.audio, self.model, self.on_change = manager, audio, model, on_change
         self.options = replace(options, output_sample_rate=audio.output_rate, playback_reports=True)
-        self.echo_gate = echo_gate
+        self.echo = echo
+        self._far_position = 0  # where on the speaker's timeline the echo stage's far end has got to
+        self._far_resampler = StreamResampler(audio.output_rate, STT_RATE)
         self.session: Session | None = None
         self._resampler = StreamResampler(audio.input_rate, STT_RATE) if audio.input_rate != STT_RATE else None
         self._reply = _ReplyPosition()
@@ -79,6 +83,10 @@ class LocalSession:
         self._pump = threading.Thread(target=self._pump_events, name="local-events", daemon=True)
         self._pump.start()
         self.audio.start(self._on_input)
+        if self.echo is not None:
+            self.echo.device_latency(self.audio.latency_ms)
+            log.info("local microphone: echo %s%s", self.echo.mode,
+                     f" (asked for {self.echo.requested})" if self.echo.mode != self.echo.requested else "")
         return self.session
 
     def stop(self) -> None:
@@ -103,14 +111,21 @@ class LocalSession:
         if not pcm16k:
             return
         self.model.set_level(rms_dbfs(pcm16k))
-        if self.echo_gate is not None:
-            reference = self.audio.recent_playback(ECHO_WINDOW_S)
-            if len(reference) and self.audio.output_rate != STT_RATE:
-                reference = soxr.resample(reference, self.audio.output_rate, STT_RATE).astype(np.int16)
-            mic = np.frombuffer(pcm16k, dtype=np.int16)
-            pcm16k = self.echo_gate.process(mic, reference).astype(np.int16).tobytes()
+        if self.echo is not None:
+            played, self._far_position = self.audio.playback_since(self._far_position)
+            far = np.frombuffer(self._far_resampler.process(played.tobytes()), np.int16)
+            pcm16k = self.echo.process(np.frombuffer(pcm16k, np.int16), far, self._reference).tobytes()
+            if not pcm16k:
+                return  # the canceller holds back less than a 10 ms frame until the next block
         self.audio_frames_in += 1
         self.session.pipeline.feed_audio(AudioFrame(pcm16k, STT_RATE, self.audio_frames_in))
+
+    def _reference(self, seconds: float) -> np.ndarray:
+        """The last ``seconds`` the speaker played, at 16 kHz (the echo gate's reference)."""
+        reference = self.audio.recent_playback(seconds)
+        if len(reference) and self.audio.output_rate != STT_RATE:
+            reference = soxr.resample(reference, self.audio.output_rate, STT_RATE).astype(np.int16)
+        return reference
 
     # -- events (the pump thread) ---------------------------------------------------
     def _pump_events(self) -> None:

@@ -17,7 +17,7 @@ from rich.live import Live
 
 from voicechat.engines.protocols import VoiceSettings
 from voicechat.local.audio_io import AudioIO
-from voicechat.local.echo_gate import EchoGate
+from voicechat.local.echo_cancel import EchoMode, EchoStage
 from voicechat.local.session import LocalSession
 from voicechat.local.tui.keys import KeyReader, key_action
 from voicechat.local.tui.model import HeaderInfo, TuiModel
@@ -41,7 +41,7 @@ class TuiApp:
 
     def __init__(
         self, manager: SessionManager, options: PipelineOptions, server: VoiceServer | None, audio: AudioIO,
-        stop: threading.Event, *, echo_gate: bool = True, devices: tuple[str, str] = ("", ""),
+        stop: threading.Event, *, echo: EchoMode = "aec", devices: tuple[str, str] = ("", ""),
         console: Console | None = None, voices: Sequence[str] = VOICES["EspeakEngine"],
     ) -> None:
         self.manager, self.server, self.stop_event = manager, server, stop
@@ -49,7 +49,7 @@ class TuiApp:
         self.model.voice, self.model.speed = options.voice.voice, options.voice.speed
         self.changed = threading.Event()
         self.local = LocalSession(manager, options, audio, self.model, self.changed.set,
-                                  EchoGate() if echo_gate else None)
+                                  EchoStage(echo) if echo != "off" else None)
         self.console = console or Console()
         self.devices = devices
         self.voices = list(voices) or [options.voice.voice]
