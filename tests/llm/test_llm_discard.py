@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
-from support.llm import WAIT_S, Events
+from support.llm import WAIT_S, Events, model_path
 
 from voicechat.core.history import ChatMessage
 from voicechat.engines.protocols import GenerationParams
 from voicechat.llm.llama_context import LlamaContext
 from voicechat.llm.llama_engine import LlamaCppEngine
 from voicechat.llm.scheduler import BatchScheduler, GenRequest, StreamEnd
-from voicechat.models import ensure, store
-from voicechat.models.registry import SMOLLM2_FILE
 from voicechat.models.tiny import tiny_gguf_path
 
 REPLY = GenerationParams(temperature=0.0, max_tokens=24, seed=7)
@@ -29,20 +26,6 @@ TURN1 = [ChatMessage("system", "You are a helpful voice assistant."),
          ChatMessage("user", "What is the capital of France?")]
 TENTATIVE = "And what is the capital"  # the transcript inside a mid-sentence pause
 FINAL = "And what is the capital of Spain?"  # what the user then said in full
-
-
-def model_path(name: str) -> Path:
-    if name == "tiny":
-        return tiny_gguf_path()
-    path = store.models_dir(store.PROJECT_ROOT) / SMOLLM2_FILE
-    if not ensure.real_models_wanted():
-        pytest.skip(f"{ensure.REAL_MODELS_ENV}=0: the real-model tests are skipped")
-    if not path.is_file():
-        message = ensure.problems_message([f"{path}: missing"])
-        if ensure.in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return path
 
 
 @pytest.fixture(params=["tiny", "smollm2"])

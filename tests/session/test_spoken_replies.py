@@ -20,7 +20,11 @@ class WrittenLLM(ScriptedLLM):
         super().__init__()
         self.text = text
 
-    def stream(self, session_id: str, messages: Sequence[ChatMessage], params: GenerationParams) -> Iterator[str]:
+    def stream(
+        self, session_id: str, messages: Sequence[ChatMessage], params: GenerationParams, on_end_of_message=None
+    ) -> Iterator[str]:
+        if on_end_of_message is not None:
+            on_end_of_message(None)  # a fixed reply: nothing to say about the user's words
         pieces = self.text.split(" ")
         return self._paced(session_id, lambda: (p if i == 0 else " " + p for i, p in enumerate(pieces)))
 

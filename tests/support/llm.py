@@ -1,11 +1,17 @@
-"""The llama.cpp scheduler's events, collected and waitable (tests/llm, tests/real)."""
+"""The llama.cpp scheduler's events, collected and waitable, and the GGUFs to test on (tests/llm, tests/real)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 from voicechat.llm.scheduler import LlmEvent
+from voicechat.models import ensure, store
+from voicechat.models.registry import SMOLLM2_FILE
+from voicechat.models.tiny import tiny_gguf_path
 
 WAIT_S = 30.0
 
@@ -41,3 +47,18 @@ class Events:
     def reused(self, session_id: str) -> int:
         """KV tokens the session's latest admitted request reused."""
         return int(self.of(session_id, "admitted")[-1].detail.removeprefix("reused="))
+
+
+def model_path(name: str) -> Path:
+    """The shipped tiny random GGUF ("tiny") or the starter SmolLM2 ("smollm2": skipped where missing, outside CI)."""
+    if name == "tiny":
+        return tiny_gguf_path()
+    path = store.models_dir(store.PROJECT_ROOT) / SMOLLM2_FILE
+    if not ensure.real_models_wanted():
+        pytest.skip(f"{ensure.REAL_MODELS_ENV}=0: the real-model tests are skipped")
+    if not path.is_file():
+        message = ensure.problems_message([f"{path}: missing"])
+        if ensure.in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return path

@@ -123,9 +123,20 @@ class LanguageModel(Protocol):
     """One shared chat model serving every session."""
 
     def stream(
-        self, session_id: str, messages: Sequence[ChatMessage], params: GenerationParams
+        self,
+        session_id: str,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        on_end_of_message: Callable[[float | None], None] | None = None,
     ) -> Iterator[str]:
-        """Yield the reply's text pieces as they are generated."""
+        """Yield the reply's text pieces as they are generated.
+
+        ``on_end_of_message``: if given, called exactly once, from any thread, with the model's
+        probability that the last message (the user's) ends where its text ends: P(end-of-message
+        token | everything up to the last token of that text), read from this request's prefill;
+        None where the engine cannot tell (it calls at once), or the request ended before the
+        prefill reached that position. Keep it quick: it may run on the model's own thread.
+        """
         ...
 
     def abort(self, session_id: str) -> None:

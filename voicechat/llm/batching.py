@@ -186,14 +186,17 @@ class AdmissionQueue(Generic[T]):
 
 
 # -- KV reuse and context limits -----------------------------------------------
-def reusable_prefix(cached: Sequence[int], prompt: Sequence[int]) -> int:
+def reusable_prefix(cached: Sequence[int], prompt: Sequence[int], decode_from: int | None = None) -> int:
     """How many of ``prompt``'s tokens can keep the KV already in the session's sequence.
 
     The common prefix of what the sequence holds and the new prompt, but never the whole prompt:
     the last prompt token must be decoded again so the first reply token has fresh logits.
-    Everything past the prefix diverges (an earlier reply re-tokenized, trimmed history) and goes.
+    ``decode_from``: a prompt index whose logits are wanted too (the end-of-message probe), so it
+    is decoded again as well. Everything past the prefix diverges (an earlier reply re-tokenized,
+    trimmed history) and goes.
     """
-    return max(min(common_prefix(cached, prompt), len(prompt) - 1), 0)
+    limit = len(prompt) - 1 if decode_from is None else min(decode_from, len(prompt) - 1)
+    return max(min(common_prefix(cached, prompt), limit), 0)
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

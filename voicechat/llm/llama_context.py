@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp as ll
+import numpy as np
 
 from voicechat.engines.protocols import EngineError, GenerationParams
 
@@ -205,6 +206,16 @@ class LlamaContext:
             b.logits[i] = 1 if t.logits else 0
         b.n_tokens = len(tokens)
         return int(ll.llama_decode(self._ctx, b))
+
+    def logits(self, index: int) -> np.ndarray | None:
+        """A copy of the last decode's logits for its ``index``-th batch entry (``n_vocab`` floats).
+
+        Only entries decoded with ``logits=True`` have them; None where llama.cpp has none.
+        """
+        ptr = ll.llama_get_logits_ith(self._ctx, index)
+        if not ptr:
+            return None
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
 
     def seq_rm(self, seq: int, start: int = 0) -> bool:
         """Drop ``seq``'s KV from position ``start`` on (0: the whole sequence)."""

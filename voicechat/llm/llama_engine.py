@@ -20,6 +20,7 @@ from voicechat.engines.protocols import EngineError, GenerationParams
 from voicechat.llm.batching import drop_oldest_turn, reply_room, text_aligned_prefix
 from voicechat.llm.chat_template import CHATML_TEMPLATE, ChatTemplate, ChatTemplateError
 from voicechat.llm.llama_context import LlamaContext
+from voicechat.llm.probe import ProbeCallback, end_probe_at, report
 from voicechat.llm.scheduler import BatchScheduler, GenRequest, LlmEvent, LlmStats, StreamEnd
 
 log = logging.getLogger(__name__)
@@ -105,17 +106,44 @@ class LlamaCppEngine:
         return ChatTemplate(CHATML_TEMPLATE, source="the ChatML default", **tokens)
 
     # -- LanguageModel -------------------------------------------------------------
-    def stream(self, session_id: str, messages: Sequence[ChatMessage], params: GenerationParams) -> Iterator[str]:
-        """Queue the reply now (so ``abort`` right after this call already applies) and stream it."""
-        with self._lock:
-            if self._closed:
-                raise EngineError("the language model is shut down")
-            tokens, rendered = self._render(session_id, messages, params)
-            req = GenRequest(session_id, tokens, params)
-            self._latest[session_id] = (req, self._previous.get(session_id))
-            self._previous[session_id] = (req, rendered)
-            self._scheduler.submit(req)  # under the lock: a discard always names the latest request
+    def stream(
+        self,
+        session_id: str,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        on_end_of_message: ProbeCallback | None = None,
+    ) -> Iterator[str]:
+        """Queue the reply now (so ``abort`` right after this call already applies) and stream it.
+
+        ``on_end_of_message`` (see ``LanguageModel.stream``) gets the softmax of the logits of the
+        user text's last token, which this request's prefill decodes anyway: one more logits row,
+        no extra decode. None at once where the prompt has no such place (``probe.end_probe_at``).
+        """
+        try:
+            with self._lock:
+                if self._closed:
+                    raise EngineError("the language model is shut down")
+                tokens, rendered = self._render(session_id, messages, params)
+                probe_at = self._probe_at(tokens, messages) if on_end_of_message is not None else None
+                req = GenRequest(session_id, tokens, params)
+                if probe_at is not None:
+                    req.probe_at, req.probe_token, req.on_probe = probe_at, tokens[probe_at + 1], on_end_of_message
+                self._latest[session_id] = (req, self._previous.get(session_id))
+                self._previous[session_id] = (req, rendered)
+                self._scheduler.submit(req)  # under the lock: a discard always names the latest request
+        except Exception:
+            report(on_end_of_message, None)
+            raise
+        if probe_at is None:
+            report(on_end_of_message, None)
         return _ReplyStream(self._scheduler, req)
+
+    def _probe_at(self, tokens: list[int], messages: Sequence[ChatMessage]) -> int | None:
+        """Where the end-of-message probe reads its logits in ``tokens`` (the last message must be the user's)."""
+        last = messages[-1]
+        if last.role != "user":
+            return None
+        return end_probe_at(tokens, self._ctx.is_eog, lambda t: self._ctx.piece(t, special=True), last.content)
 
     def stream_tokens(self, session_id: str, prompt: Sequence[int], params: GenerationParams) -> Iterator[str]:
         """Stream a reply to an already tokenized prompt (tests and benchmarks compare runs with it)."""

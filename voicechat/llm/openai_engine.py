@@ -33,6 +33,7 @@ import httpx2
 from voicechat.core.history import ChatMessage
 from voicechat.engines.circuit_breaker import BreakerStats, CircuitBreaker, Permit
 from voicechat.engines.protocols import EngineError, GenerationParams
+from voicechat.llm.probe import ProbeCallback, report
 
 log = logging.getLogger(__name__)
 
@@ -240,8 +241,15 @@ class OpenAIChatEngine:
         self._counts = {"requests": 0, "attempts": 0, "retries": 0, "aborted": 0, "failed": 0}
 
     # -- LanguageModel ---------------------------------------------------------------
-    def stream(self, session_id: str, messages: Sequence[ChatMessage], params: GenerationParams) -> Iterator[str]:
-        """Register the call now (so an abort before the first ``next`` counts) and return its iterator."""
+    def stream(
+        self, session_id: str, messages: Sequence[ChatMessage], params: GenerationParams,
+        on_end_of_message: ProbeCallback | None = None,
+    ) -> Iterator[str]:
+        """Register the call now (so an abort before the first ``next`` counts) and return its iterator.
+
+        ``on_end_of_message`` gets None at once: the endpoint gives no prompt logits.
+        """
+        report(on_end_of_message, None)
         call = _Call(session_id)
         with self._lock:
             if self._closed:

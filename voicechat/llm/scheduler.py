@@ -7,19 +7,20 @@ generating session plus a chunk of waiting prompts in one ``llama_decode`` (cont
 batching), samples each sequence with its own sampler chain and pushes text pieces into each
 request's queue, where the caller's iterator blocks. The decisions (who decodes, prefill chunks,
 sequence ownership, KV reuse) come from ``llm_batching``.
+
+A request may carry the end-of-message probe (``probe.py``): the prefill chunk holding its token
+asks llama.cpp for that entry's logits too (an extra output row; sampling reads rows by batch
+index, so nothing shifts), and the request reports P(end token) once, or None if it ends first.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
 
-from voicechat.engines.protocols import EngineError, GenerationParams
+from voicechat.engines.protocols import EngineError
 from voicechat.llm.batching import (
     AdmissionQueue,
     PrefillWant,
@@ -29,66 +30,13 @@ from voicechat.llm.batching import (
     reusable_prefix,
 )
 from voicechat.llm.llama_context import BatchToken, LlamaContext, Sampler
-from voicechat.llm.text import StopMatcher, Utf8Pieces
+from voicechat.llm.probe import token_probability
+from voicechat.llm.requests import EventKind, GenRequest, LlmEvent, LlmStats, StreamEnd
+from voicechat.llm.text import StopMatcher
+
+__all__ = ["BatchScheduler", "GenRequest", "LlmEvent", "LlmStats", "StreamEnd"]
 
 log = logging.getLogger(__name__)
-
-EventKind = Literal["admitted", "token", "finished", "evicted", "discarded"]
-
-
-@dataclass(frozen=True, slots=True)
-class LlmEvent:
-    """What the scheduler did, for tests and metrics (called on the scheduler thread: be quick).
-
-    admitted: ``value`` = prompt tokens to prefill this turn, ``detail`` = "reused=N";
-    token: ``value`` = the token id; finished: ``value`` = tokens generated, ``detail`` = reason;
-    evicted: the session's cached KV was dropped to make room;
-    discarded: a request was discarded, ``value`` = cached KV tokens the session keeps.
-    """
-
-    kind: EventKind
-    session_id: str
-    value: int = 0
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class LlmStats:
-    active: int  # requests holding a sequence (prefilling or generating)
-    queued: int  # requests waiting for a sequence (or not yet seen by the scheduler)
-    cached_sessions: int  # idle sessions whose KV is kept for their next turn
-    generated_tokens: int
-    prefill_tokens: int
-    steps: int
-    tokens_per_s: float  # generated tokens per second of time spent decoding
-
-
-@dataclass(frozen=True, slots=True)
-class StreamEnd:
-    error: EngineError | None = None
-
-
-@dataclass(eq=False)
-class GenRequest:
-    """One reply being generated; the caller reads ``out`` (str pieces, then one ``StreamEnd``)."""
-
-    session_id: str
-    prompt: list[int]
-    params: GenerationParams
-    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
-    aborted: bool = False
-    # Owned by the scheduler thread from here on.
-    seq: int = -1
-    kv: list[int] = field(default_factory=list)  # tokens in the sequence's KV, in order
-    started_from: list[int] = field(default_factory=list)  # the session's cached KV when it was admitted
-    pending: list[int] = field(default_factory=list)  # prompt tokens still to prefill
-    next_token: int | None = None  # sampled, not yet decoded
-    last_token: int | None = None  # the latest sampled token (the one that ended the reply, at the end)
-    generated: int = 0
-    sampler: Sampler | None = None
-    text: Utf8Pieces = field(default_factory=Utf8Pieces)
-    stops: StopMatcher | None = None
-    done: bool = False
 
 
 class BatchScheduler:
@@ -224,6 +172,10 @@ class BatchScheduler:
                 for req in self._current.values():
                     self._mark_aborted(req)
                 self._current.clear()
+                unseen, self._commands = self._commands, []
+            for _, _, req in unseen:
+                if req is not None:
+                    req.report_probe(None)
 
     def _next_commands(self) -> bool:
         """Apply queued commands, waiting for some while idle; False once closing."""
@@ -234,7 +186,9 @@ class BatchScheduler:
                 return False
             commands, self._commands = self._commands, []
         for kind, session_id, req in commands:
-            if kind == "submit" and req is not None and not req.aborted:
+            if kind == "submit" and req is not None and req.aborted:
+                req.report_probe(None)  # ended before the scheduler saw it
+            elif kind == "submit" and req is not None:
                 replaced = self._waiting.push(session_id, req)
                 if replaced is not None:
                     self._end(replaced)
@@ -289,7 +243,7 @@ class BatchScheduler:
                 self._cache.pop(grant.evicted, None)
                 self._emit("evicted", grant.evicted)
             cached = self._cache.pop(req.session_id, [])
-            keep = reusable_prefix(cached, req.prompt)
+            keep = reusable_prefix(cached, req.prompt, decode_from=req.probe_at if req.probing else None)
             if keep < len(cached) and not self._ctx.seq_rm(grant.seq, keep):
                 self._ctx.seq_rm(grant.seq)
                 keep, cached = 0, []
@@ -317,12 +271,17 @@ class BatchScheduler:
             outputs.append((req, len(batch)))
             batch.append(BatchToken(req.next_token, len(req.kv), req.seq, logits=True))
         chunks: list[tuple[GenRequest, list[int]]] = []
+        probes: list[tuple[GenRequest, int]] = []  # (request, batch index of its probe token)
         for session_id, n in plan.prefill:
             req = by_session[session_id]
             chunk = req.pending[:n]
             last = n == len(req.pending)  # the prompt's final chunk: its last token gives the logits
+            # The prompt index of chunk[i] is len(req.kv) + i (the KV holds the prompt's first tokens).
+            probe = req.probe_at - len(req.kv) if req.probing and req.probe_at is not None else -1
             for i, token in enumerate(chunk):
-                batch.append(BatchToken(token, len(req.kv) + i, req.seq, logits=last and i == n - 1))
+                if i == probe:
+                    probes.append((req, len(batch)))
+                batch.append(BatchToken(token, len(req.kv) + i, req.seq, logits=(last and i == n - 1) or i == probe))
             if last:
                 outputs.append((req, len(batch) - 1))
             chunks.append((req, chunk))
@@ -332,6 +291,9 @@ class BatchScheduler:
         if rc != 0:
             self._decode_failed(rc, [r for r, _ in outputs] + [r for r, _ in chunks])
             return
+        for req, index in probes:  # before sampling: a reply that ends now must not report None first
+            row = self._ctx.logits(index)
+            req.report_probe(None if row is None else token_probability(row, req.probe_token))
         for req in decoding:
             req.kv.append(req.next_token)  # type: ignore[arg-type]
             req.next_token = None
@@ -413,6 +375,7 @@ class BatchScheduler:
 
     def _end(self, req: GenRequest, error: EngineError | None = None) -> None:
         req.done = True
+        req.report_probe(None)  # it ended before its prefill reached the probe (else: already reported)
         if not req.aborted:
             req.out.put(StreamEnd(error))
         with self._cond:

@@ -1,0 +1,89 @@
+"""What the LLM scheduler is handed and what it reports: requests, events, stats (plain data).
+
+A ``GenRequest`` is created on the caller's thread and owned by the scheduler thread once
+submitted (see ``scheduler.py``); the rest are frozen values.
+"""
+
+from __future__ import annotations
+
+import queue
+from dataclasses import dataclass, field
+from typing import Literal
+
+from voicechat.engines.protocols import EngineError, GenerationParams
+from voicechat.llm.llama_context import Sampler
+from voicechat.llm.probe import ProbeCallback, report
+from voicechat.llm.text import StopMatcher, Utf8Pieces
+
+EventKind = Literal["admitted", "token", "finished", "evicted", "discarded"]
+
+
+@dataclass(frozen=True, slots=True)
+class LlmEvent:
+    """What the scheduler did, for tests and metrics (called on the scheduler thread: be quick).
+
+    admitted: ``value`` = prompt tokens to prefill this turn, ``detail`` = "reused=N";
+    token: ``value`` = the token id; finished: ``value`` = tokens generated, ``detail`` = reason;
+    evicted: the session's cached KV was dropped to make room;
+    discarded: a request was discarded, ``value`` = cached KV tokens the session keeps.
+    """
+
+    kind: EventKind
+    session_id: str
+    value: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LlmStats:
+    active: int  # requests holding a sequence (prefilling or generating)
+    queued: int  # requests waiting for a sequence (or not yet seen by the scheduler)
+    cached_sessions: int  # idle sessions whose KV is kept for their next turn
+    generated_tokens: int
+    prefill_tokens: int
+    steps: int
+    tokens_per_s: float  # generated tokens per second of time spent decoding
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    error: EngineError | None = None
+
+
+@dataclass(eq=False)
+class GenRequest:
+    """One reply being generated; the caller reads ``out`` (str pieces, then one ``StreamEnd``)."""
+
+    session_id: str
+    prompt: list[int]
+    params: GenerationParams
+    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    aborted: bool = False
+    # The end-of-message probe (``probe.py``): the scheduler reads the logits of ``prompt[probe_at]``
+    # in this request's prefill and calls ``on_probe(P(probe_token))``, or ``on_probe(None)`` if the
+    # request ends before that; exactly once either way.
+    probe_at: int | None = None
+    probe_token: int = -1
+    on_probe: ProbeCallback | None = None
+    # Owned by the scheduler thread from here on.
+    seq: int = -1
+    kv: list[int] = field(default_factory=list)  # tokens in the sequence's KV, in order
+    started_from: list[int] = field(default_factory=list)  # the session's cached KV when it was admitted
+    pending: list[int] = field(default_factory=list)  # prompt tokens still to prefill
+    next_token: int | None = None  # sampled, not yet decoded
+    last_token: int | None = None  # the latest sampled token (the one that ended the reply, at the end)
+    generated: int = 0
+    sampler: Sampler | None = None
+    text: Utf8Pieces = field(default_factory=Utf8Pieces)
+    stops: StopMatcher | None = None
+    done: bool = False
+
+    @property
+    def probing(self) -> bool:
+        """The probe is still to be read (and reported)."""
+        return self.on_probe is not None and self.probe_at is not None
+
+    def report_probe(self, value: float | None) -> None:
+        """Report the probe's value, the first time only (scheduler thread, or the caller's before submit)."""
+        callback, self.on_probe = self.on_probe, None
+        report(callback, value)
