@@ -108,14 +108,17 @@ class Signals:
 
 
 class _EndOfMessage:
-    """P(<|im_end|>) right after the user's text, from SmolLM2's logits (llama-cpp-python)."""
-
-    SYSTEM = "You are a helpful voice assistant. Answer briefly."
+    """P(<|im_end|>) right after the user's text, from SmolLM2's logits (llama-cpp-python), with the
+    product's default system prompt (``llm.system_prompt``) and attention, as the session's prefill reads it."""
 
     def __init__(self, path: Path, threads: int) -> None:
         from llama_cpp import Llama
 
-        self.model = Llama(str(path), n_ctx=512, n_threads=threads, logits_all=True, verbose=False, seed=7)
+        from voicechat.config.stages import LlmSettings
+
+        self.SYSTEM = LlmSettings().system_prompt
+        self.model = Llama(str(path), n_ctx=1024, n_threads=threads, logits_all=True, verbose=False, seed=7,
+                           flash_attn=True)
         self.end = self.model.tokenize(b"<|im_end|>", add_bos=False, special=True)[0]
 
     def __call__(self, text: str) -> tuple[float, float]:
