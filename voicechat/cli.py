@@ -174,8 +174,32 @@ COMMANDS = {
 }
 
 
+# Commands that may load a GGUF into llama.cpp (``run`` is also the default command).
+LLM_COMMANDS = ("run", "selftest", "bench")
+
+
+def import_llama_cpp_first() -> bool:
+    """Load llama-cpp-python's libraries before numpy is imported; True when it was loaded here.
+
+    On an H200 with llama-cpp-python 0.3.36 built for CUDA, every process that had imported numpy
+    (and jinja2) before llama_cpp crashed (SIGSEGV) in llama_model_load_from_file, CPU layers too,
+    while the same loads with llama_cpp imported first all ran (docs/benchmarks.md, "GPU (one
+    H200)"). The cause is not established; the same order dependence is reported upstream
+    (llama-cpp-python issue 1581). Once numpy is in, loading llama_cpp now would not help.
+    """
+    if "numpy" in sys.modules or "llama_cpp" in sys.modules:
+        return False
+    try:
+        import llama_cpp  # noqa: F401  (its libraries load here, numpy after them)
+    except Exception:  # noqa: BLE001  not installed or not loadable: the LLM's own load says why
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in LLM_COMMANDS or argv[0] not in (*COMMANDS, "-h", "--help"):
+        import_llama_cpp_first()
     if argv and argv[0] in COMMANDS:
         return COMMANDS[argv[0]](argv[1:])
     if argv and argv[0] in ("-h", "--help"):

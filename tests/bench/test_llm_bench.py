@@ -28,4 +28,27 @@ def test_bench_llm_reports_batching_and_kv_reuse(tmp_path, capsys):
         assert b["prefill_tokens"] == b["prompt_tokens"]  # the baseline re-prefills everything
         assert k["prefill_tokens"] <= k["prompt_tokens"] - prev["prompt_tokens"]  # the history came from KV
     assert kept[-1]["prefill_tokens"] < kept[-1]["prompt_tokens"] // 2
-    assert "batched speedup" in capsys.readouterr().out
+    assert result["raw_prefill_tokens_per_s"] > 0 and result["n_gpu_layers"] == 0
+    out_text = capsys.readouterr().out
+    assert "batched speedup" in out_text and "prefill" in out_text
+
+
+def test_bench_llm_passes_n_gpu_layers_to_every_context(monkeypatch, tmp_path):
+    """--n-gpu-layers reaches the engine's context and the bare-decode one (a GPU run measured the GPU)."""
+    from voicechat.llm import llama_context, llama_engine
+
+    seen: list[int] = []
+    real = llama_context.LlamaContext
+
+    class Recording(real):
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs["n_gpu_layers"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(llama_engine, "LlamaContext", Recording)
+    monkeypatch.setattr(bench, "LlamaContext", Recording)
+    argv = ["--model", str(tiny_gguf_path()), "--sessions", "1", "--tokens", "2", "--repeat", "1",
+            "--turns", "1", "--n-ctx", "1024", "--n-gpu-layers", "-1", "--json", str(tmp_path / "r.json")]
+    assert bench.main(argv) == 0  # a CPU build of llama.cpp runs every layer on the CPU regardless
+    assert seen == [-1, -1]
+    assert json.loads((tmp_path / "r.json").read_text())["n_gpu_layers"] == -1

@@ -10,7 +10,8 @@ engine:
 
 Without ``--model`` a random F16 GGUF (d 768, 8 layers, about 114 MB) is written once into the
 cache directory: random weights, real compute. Replies are forced to ``--tokens`` tokens (end of
-generation ignored) so every run does the same work.
+generation ignored) so every run does the same work. ``--n-gpu-layers`` is ``llm.n_gpu_layers``
+(-1 = all layers on the GPU; needs a GPU build of llama-cpp-python, README "GPU").
 """
 
 from __future__ import annotations
@@ -166,12 +167,22 @@ def conversation(engine: LlamaCppEngine, marks: TokenTimes, turns: int, reply_to
 
 
 def raw_decode_rates(model: Path, sessions: list[int], context_len: int, threads: int, n_ctx: int,
-                     steps: int = 32) -> dict[int, float]:
+                     steps: int = 32, n_gpu_layers: int = 0) -> tuple[dict[int, float], float]:
     """The ceiling: bare ``llama_decode`` steps of N sequences already holding ``context_len`` tokens
-    each (no scheduler, no sampling), so the engine's numbers can be told apart from llama.cpp's."""
-    ctx = LlamaContext(model, n_ctx=n_ctx, n_seq_max=max(sessions), n_batch=512, n_threads=threads)
+    each (no scheduler, no sampling), so the engine's numbers can be told apart from llama.cpp's.
+    Also returns the prefill rate: one 512-token prompt decoded in one batch (best of 3), tokens/s."""
+    ctx = LlamaContext(model, n_ctx=n_ctx, n_seq_max=max(sessions), n_batch=512, n_threads=threads,
+                       n_gpu_layers=n_gpu_layers)
     rates = {}
     try:
+        prefill = min(512, n_ctx // max(sessions))
+        best = float("inf")
+        for _ in range(3):
+            ctx.seq_rm(0)
+            t0 = time.perf_counter()
+            ctx.decode([BatchToken(300 + pos % 300, pos, 0, logits=pos == prefill - 1) for pos in range(prefill)])
+            best = min(best, time.perf_counter() - t0)
+        prefill_rate = prefill / best
         for n in sessions:
             for seq in range(n):
                 ctx.seq_rm(seq)
@@ -184,13 +195,14 @@ def raw_decode_rates(model: Path, sessions: list[int], context_len: int, threads
             rates[n] = n * steps / (time.perf_counter() - t0)
     finally:
         ctx.close()
-    return rates
+    return rates, prefill_rate
 
 
 def run(model: Path, sessions: list[int], tokens: int, repeat: int, turns: int, threads: int,
-        n_ctx: int) -> dict:
+        n_ctx: int, n_gpu_layers: int = 0) -> dict:
     marks = TokenTimes()
-    engine = LlamaCppEngine(model, n_ctx=n_ctx, n_seq_max=max(sessions), n_threads=threads, on_event=marks)
+    engine = LlamaCppEngine(model, n_ctx=n_ctx, n_seq_max=max(sessions), n_threads=threads,
+                            n_gpu_layers=n_gpu_layers, on_event=marks)
     try:
         concurrency_round(engine, marks, 1, 8, True, "warm-up")
         rows = []
@@ -207,7 +219,8 @@ def run(model: Path, sessions: list[int], tokens: int, repeat: int, turns: int, 
         prompt_len = len(engine.prompt_tokens("raw", user_prompt(0), GenerationParams(max_tokens=tokens)))
     finally:
         engine.close()
-    raw = raw_decode_rates(model, sessions, prompt_len + tokens // 2, n_threads, n_ctx)
+    raw, prefill_rate = raw_decode_rates(model, sessions, prompt_len + tokens // 2, n_threads, n_ctx,
+                                         n_gpu_layers=n_gpu_layers)
     for row in rows:
         row["raw_decode_tokens_per_s"] = raw[row["sessions"]]
     by_n = {row["sessions"]: row["batched"] for row in rows}
@@ -215,11 +228,13 @@ def run(model: Path, sessions: list[int], tokens: int, repeat: int, turns: int, 
         "model": str(model),
         "model_mb": round(model.stat().st_size / 2**20, 1),
         "threads": n_threads,
+        "n_gpu_layers": n_gpu_layers,
         "tokens_per_reply": tokens,
         "repeat": repeat,
         "concurrency": rows,
         "conversation": {"kv_kept": kept, "baseline_reprefill": baseline},
         "decode_tokens_per_s_overall": round(stats.tokens_per_s, 1),
+        "raw_prefill_tokens_per_s": round(prefill_rate, 1),
     }
     if 1 in by_n and max(sessions) > 1:
         top, one = by_n[max(sessions)], by_n[1]
@@ -233,7 +248,8 @@ def run(model: Path, sessions: list[int], tokens: int, repeat: int, turns: int, 
 
 def print_report(result: dict) -> None:
     print(f"model {result['model']} ({result['model_mb']} MB), {result['threads']} threads, "
-          f"{result['tokens_per_reply']} tokens per reply, median of {result['repeat']}")
+          f"n_gpu_layers {result['n_gpu_layers']}, {result['tokens_per_reply']} tokens per reply, "
+          f"median of {result['repeat']}")
     print("tok/s: end to end (arrival to last token) / steady decoding (once every session has its first token)")
     print(f"{'sessions':>8} | {'batched tok/s':>15} {'TTFT p50':>9} {'p95':>7} | "
           f"{'one-at-a-time tok/s':>19} {'TTFT p50':>9} {'p95':>7} | {'raw decode':>10}")
@@ -247,6 +263,7 @@ def print_report(result: dict) -> None:
         print(f"batched speedup, most sessions vs one: {result['batched_speedup_max_vs_1']:.2f}x end to end, "
               f"{result['batched_decode_speedup_max_vs_1']:.2f}x steady decoding (target >= 3x); "
               f"bare llama_decode at the same context: {result['raw_decode_speedup_max_vs_1']:.2f}x")
+    print(f"bare llama_decode prefill, one 512-token prompt: {result['raw_prefill_tokens_per_s']:.0f} tokens/s")
     print(f"{'turn':>4} {'prompt':>6} | {'KV kept: prefill':>16} {'TTFT':>8} | {'baseline: prefill':>17} {'TTFT':>8}")
     conv = result["conversation"]
     for kept, base in zip(conv["kv_kept"], conv["baseline_reprefill"], strict=True):
@@ -265,6 +282,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--turns", type=int, default=10, help="turns of the growing conversation")
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = automatic)")
     parser.add_argument("--n-ctx", type=int, default=8192, help="context size shared by all sessions")
+    parser.add_argument("--n-gpu-layers", type=int, default=0,
+                        help="layers offloaded to the GPU, as llm.n_gpu_layers (-1 = all; needs a GPU build)")
     parser.add_argument("--json", help="also write the result to this file")
     args = parser.parse_args(argv)
     try:
@@ -276,7 +295,9 @@ def main(argv: list[str]) -> int:
     model = args.model or default_model()
     if not model.is_file():
         parser.error(f"--model {model}: no such GGUF file")
-    result = run(model, sessions, args.tokens, args.repeat, args.turns, args.threads, args.n_ctx)
+    if args.n_gpu_layers < -1:
+        parser.error("--n-gpu-layers must be -1 (all) or more")
+    result = run(model, sessions, args.tokens, args.repeat, args.turns, args.threads, args.n_ctx, args.n_gpu_layers)
     print_report(result)
     if args.json:
         with open(args.json, "w") as f:

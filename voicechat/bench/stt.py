@@ -53,6 +53,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sessions", default="8", help="comma-separated session counts, e.g. 1,4,8")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="cpu_threads for CTranslate2 (0 = automatic)")
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="as stt.device")
+    parser.add_argument("--compute-type", default="default",
+                        help="as stt.compute_type (auto: float16 on a GPU, int8 on a CPU; default: the model's own)")
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument(
         "--max-tokens", type=int, default=32,
@@ -65,8 +68,8 @@ def main(argv: list[str]) -> int:
 
         args.model = str(tiny_whisper_path())
     model = FasterWhisperModel(
-        args.model, device="cpu", cpu_threads=args.threads, beam_size=args.beam_size,
-        max_new_tokens=args.max_tokens,
+        args.model, device=args.device, compute_type=args.compute_type, cpu_threads=args.threads,
+        beam_size=args.beam_size, max_new_tokens=args.max_tokens,
     )
     results = [measure(model, int(n), args.rounds) for n in args.sessions.split(",")]
     for r in results:
@@ -76,6 +79,8 @@ def main(argv: list[str]) -> int:
         )
     if args.json:
         with open(args.json, "w") as f:
-            report = {"model": args.model, "beam_size": args.beam_size, "max_tokens": args.max_tokens}
+            ct2 = model.model.model
+            report = {"model": args.model, "beam_size": args.beam_size, "max_tokens": args.max_tokens,
+                      "device": ct2.device, "compute_type": ct2.compute_type}
             json.dump({**report, "results": results}, f, indent=2)
     return 0

@@ -141,8 +141,8 @@ class SttSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where STT runs; auto picks CUDA when available"
     )
-    compute_type: str = Field("auto", description="CTranslate2 compute type (int8, float16, ...); auto = the "
-                              "fastest the device supports (int8 on a CPU); default = the model's own")
+    compute_type: str = Field("auto", description="CTranslate2 compute type (int8, float16, ...); auto = "
+                              "float16 on a GPU, int8 on a CPU; default = the model's own")
     window: Literal["utterance", "full"] = Field("utterance", description="What Whisper's encoder sees: the "
                                                  "utterance padded to whole 5 s (several times less work on a CPU, "
                                                  "word errors within about a point) or Whisper's 30 s window")

@@ -110,6 +110,12 @@ class LlamaContext:
         if not path.is_file():
             raise EngineError(f"LLM model file not found: {path} (set llm.model to a GGUF file)")
         _init_backend()
+        if n_gpu_layers != 0 and not ll.llama_supports_gpu_offload():
+            # llama.cpp would run every layer on the CPU without a word.
+            log.warning(
+                "llm.n_gpu_layers = %d, but this llama-cpp-python was built without GPU support: every layer "
+                "runs on the CPU (rebuild it with CMAKE_ARGS=\"-DGGML_CUDA=on\", README \"GPU\")", n_gpu_layers,
+            )
         mparams = ll.llama_model_default_params()
         mparams.n_gpu_layers = 2**31 - 1 if n_gpu_layers < 0 else n_gpu_layers
         self._model = ll.llama_model_load_from_file(str(path).encode(), mparams)
