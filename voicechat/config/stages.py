@@ -108,7 +108,7 @@ class VadSettings(_Section):
     )
     turn_audio_threshold: float = Field(0.9, ge=0, le=1, description="end_of_turn smart: Smart Turn's "
                                         "probability of a finished turn at or above which the sound says finished")
-    turn_words_threshold: float = Field(0.6, ge=0, le=1, description="end_of_turn smart: the words' probability "
+    turn_words_threshold: float = Field(0.4, ge=0, le=1, description="end_of_turn smart: the words' probability "
                                         "at or above which the transcript says finished")
     turn_mean_threshold: float = Field(0.6, ge=0, le=1, description="turn_combine mean: the threshold")
     turn_model: str = Field("", description="end_of_turn smart: the Smart Turn v3.2 ONNX file; empty = "
