@@ -56,6 +56,14 @@ def session():
     engines.close()
 
 
+def prepare(rec: ManualRecognizer, collector: EventCollector, llm: ScriptedLLM, text: str) -> None:
+    """The user speaks, pauses, and the words so far are transcribed: wait until the LLM is asked."""
+    rec.cb.on_speech_start()
+    rec.cb.on_transcript_early(text, None)
+    with collector._cond:
+        assert collector._cond.wait_for(lambda: llm.prompts.get("s1"), 10)
+
+
 def reply_events(events):
     return [e for e in events if isinstance(e, AssistantTextDelta | AudioChunk | ReplyDone | TurnMetrics)]
 
@@ -63,12 +71,7 @@ def reply_events(events):
 @pytest.mark.timeout(30)
 def test_a_confirmed_reply_was_made_before_the_turn_ended_and_went_out_after_it(session):
     pipeline, rec, collector, llm = session
-    rec.cb.on_speech_start()
-    rec.cb.on_transcript_early("What time is it?", None)
-    # The reply is made (the LLM has been asked) while the user is silent...
-    llm_asked = llm.prompts  # filled when the LLM stage starts
-    with collector._cond:
-        assert collector._cond.wait_for(lambda: llm_asked.get("s1"), 10)
+    prepare(rec, collector, llm, "What time is it?")  # the reply is made while the user is silent...
     assert reply_events(collector.events) == []  # ...but nothing of it reaches the client
     assert pipeline.state is TurnState.USER_SPEAKING
     assert len(pipeline.history.messages()) == 1  # the system prompt only
@@ -92,10 +95,7 @@ def test_a_confirmed_reply_was_made_before_the_turn_ended_and_went_out_after_it(
 @pytest.mark.timeout(30)
 def test_speech_after_the_pause_drops_the_prepared_reply_without_a_trace(session):
     pipeline, rec, collector, llm = session
-    rec.cb.on_speech_start()
-    rec.cb.on_transcript_early("I would like to", None)
-    with collector._cond:
-        assert collector._cond.wait_for(lambda: llm.prompts.get("s1"), 10)
+    prepare(rec, collector, llm, "I would like to")
     rec.cb.on_speech_resumed()
     assert "s1" in llm.discard_calls
     rec.cb.on_speech_end(None)
@@ -115,10 +115,7 @@ def test_speech_after_the_pause_drops_the_prepared_reply_without_a_trace(session
 @pytest.mark.timeout(30)
 def test_a_different_final_replaces_the_prepared_reply(session):
     pipeline, rec, collector, llm = session
-    rec.cb.on_speech_start()
-    rec.cb.on_transcript_early("Tell me", None)
-    with collector._cond:
-        assert collector._cond.wait_for(lambda: llm.prompts.get("s1"), 10)
+    prepare(rec, collector, llm, "Tell me")
     rec.cb.on_speech_end(None)
     rec.finals.put("Tell me a joke.")
     events = collector.wait_for(count(ReplyDone))
