@@ -72,10 +72,13 @@ class ReplyStageHost:
         self.errors[stage] += 1
         log.warning("session %s: %s error: %s", self.session_id, stage, error)
         with self._lock:
-            if generation is not None and not self.is_current(generation):
-                return  # nobody waits for a reply that was interrupted or dropped
-            turn = self._turns.generation if self._reply is None else self._reply.generation
-            self._put_reply(ErrorEvent(error_code(stage, error), str(error) or type(error).__name__, stage, turn))
+            event = ErrorEvent(error_code(stage, error), str(error) or type(error).__name__, stage,
+                               self._turns.generation)  # a live reply's generation is the turn's
+            if generation is None:
+                self._put(event)  # the turn's (capture, stt, session): never held with a prepared reply
+            elif self.is_current(generation):
+                self._put_reply(event)  # held while the reply is only prepared
+            # else: nobody waits for a reply that was interrupted or dropped
 
     def prompt_for(self, job: ReplyJob) -> Sequence[ChatMessage]:
         """The history, and the user's words where the reply is prepared (they join the history on confirm)."""
