@@ -8,6 +8,7 @@ from support.helpers import EventCollector, count
 from voicechat.core.events import (
     AssistantTextDelta,
     AudioChunk,
+    ErrorEvent,
     FinalTranscript,
     ReplyDone,
     StateChanged,
@@ -123,3 +124,14 @@ def test_a_different_final_replaces_the_prepared_reply(session):
     assert "s1" in llm.discard_calls
     collector.wait_for(lambda ev: [m.content for m in pipeline.history.messages() if m.role == "user"]
                        == ["Tell me a joke."])
+
+
+@pytest.mark.timeout(30)
+def test_an_error_of_the_turn_is_not_held_with_the_prepared_reply(session):
+    pipeline, rec, collector, llm = session
+    prepare(rec, collector, llm, "Tell me")
+    pipeline.report_error("stt", RuntimeError("the recognizer failed"))
+    events = collector.wait_for(count(ErrorEvent))
+    (error,) = [e for e in events if isinstance(e, ErrorEvent)]
+    assert error.stage == "stt" and error.generation == 1
+    assert reply_events(events) == []  # the prepared reply itself stays held
