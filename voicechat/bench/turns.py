@@ -116,14 +116,14 @@ class _EndOfMessage:
 
         from voicechat.config.stages import LlmSettings
 
-        self.SYSTEM = LlmSettings().system_prompt
+        self.system = LlmSettings().system_prompt
         self.model = Llama(str(path), n_ctx=1024, n_threads=threads, logits_all=True, verbose=False, seed=7,
                            flash_attn=True)
         self.end = self.model.tokenize(b"<|im_end|>", add_bos=False, special=True)[0]
 
     def __call__(self, text: str) -> tuple[float, float]:
         started = time.perf_counter()
-        prompt = f"<|im_start|>system\n{self.SYSTEM}<|im_end|>\n<|im_start|>user\n{text.strip()}"
+        prompt = f"<|im_start|>system\n{self.system}<|im_end|>\n<|im_start|>user\n{text.strip()}"
         tokens = self.model.tokenize(prompt.encode(), add_bos=False, special=True)
         self.model.reset()
         self.model.eval(tokens)

@@ -155,15 +155,7 @@ class TurnStateMachine:
             # The user is still talking (or a half-duplex reply plays): keep the
             # text and answer everything together when they stop.
             return self._stay(prev)
-        if self.prepared is not None and self.prepared == self._pending_text:
-            self.prepared = None
-            self.reply_active = True
-            text, self._pending_text = self._pending_text, ""
-            self.state = TurnState.THINKING
-            return Transition(prev, self.state, self.generation, (ConfirmReply(self.generation, text),))
-        discarded = self._discard()
-        t = self._start_or_settle(prev)
-        return Transition(prev, t.state, t.generation, (*discarded, *t.actions))
+        return self._start_or_settle(prev)
 
     def text_input(self, text: str) -> Transition:
         """Typed input: interrupts any reply and is answered at once."""
@@ -219,14 +211,22 @@ class TurnStateMachine:
         return CancelReply(cancelled=cancelled, generation=self.generation)
 
     def _start_or_settle(self, prev: TurnState) -> Transition:
-        """Answer the pending text as ``generation`` (no reply is active: no reply had that number yet)."""
+        """Answer the pending text as ``generation`` (no reply is active: no reply had that number yet):
+        with the reply prepared for exactly these words, or a new one (a prepared reply to others is dropped)."""
         if not self._pending_text:
-            return self._settle(prev)
+            discarded = self._discard()
+            t = self._settle(prev)
+            return Transition(prev, t.state, t.generation, discarded)
         assert not self.reply_active
         self.reply_active = True
         text, self._pending_text = self._pending_text, ""
         self.state = TurnState.THINKING
-        return Transition(prev, self.state, self.generation, (StartReply(self.generation, text),))
+        if text == self.prepared:
+            self.prepared = None
+            actions: tuple[Action, ...] = (ConfirmReply(self.generation, text),)
+        else:
+            actions = (*self._discard(), StartReply(self.generation, text))
+        return Transition(prev, self.state, self.generation, actions)
 
     def _settle(self, prev: TurnState) -> Transition:
         """Nothing to answer: go back to listening unless someone is talking."""

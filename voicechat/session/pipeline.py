@@ -60,7 +60,7 @@ from voicechat.engines.call_guard import CallGuard
 from voicechat.engines.protocols import Engines, GenerationParams, RecognizerCallbacks, VoiceSettings
 from voicechat.session.bounded_queue import BoundedLRUQueue
 from voicechat.session.live_reply import LiveReply
-from voicechat.session.stage_host import ReplyStageHost
+from voicechat.session.stage_host import EngineStop, ReplyStageHost
 from voicechat.session.stages.capture import CaptureStage
 from voicechat.session.stages.llm_worker import LlmWorker
 from voicechat.session.stages.stt_worker import SttWorker
@@ -68,7 +68,6 @@ from voicechat.session.stages.tts_worker import TtsWorker
 from voicechat.stt.partial_stabilizer import PartialStabilizer
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -264,18 +263,17 @@ class SpeechPipelineManager(ReplyStageHost):
         The prepared reply's prefill tells whether the language model thinks the message ends there
         (``on_end_of_message``); with no reply prepared, nobody can tell (None).
         """
-        aborted: str | None = None
+        aborted: EngineStop = None
+        prepared = False
         with self._lock:
-            if self._stopped:
-                prepared = None
-            else:
-                before = self._reply
-                aborted = self._apply(self._turns.transcript_early(text))
-                prepared = self._reply if self._reply is not before and self._reply is not None else None
-                if prepared is not None:
-                    prepared.on_end_of_message = on_end_of_message
+            if not self._stopped:
+                t = self._turns.transcript_early(text)
+                aborted = self._apply(t)
+                prepared = any(isinstance(action, PrepareReply) for action in t.actions)
+                if prepared and self._reply is not None:
+                    self._reply.on_end_of_message = on_end_of_message
         self._abort_engines(aborted)
-        if prepared is None and on_end_of_message is not None:
+        if not prepared and on_end_of_message is not None:
             on_end_of_message(None)
 
     def _on_speech_resumed(self) -> None:
@@ -298,11 +296,11 @@ class SpeechPipelineManager(ReplyStageHost):
             aborted = self._apply(step(*args))
         self._abort_engines(aborted)
 
-    def _apply(self, t: Transition) -> str | None:
+    def _apply(self, t: Transition) -> EngineStop:
         """Carry out a transition's actions; how engines must be stopped after unlocking (None: not)."""
         if t.changed:
             self._put(StateChanged(t.state, t.generation, t.previous))
-        abort: str | None = None
+        abort: EngineStop = None
         for action in t.actions:
             if isinstance(action, CancelReply):
                 self._cancel_reply(action)
@@ -360,7 +358,7 @@ class SpeechPipelineManager(ReplyStageHost):
             q.drop_older_than(self._last_rid + 1)
         self.tts_worker.wake()  # it may be pacing the stale reply
 
-    def _abort_engines(self, how: str | None) -> None:
+    def _abort_engines(self, how: EngineStop) -> None:
         """After a cancel ("abort") or a dropped prepared reply ("discard"): stop the engines' calls for it."""
         if how is None:
             return

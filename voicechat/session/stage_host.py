@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 from voicechat.core.events import (
     AssistantTextDelta,
@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 PLAYBACK_REPORT_GRACE_S = 2.0
 
 
+# How a reply's engine calls end after unlocking: cancelled (a barge-in), or dropped before it was ever sent.
+EngineStop = Literal["abort", "discard"] | None
+
+
 class _Options(Protocol):
     playback_reports: bool
     tts_max_ahead_s: float
@@ -57,15 +61,19 @@ class ReplyStageHost:
     _stopped: bool
     options: _Options
 
-    def _apply(self, t: Transition) -> str | None:
+    def _apply(self, t: Transition) -> EngineStop:
         raise NotImplementedError
 
-    def _abort_engines(self, how: str | None) -> None:
+    def _abort_engines(self, how: EngineStop) -> None:
         raise NotImplementedError
 
     def is_current(self, rid: int) -> bool:
+        return self._live(rid) is not None
+
+    def _live(self, rid: int) -> LiveReply | None:
+        """Reply ``rid`` while it is the session's live one (and the session runs), else None."""
         reply = self._reply
-        return reply is not None and reply.rid == rid and not self._stopped
+        return reply if reply is not None and reply.rid == rid and not self._stopped else None
 
     def report_error(self, stage: str, error: BaseException, generation: int | None = None) -> None:
         """An ``ErrorEvent`` of reply ``generation`` (a rid; dropped if it went stale), else of the current turn."""
@@ -99,28 +107,24 @@ class ReplyStageHost:
 
     def emit_text(self, rid: int, text: str) -> None:
         with self._lock:
-            if self.is_current(rid):
-                assert self._reply is not None
-                self._reply.stamp("first_token", time.monotonic())
-                self._put_reply(AssistantTextDelta(text, self._reply.generation))
+            if (reply := self._live(rid)) is not None:
+                reply.stamp("first_token", time.monotonic())
+                self._put_reply(AssistantTextDelta(text, reply.generation))
 
     def stamp(self, rid: int, stage: str) -> None:
         with self._lock:
-            if self.is_current(rid):
-                assert self._reply is not None
-                self._reply.stamp(stage, time.monotonic())
+            if (reply := self._live(rid)) is not None:
+                reply.stamp(stage, time.monotonic())
 
     def begin_sentence(self, rid: int, index: int, text: str) -> None:
         with self._lock:
-            if self.is_current(rid):
-                assert self._reply is not None
-                self._reply.tracker.add_sentence(index, text)
+            if (reply := self._live(rid)) is not None:
+                reply.tracker.add_sentence(index, text)
 
     def emit_audio(self, rid: int, index: int, pcm: bytes) -> bool:
         """Put a chunk in the outbox (or the prepared reply's hold) unless its reply went stale; False if stale."""
         with self._lock:
-            reply = self._reply
-            if not self.is_current(rid) or reply is None:
+            if (reply := self._live(rid)) is None:
                 return False
             if not pcm:
                 return True
@@ -146,9 +150,8 @@ class ReplyStageHost:
 
     def sentence_done(self, rid: int, index: int) -> None:
         with self._lock:
-            if self.is_current(rid):
-                assert self._reply is not None
-                self._reply.tracker.sentence_done(index)
+            if (reply := self._live(rid)) is not None:
+                reply.tracker.sentence_done(index)
 
     def reply_synthesized(self, rid: int, text: str, failed: bool) -> float | None:
         """All audio of the reply is out; returns when playback should have ended (None: no wait).
@@ -156,8 +159,7 @@ class ReplyStageHost:
         A prepared reply keeps the end until it is confirmed: the pipeline then queues it again.
         """
         with self._lock:
-            reply = self._reply
-            if not self.is_current(rid) or reply is None:
+            if (reply := self._live(rid)) is None:
                 return None
             if reply.prepared:
                 reply.synthesized = EndOfReply(rid, text, failed)
@@ -176,8 +178,8 @@ class ReplyStageHost:
 
     def playback_finished(self, rid: int) -> None:
         with self._lock:
-            reply = self._reply
-            if reply is None or not self.is_current(rid) or reply.prepared:
+            reply = self._live(rid)
+            if reply is None or reply.prepared:
                 return
             self.history.add_assistant(reply.tracker.full_text())
             self._reply = None

@@ -292,21 +292,16 @@ class BatchedRecognizer:
             if item.pause != self._pause or self._closed.is_set():
                 return
             self._early_text = text
-        rule, judged = self._signals.words, self._signals.judge is not None
-        pause = item.pause
-
-        def end_of_message(p: float | None) -> None:  # the session's answer (any thread, once)
-            if p is None and rule is not None:
-                p = rule(text)
-            self._post(pause, words=p)
-
+        pause, rule = item.pause, self._signals.words if self._signals.judge is not None else None
         if not text:  # nothing said: nothing to wait for
             self._post(pause, words=1.0)
-        elif judged and rule is not None and self._signals.llm_words:
-            self._callbacks.on_transcript_early(text, end_of_message)
+        elif rule is None:  # the words judge nothing
+            self._callbacks.on_transcript_early(text, None)
+        elif self._signals.llm_words:  # the session's answer (any thread, once); the rule where it has none
+            self._callbacks.on_transcript_early(
+                text, lambda p: self._post(pause, words=rule(text) if p is None else p))
         else:
-            if judged and rule is not None:
-                self._post(pause, words=rule(text))
+            self._post(pause, words=rule(text))
             self._callbacks.on_transcript_early(text, None)
 
     def _transcribe(self, audio: np.ndarray) -> str:

@@ -77,7 +77,6 @@ class PauseStarted:
     utterance: int
     pause: int  # numbers the pauses of the stream (the signals about it carry it back)
     audio: np.ndarray  # float32: pre-roll, the speech so far and the silence after it
-    last_voiced_sample: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +130,7 @@ class ListeningState:
         events: list[Event] = []
         if silence is None and self.pause:
             events.append(SpeechResumed(self.utterance, self.pause))
-            self.pause, self._signals = 0, (None, None)
+            self._close_pause()
         if silence is not None and self._may_end(silence):
             events.append(self._finish(silence, self.analysed))
         elif speech:
@@ -178,29 +177,32 @@ class ListeningState:
         self._since_partial = self._recorded
         return [SpeechStarted(self.utterance, start)]
 
+    def _long_enough(self) -> bool:
+        return self._recorded >= self.rules.min_utterance_s * SAMPLE_RATE
+
+    def _close_pause(self) -> None:
+        self.pause, self._signals = 0, (None, None)
+
     def _may_end(self, silence_s: float) -> bool:
-        if self._recorded < self.rules.min_utterance_s * SAMPLE_RATE:
+        if not self._long_enough():
             return False
         if self.turn_end is None or not self.pause:
             return silence_s >= self.rules.post_speech_silence_s
         return self.turn_end(silence_s, *self._signals)
 
     def _pause_started(self, silence_s: float) -> list[Event]:
-        rules = self.rules
-        if self.pause or rules.pause_s is None or silence_s < rules.pause_s:
-            return []
-        if self._recorded < rules.min_utterance_s * SAMPLE_RATE:
+        pause_s = self.rules.pause_s
+        if self.pause or pause_s is None or silence_s < pause_s or not self._long_enough():
             return []
         self._pauses += 1
         self.pause, self._signals = self._pauses, (None, None)
-        last_voiced = max(0, self.analysed - round(silence_s * SAMPLE_RATE))
-        return [PauseStarted(self.utterance, self.pause, pcm16_to_float(bytes(self._audio)), last_voiced)]
+        return [PauseStarted(self.utterance, self.pause, pcm16_to_float(bytes(self._audio)))]
 
     def _finish(self, silence_s: float, decided: int) -> UtteranceEnded:
         audio = pcm16_to_float(bytes(self._audio))
         event = UtteranceEnded(self.utterance, audio, max(0, decided - round(silence_s * SAMPLE_RATE)), decided,
                                self.pause)
-        self.pause, self._signals = 0, (None, None)
+        self._close_pause()
         self.recording = False
         self._recorded = 0
         # The silence after the speech is the next utterance's room; none of this one's speech may leak into it.

@@ -76,11 +76,8 @@ class LlmWorker(QueueWorker[ReplyJob]):
         probe = self.host.end_of_message_listener(job)  # a prepared reply: its prefill judges the user's turn
         stream: GuardedStream[str] | None = None
         try:
-            if probe is None:
-                stream = self.guard.open(gen, lambda: self.llm.stream(session, messages, params))
-            else:
-                stream = self.guard.open(
-                    gen, lambda: self.llm.stream(session, messages, params, on_end_of_message=probe))
+            stream = self.guard.open(
+                gen, lambda: self.llm.stream(session, messages, params, on_end_of_message=probe))
             for piece in stream:
                 if not self.host.is_current(gen) or self.stop_event.is_set():
                     return  # barge-in or shutdown: the TTS side is flushed already
