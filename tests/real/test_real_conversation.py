@@ -87,7 +87,10 @@ def test_a_spoken_question_is_transcribed_exactly_and_answered_aloud(make_real_m
 @pytest.mark.timeout(180)
 def test_speaking_over_the_reply_interrupts_it_and_the_new_question_is_heard(make_real_manager, settings,
                                                                              tmp_path: Path):
-    first, second = "Please tell me a short story about the sea.", "How far away is the moon?"
+    # The second question starts wherever the reply left the stream, so Whisper sees it at any offset on its
+    # 10 ms grid: tiny.en (int8) heard "How far away is the moon?" as "... the man?" at 3 of 64 offsets (a CI
+    # failure); this one it heard right at all 64.
+    first, second = "Please tell me a short story about the sea.", "How many legs does a spider have?"
 
     async def scenario(server: VoiceServer) -> Received:
         async with client(server) as c:

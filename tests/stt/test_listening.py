@@ -2,7 +2,14 @@
 
 import numpy as np
 
-from voicechat.stt.listening import ListeningRules, ListeningState, PartialDue, SpeechStarted, UtteranceEnded
+from voicechat.stt.listening import (
+    ListeningRules,
+    ListeningState,
+    PartialDue,
+    PauseStarted,
+    SpeechStarted,
+    UtteranceEnded,
+)
 
 CHUNK = 512
 TONE = (np.sin(np.arange(CHUNK) * 0.3) * 8000).astype(np.int16).tobytes()
@@ -145,3 +152,32 @@ def test_a_release_while_the_level_still_hears_voice_keeps_that_voice_out_of_the
     onset = next(e for e in events if isinstance(e, SpeechStarted)).sample
     pre_roll = len(second.audio) - (second.decided_sample - onset)
     assert pre_roll > 0 and not (np.abs(second.audio[:pre_roll]) > 0.01).any()
+
+
+def test_a_pause_is_reported_only_once_the_level_is_quiet_too_so_its_audio_holds_the_whole_sound():
+    """Silero let go inside a soft ending ("moo-n"): the audio transcribed in the pause must end after it.
+
+    Cut inside that ending, Whisper tiny.en heard "How far away is the man?" (a CI failure).
+    """
+    rules = ListeningRules(post_speech_silence_s=1.0, min_utterance_s=0.0, partials=False, pause_s=0.1)
+    state = ListeningState(rules)
+    events = []
+    for pcm, p in [(QUIET, 0.0)] * 5 + [(TONE, 0.9)] * 10 + [(TONE, 0.0)] * 3 + [(QUIET, 0.0)] * 6:
+        events += state.chunk(pcm, p)
+    pauses = [e for e in events if isinstance(e, PauseStarted)]
+    assert len(pauses) == 1
+    voiced = np.flatnonzero(np.abs(pauses[0].audio) > 0.01)
+    assert len(pauses[0].audio) - (voiced[-1] + 1) >= 0.1 * 16000  # all 13 loud chunks, then 0.1 s of quiet
+
+
+def test_where_the_level_never_settles_the_pause_opens_a_longest_release_later():
+    """Noise the level takes for voice delays the pause (and the judged end of turn) by at most 0.3 s."""
+    rules = ListeningRules(post_speech_silence_s=1.0, min_utterance_s=0.0, partials=False, pause_s=0.1)
+    state = ListeningState(rules)
+    events = []
+    for pcm, p in [(QUIET, 0.0)] * 5 + [(TONE, 0.9)] * 10 + [(TONE, 0.0)] * 20:
+        events += state.chunk(pcm, p)
+    pauses = [e for e in events if isinstance(e, PauseStarted)]
+    assert len(pauses) == 1
+    after_release = len(pauses[0].audio) - (5 + 10) * CHUNK  # Silero let go at the end of chunk 16
+    assert 0.3 * 16000 - CHUNK <= after_release <= 0.3 * 16000 + 2 * CHUNK

@@ -11,8 +11,9 @@ once at least ``min_utterance_s`` was recorded; a partial is due every
 ``partial_interval_s`` of new speech. Positions are samples of the session's own
 stream, so the caller can date each decision on the audio's clock.
 
-A pause (``pause_s`` of silence after speech, once per pause) is reported with the
-audio so far, so the caller can transcribe it inside the silence and judge whether
+A pause (``pause_s`` of silence after speech, and as long after the level's last
+voiced frame, once per pause) is reported with the audio so far, so the caller
+can transcribe it inside the silence and judge whether
 the turn is finished; speech after it is reported too (``SpeechResumed``). With a
 ``turn_end`` judge the turn ends when the judge says so, given the silence and the
 signals the caller hands back (``signal``); without one, after the fixed
@@ -193,6 +194,12 @@ class ListeningState:
     def _pause_started(self, silence_s: float) -> list[Event]:
         pause_s = self.rules.pause_s
         if self.pause or pause_s is None or silence_s < pause_s or not self._long_enough():
+            return []
+        # Silero may release inside a soft ending (the nasal of "moon"): the audio so far should hold the whole
+        # sound, so the level must have been quiet for pause_s too; where it does not settle (noise it takes for
+        # voice), the pause opens anyway once Silero's longest release (max_release_s) more has passed.
+        level_quiet = self._end.level.quiet_samples >= pause_s * SAMPLE_RATE
+        if not level_quiet and silence_s < pause_s + self._end.max_release_s:
             return []
         self._pauses += 1
         self.pause, self._signals = self._pauses, (None, None)
