@@ -8,6 +8,7 @@ Environment variables:
   VOICECHAT_SKIP_BOOTSTRAP=1   skip everything, run in the current interpreter
   VOICECHAT_EXTRAS=gpu,server  extra ``setup.cfg`` extras to install
   VOICECHAT_BROWSER_TESTS=1    also require chromium (Playwright tests)
+  VOICECHAT_SERVICE_TESTS=1    also require redis-server and haproxy (the remote layout's tests)
   CMAKE_ARGS                   passed through to the llama-cpp-python build
 """
 
@@ -41,6 +42,9 @@ APT_PACKAGES: list[str] = [
     "git",
 ]
 BROWSER_PACKAGES: list[str] = ["chromium", "fonts-dejavu-core"]  # a font, or screenshots show boxes
+# The remote layout (docs/deploy.md) runs these beside voicechat; only its tests need them here, and on a
+# user's machine Debian would also start them as system services, so they are asked for only then.
+SERVICE_PACKAGES: list[str] = ["redis-server", "haproxy"]
 BUILD_TOOLS = ("gcc", "g++", "cmake")
 
 
@@ -116,6 +120,8 @@ def wanted_packages() -> list[str]:
     names = list(APT_PACKAGES)
     if os.environ.get("VOICECHAT_BROWSER_TESTS", "") == "1":
         names += BROWSER_PACKAGES
+    if os.environ.get("VOICECHAT_SERVICE_TESTS", "") == "1":
+        names += SERVICE_PACKAGES
     try:
         import ensurepip  # noqa: F401  (Debian splits it into python3-venv)
     except ImportError:
