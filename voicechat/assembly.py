@@ -336,6 +336,7 @@ def server_config(settings: Settings, model_set: ActiveModelSet | None = None) -
         host=server.host, port=server.port, tls=server.tls, cert_file=server.cert_file,
         key_file=server.key_file, token=server.token, data_dir=server.data_dir,
         allowed_origins=tuple(server.allowed_origins),
+        trusted_proxies=tuple(server.trusted_proxies),
         limits=ConnectionLimits(
             max_messages_per_second=limits.max_messages_per_second, max_frame_bytes=limits.max_frame_bytes,
             max_text_chars=limits.max_text_chars, send_timeout_s=server.send_timeout_s,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from voicechat.server.address_limits import AuthBackoff, ConnectionCap, address_of
+from voicechat.server.address_limits import AuthBackoff, ConnectionCap, TrustedProxies, address_of
+from voicechat.server.tls import is_loopback
 
 
 class Clock:
@@ -83,3 +84,31 @@ def test_address_of():
     assert address_of(("192.168.1.5", 51234)) == "192.168.1.5"
     assert address_of(("::1", 1, 0, 0)) == "::1"
     assert address_of(None) == "unknown"
+
+
+# -- behind a reverse proxy ------------------------------------------------------------------------------
+def test_without_trusted_proxies_the_peer_is_the_client_whatever_the_header_says():
+    assert TrustedProxies().client("203.0.113.7", "127.0.0.1") == "203.0.113.7"
+
+
+def test_a_trusted_proxy_names_the_client_and_what_the_client_wrote_itself_is_not_believed():
+    proxies = TrustedProxies.parse(["127.0.0.1", "10.0.0.0/8"])
+    assert proxies.client("127.0.0.1", "192.168.1.23") == "192.168.1.23"
+    # the client sent "X-Forwarded-For: 127.0.0.1" itself; the proxy appended its real address
+    assert proxies.client("127.0.0.1", "127.0.0.1, 192.168.1.23") == "192.168.1.23"
+    # two trusted hops (10.1.2.3 forwarded to the local proxy): the first untrusted from the right
+    assert proxies.client("127.0.0.1", "198.51.100.4, 10.1.2.3") == "198.51.100.4"
+    assert proxies.client("192.168.1.50", "127.0.0.1") == "192.168.1.50"  # an untrusted peer's header: ignored
+    assert proxies.client("127.0.0.1", None) == "127.0.0.1"  # the proxy itself (its health checks)
+
+
+def test_a_forwarded_hop_that_is_no_address_can_pass_for_neither_loopback_nor_a_real_address():
+    proxies = TrustedProxies.parse(["127.0.0.1"])
+    client = proxies.client("127.0.0.1", "localhost")
+    assert client.startswith("invalid:") and not is_loopback(client)
+    assert len(proxies.client("127.0.0.1", "x" * 1000)) <= len("invalid:") + 64
+
+
+def test_a_bad_trusted_proxy_entry_is_named():
+    with pytest.raises(ValueError, match="'proxy.lan' is not an IP address or network"):
+        TrustedProxies.parse(["127.0.0.1", "proxy.lan"])

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 import websockets
-from support.server import client, http_json, run, running_server
+from support.server import client, http_get, http_json, run, running_server
 
 from voicechat.server.connection import ConnectionLimits
 from voicechat.server.protocol import encode_client_audio
@@ -179,4 +179,27 @@ def test_malformed_frames_before_hello_close_too(make_manager, tmp_path):
         assert codes == ["bad_json", "not_ready", "not_ready", "bad_message", "not_ready"]
 
     with running_server(make_manager(), tmp_path, limits=limits) as server:
+        run(scenario(server))
+
+
+def test_behind_a_trusted_proxy_limits_and_loopback_pages_go_by_the_forwarded_client(make_manager, tmp_path):
+    """Every connection through a local proxy comes from 127.0.0.1: the forwarded address is the client's."""
+    lan_a, lan_b = {"X-Forwarded-For": "192.168.1.23"}, {"X-Forwarded-For": "192.168.1.24"}
+
+    async def scenario(server):
+        async with client(server, headers=lan_a) as first:
+            await first.wait_type("session")
+            with pytest.raises(websockets.InvalidStatus) as refused:  # the same LAN client again: its cap is 1
+                await client(server, headers=lan_a).connect()
+            assert refused.value.response.status_code == 429
+            async with client(server, headers=lan_b) as other:  # another one through the same proxy
+                await other.wait_type("session")
+            await until(lambda: server.guard.cap.count("192.168.1.24") == 0)
+        await until(lambda: server.guard.cap.count("192.168.1.23") == 0)
+        # the loopback-only pages are not open to a LAN client just because the proxy is local
+        assert (await asyncio.to_thread(http_get, server, "/metrics", lan_a))[0] == 401
+        assert (await asyncio.to_thread(http_get, server, "/metrics"))[0] == 200  # the proxy host itself
+
+    with running_server(make_manager(), tmp_path, max_connections_per_address=1,
+                        trusted_proxies=("127.0.0.1",)) as server:
         run(scenario(server))

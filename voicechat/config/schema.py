@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from voicechat.config.sources import ENV_DELIMITER, ENV_PREFIX
@@ -74,6 +74,19 @@ class ServerSettings(_Section):
     auth_delay_max_s: float = Field(
         10.0, ge=0, description="Longest delay before refusing a wrong token"
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Reverse proxies (IP addresses or CIDR networks) whose X-Forwarded-For names the client, "
+        "for the per-address limits and the loopback-only pages (docs/deploy.md); empty = none",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        from voicechat.server.address_limits import TrustedProxies
+
+        TrustedProxies.parse(value)  # ValueError names the entry
+        return value
 
 
 class SessionSettings(_Section):

@@ -12,6 +12,10 @@ client's IP address:
   the delay (``asyncio.sleep`` in that connection's handler) holds up no one else.
 
 Both are used on the server's event loop only, so they need no locks.
+
+Behind a reverse proxy (docs/deploy.md) every connection comes from the proxy's
+address; ``TrustedProxies`` names the proxies whose ``X-Forwarded-For`` is
+believed, so the limits (and the loopback-only pages) see the real client.
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+
+MAX_ADDRESS_CHARS = 64  # a forwarded address is a key of the limits: garbage stays short
 
 
 def address_of(remote: object) -> str:
@@ -28,6 +35,63 @@ def address_of(remote: object) -> str:
     if isinstance(remote, tuple) and remote:
         return str(remote[0])
     return "unknown"
+
+
+def _ip(text: str) -> object | None:
+    try:
+        return ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class TrustedProxies:
+    """The reverse proxies whose ``X-Forwarded-For`` names the client (pure); none: the peer is the client.
+
+    The header is read from the right (the hop nearest this server) and the first address that is not a
+    trusted proxy is the client: what a client writes into the header itself stays to the left of what
+    the proxy appended and is never believed. A hop that is not an IP address ends the walk and is the
+    client's, marked ``invalid:`` and shortened, so it can neither pass for loopback nor share a real
+    address's limits.
+    """
+
+    networks: tuple[IPv4Network | IPv6Network, ...] = ()
+
+    @classmethod
+    def parse(cls, entries: Sequence[str]) -> TrustedProxies:
+        """From ``server.trusted_proxies``: IP addresses or networks (CIDR); ValueError names a bad entry."""
+        networks = []
+        for entry in entries:
+            try:
+                networks.append(ip_network(entry.strip(), strict=False))
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (CIDR) such as 127.0.0.1 or "
+                                 "10.0.0.0/8") from None
+        return cls(tuple(networks))
+
+    def trusts(self, address: str) -> bool:
+        ip = _ip(address)
+        return ip is not None and any(ip in network for network in self.networks)
+
+    def client(self, peer: str, forwarded_for: str | None) -> str:
+        """The client's address for a connection from ``peer`` that carried ``forwarded_for`` (or None)."""
+        if not forwarded_for or not self.trusts(peer):
+            return peer
+        hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            if _ip(hop) is None:  # marked, so that not even "localhost" passes for loopback
+                return "invalid:" + hop[:MAX_ADDRESS_CHARS]
+            if not self.trusts(hop):
+                return hop
+        return hops[0] if hops else peer
+
+
+def client_address(connection: object, proxies: TrustedProxies) -> str:
+    """The client's address for a WebSocket connection (its peer, or what a trusted proxy says)."""
+    peer = address_of(getattr(connection, "remote_address", None))
+    request = getattr(connection, "request", None)
+    forwarded = request.headers.get("X-Forwarded-For") if request is not None else None
+    return proxies.client(peer, forwarded)
 
 
 class ConnectionCap:
@@ -127,3 +191,8 @@ class AddressGuard:
     cap: ConnectionCap
     backoff: AuthBackoff
     sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep)
+    proxies: TrustedProxies = field(default_factory=TrustedProxies)
+
+    def address_of(self, connection: object) -> str:
+        """The client's address of ``connection`` (see ``TrustedProxies``)."""
+        return client_address(connection, self.proxies)

@@ -47,9 +47,10 @@ class VoiceClient:
     def __init__(
         self, url: str, token: str | None, *, origin: str | None = None, ssl_context: ssl.SSLContext | None = None,
         input_sample_rate: int = 16000, output_sample_rate: int = 16000, playback_reports: bool = False,
-        resume: str | None = None, frame_ms: int = 20,
+        resume: str | None = None, frame_ms: int = 20, headers: dict[str, str] | None = None,
     ) -> None:
         self.url, self.token, self.origin, self.ssl_context = url, token, origin, ssl_context
+        self.headers = dict(headers or {})  # sent with the upgrade request (a proxy's cookie, for one)
         self.input_sample_rate, self.output_sample_rate = input_sample_rate, output_sample_rate
         self.playback_reports, self.resume, self.frame_ms = playback_reports, resume, frame_ms
         self.received = Received()
@@ -68,7 +69,7 @@ class VoiceClient:
     async def connect(self, hello: bool = True) -> None:
         self.ws = await websockets.connect(
             self.url, ssl=self.ssl_context, origin=self.origin, compression=None,  # type: ignore[arg-type]
-            max_size=2**20, open_timeout=10,
+            max_size=2**20, open_timeout=10, additional_headers=self.headers or None,
         )
         self._reader = asyncio.create_task(self._read())
         if hello and self.token is not None:

@@ -34,7 +34,7 @@ from voicechat.audio import AudioFrame
 from voicechat.core.events import AudioChunk
 from voicechat.engines.protocols import VoiceSettings
 from voicechat.server.access import token_matches
-from voicechat.server.address_limits import AddressGuard, AuthBackoff, ConnectionCap, address_of
+from voicechat.server.address_limits import AddressGuard, AuthBackoff, ConnectionCap
 from voicechat.server.outbox_signal import OutboxSignal
 from voicechat.server.protocol import (
     MAX_MESSAGE_BYTES,
@@ -129,7 +129,7 @@ class ClientConnection:
         self.ws, self.manager, self.options, self.token = ws, manager, options, token
         self.metrics, self.limits, self.stopping = metrics, limits, stopping
         self.guard = guard or AddressGuard(ConnectionCap(1), AuthBackoff(base_s=0))
-        self.address = address_of(ws.remote_address)
+        self.address = self.guard.address_of(ws)
         self.session: Session | None = None
         self.input_rate = 16000
         self.limiter = RateLimiter(limits.max_messages_per_second)

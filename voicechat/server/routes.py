@@ -23,6 +23,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from voicechat.server.access import origin_allowed, request_token, token_matches
+from voicechat.server.address_limits import address_of
 from voicechat.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from voicechat.server.metrics import ServerMetrics
 from voicechat.server.tls import is_loopback
@@ -83,6 +84,7 @@ class HttpRoutes:
         allowed_origins: Sequence[str] = (),
         web_dir: Path = WEB_DIR,
         admit_websocket: Callable[[ServerConnection], bool] = lambda _connection: True,
+        client_address: Callable[[ServerConnection], str] = lambda c: address_of(c.remote_address),
     ) -> None:
         self.token = token
         self.metrics = metrics
@@ -91,6 +93,7 @@ class HttpRoutes:
         self.allowed_origins = list(allowed_origins)
         self.web_dir = web_dir
         self.admit_websocket = admit_websocket
+        self.client_address = client_address  # behind a trusted proxy, the forwarded client's
 
     async def handle(self, connection: ServerConnection, request: Request) -> Response | None:
         path = unquote(urlsplit(request.path).path)
@@ -133,8 +136,7 @@ class HttpRoutes:
         return response(HTTPStatus.NOT_FOUND, "not found\n")
 
     def _authorized(self, connection: ServerConnection, request: Request) -> bool:
-        remote = connection.remote_address
-        if remote and is_loopback(str(remote[0])):
+        if is_loopback(self.client_address(connection)):
             return True
         return token_matches(self.token, request_token(request.path, request.headers.get("Authorization")))
 

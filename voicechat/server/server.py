@@ -27,7 +27,7 @@ from websockets.protocol import State
 
 from voicechat.engines.thread_names import EVENT_LOOP, set_native_name
 from voicechat.server.access import default_data_dir, join_urls, load_or_create_token
-from voicechat.server.address_limits import AddressGuard, AuthBackoff, ConnectionCap, address_of
+from voicechat.server.address_limits import AddressGuard, AuthBackoff, ConnectionCap, TrustedProxies
 from voicechat.server.connection import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
@@ -95,6 +95,7 @@ class ServerConfig:
     max_connections_per_address: int = 32
     auth_delay_s: float = 0.5
     auth_delay_max_s: float = 10.0
+    trusted_proxies: tuple[str, ...] = ()  # addresses or networks whose X-Forwarded-For is believed
 
 
 class VoiceServer:
@@ -114,7 +115,8 @@ class VoiceServer:
         self._process = psutil.Process()  # cpu_percent is measured between calls on one Process
         self._connections: set[ServerConnection] = set()
         self.guard = AddressGuard(ConnectionCap(config.max_connections_per_address),
-                                  AuthBackoff(config.auth_delay_s, config.auth_delay_max_s))
+                                  AuthBackoff(config.auth_delay_s, config.auth_delay_max_s),
+                                  proxies=TrustedProxies.parse(config.trusted_proxies))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -190,7 +192,8 @@ class VoiceServer:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         routes = HttpRoutes(self.token, self.metrics, self.detailed_health, self.stopping.is_set,
-                            self.config.allowed_origins, admit_websocket=self._admit_websocket)
+                            self.config.allowed_origins, admit_websocket=self._admit_websocket,
+                            client_address=self.guard.address_of)
         limits = self.config.limits
         async with websockets.serve(
             self._handle, self.config.host, self.config.port, ssl=self.ssl,
@@ -239,10 +242,11 @@ class VoiceServer:
 
     def _admit_websocket(self, ws: ServerConnection) -> bool:
         """Reserve one of the address's connection slots (released when ``_handle`` ends)."""
-        admitted = self.guard.cap.admit(address_of(ws.remote_address), ws, is_open=_still_open)
+        address = self.guard.address_of(ws)
+        admitted = self.guard.cap.admit(address, ws, is_open=_still_open)
         if not admitted:
             log.warning("refused a WebSocket from %s: %d connections open from there already",
-                        address_of(ws.remote_address), self.guard.cap.limit)
+                        address, self.guard.cap.limit)
         return admitted
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -255,11 +259,11 @@ class VoiceServer:
                 self.guard,
             ).serve()
         except Exception:
-            log.exception("connection from %s failed", ws.remote_address)
+            log.exception("connection from %s failed", self.guard.address_of(ws))
             await close_or_abort(ws, CLOSE_INTERNAL, "internal error", self.config.limits.close_timeout_s)
         finally:
             self._connections.discard(ws)
-            self.guard.cap.release(address_of(ws.remote_address), ws)
+            self.guard.cap.release(self.guard.address_of(ws), ws)
             self.metrics.connections.dec()
 
     # -- health ------------------------------------------------------------------------
