@@ -168,9 +168,15 @@ def models_main(argv: list[str]) -> int:
     return main(argv)
 
 
+def layout_main(argv: list[str]) -> int:
+    from voicechat.deploy.layout import main
+
+    return main(argv)
+
+
 COMMANDS = {
     "run": run_main, "config": config_main, "test": test_main, "bench": bench_main, "models": models_main,
-    "selftest": selftest_main, "devices": devices_main,
+    "selftest": selftest_main, "devices": devices_main, "layout": layout_main,
 }
 
 
@@ -203,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in COMMANDS:
         return COMMANDS[argv[0]](argv[1:])
     if argv and argv[0] in ("-h", "--help"):
-        print("usage: run.py [run|config|test|selftest|bench|models|devices] [options]\n")
+        print("usage: run.py [run|config|test|selftest|bench|models|devices|layout] [options]\n")
         print("  run       talk to the assistant (default command)")
         print("  config    print the effective configuration and where each value came from")
         print("  test      run the test suite (pytest arguments pass through)")
@@ -212,5 +218,6 @@ def main(argv: list[str] | None = None) -> int:
               "(docs/benchmarks.md)")
         print("  models    list, download or verify model files: models list|download [NAME...|--set SET]|verify")
         print("  devices   list microphones and speakers (for --input-device / --output-device)")
+        print("  layout    try the scale-out layout here: Redis, N replicas, haproxy (docs/deploy.md)")
         return 0
     return run_main(argv)

@@ -9,20 +9,18 @@ sessions and turns from its own `/metrics` (loopback needs no token).
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import IO
 
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
+
+from voicechat.deploy.processes import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,84 +29,31 @@ ROOT = Path(__file__).resolve().parents[2]
 SESSION_THREADS = {"capture", "stt", "llm", "tts", "local"}
 
 
-class ServerStartError(RuntimeError):
-    """The server process exited or never printed its URL."""
-
-
-class BenchServer:
+class BenchServer(ServerProcess):
     """``with BenchServer(data_dir, settings) as server: server.ws_url ...``"""
 
     def __init__(self, data_dir: Path, settings: dict[str, str], scripted: bool, start_timeout_s: float = 120.0):
         self.data_dir = data_dir
         self.token = secrets.token_urlsafe(16)
-        self.settings = {
+        super().__init__("bench-server", {
             "server.host": "127.0.0.1", "server.port": "0", "server.data_dir": str(data_dir),
             "server.token": self.token, "server.tls": "off", "logging.level": "WARNING", **settings,
-        }
-        self.scripted = scripted
+        }, scripted=scripted)
         self.start_timeout_s = start_timeout_s
-        self.http_url = ""
-        self.proc: subprocess.Popen[str] | None = None
         self.process: psutil.Process | None = None
-        self._drainers: list[threading.Thread] = []
-        self._stderr_tail: list[str] = []
-
-    @property
-    def ws_url(self) -> str:
-        return self.http_url.replace("http://", "ws://") + "ws"
 
     def __enter__(self) -> BenchServer:
-        cmd = [sys.executable, str(ROOT / "run.py"), "--no-tui"] + (["--scripted"] if self.scripted else [])
-        for key, value in self.settings.items():
-            cmd += ["--set", f"{key}={value}"]
-        env = {**os.environ, "VOICECHAT_SKIP_BOOTSTRAP": "1", "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        self._drain(self.proc.stderr, self._stderr_tail)
-        deadline = time.monotonic() + self.start_timeout_s
-        for line in self.proc.stdout:  # the banner names the URL once the server listens
-            if match := re.search(r"(http://127\.0\.0\.1:\d+/)", line):
-                self.http_url = match.group(1)
-                break
-            if time.monotonic() > deadline:
-                break
-        if not self.http_url:
-            self.__exit__(None, None, None)
-            raise ServerStartError("the server did not start:\n" + "".join(self._stderr_tail[-30:]))
-        self._drain(self.proc.stdout, [])
-        self.process = psutil.Process(self.proc.pid)
+        self.start(timeout_s=self.start_timeout_s)
+        assert self.pid is not None
+        self.process = psutil.Process(self.pid)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for thread in self._drainers:
-            thread.join(timeout=5)
-
-    def _drain(self, stream: IO[str], keep: list[str]) -> None:
-        """Read a pipe to its end so the server never blocks on a full one; keep its last lines."""
-
-        def run() -> None:
-            for line in stream:
-                keep.append(line)
-                del keep[:-200]
-
-        thread = threading.Thread(target=run, name="bench-server-pipe", daemon=True)
-        thread.start()
-        self._drainers.append(thread)
+        self.stop()
 
     # -- observation -------------------------------------------------------------
-    @property
-    def exit_code(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
-
     def stderr_tail(self, lines: int = 30) -> str:
-        return "".join(self._stderr_tail[-lines:])
+        return self.output_tail(lines)
 
     def rss_mb(self) -> float:
         assert self.process is not None

@@ -1,0 +1,1 @@
+"""Several voicechat processes behind one reverse proxy, sharing conversations in Redis (docs/deploy.md)."""
