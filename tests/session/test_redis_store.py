@@ -215,3 +215,16 @@ def test_history_changes_reach_the_listener_in_order(make_store):
     assert journal.closed
     journal(HistoryChange("user", "after close"))  # ignored, not raised
     assert [(c.kind, c.text) for c in store.load(TOKEN).changes] == [("user", "a"), ("clear", ""), ("user", "b")]
+
+
+def test_the_setting_chooses_the_store(tmp_path):
+    from voicechat.assembly import conversation_store
+    from voicechat.config.schema import Settings
+    from voicechat.session.conversation_store import ConversationStore
+
+    assert isinstance(conversation_store(Settings(server={"data_dir": str(tmp_path)})), ConversationStore)
+    store = conversation_store(Settings(sessions={"store": "redis", "redis_url": "redis://127.0.0.1:1/2",
+                                                  "retention_days": 3, "redis_timeout_s": 0.25}))
+    assert isinstance(store, RedisConversationStore)  # nothing connects until a conversation is saved
+    assert (store.url, store.retention_days, store.snapshot()["store"]) == ("redis://127.0.0.1:1/2", 3, "redis")
+    store.close()
