@@ -57,7 +57,7 @@ def test_a_conversation_replays_into_the_same_history(make_store):
     history.clear()
     history.add_user("after clear")
     assert restored(store).turns == history.turns
-    assert store.snapshot()["records"] == 7 and store.snapshot()["errors"] == 0  # the header and 6 changes
+    assert store.snapshot()["records"] == 8 and store.snapshot()["errors"] == 0  # the header and 7 changes
 
 
 def test_redis_never_holds_the_token_only_its_hash(make_store, redis_server):
@@ -120,7 +120,7 @@ def test_a_resent_append_is_never_duplicated(make_store, redis_server):
     keys = store.keys_for(TOKEN)
     header = encode_record(header_record("s", TOKEN, 0.0))
     rec = [encode_record({"t": "user", "text": f"r{i}"}) for i in range(4)]
-    assert store.append(keys, header, "w1", 1, rec[:2]) == 2
+    assert store.append(keys, header, "w1", 1, rec[:2]) == 3  # the header of a new conversation and 2
     assert store.append(keys, header, "w1", 1, rec[:2]) == 0  # all of it again
     assert store.append(keys, header, "w1", 2, rec[1:4]) == 2  # partly again
     assert store.append(keys, header, "w2", 1, rec[:1]) == 1  # another writer (a resumed session) goes on

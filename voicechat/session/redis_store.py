@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX = "voicechat:conversation:"
 # KEYS[1] the records, KEYS[2] records appended per writer; ARGV: ttl seconds (0: keep), header record,
-# writer id, number of the first record given (from 1), the records. Returns how many were appended.
+# writer id, number of the first record given (from 1), the records. Returns how many records were appended
+# (the header of a new conversation included; records this writer had appended already are skipped).
 APPEND_SCRIPT = """
 local new = redis.call('EXISTS', KEYS[1]) == 0
 if new then redis.call('RPUSH', KEYS[1], ARGV[2]) end
@@ -70,7 +71,7 @@ if new or n > skip then
     if ttl > 0 then redis.call('EXPIRE', key, ttl) else redis.call('PERSIST', key) end
   end
 end
-return math.max(0, n - skip)
+return (new and 1 or 0) + math.max(0, n - skip)
 """
 
 
@@ -124,11 +125,11 @@ class RedisJournal:
             return False
         started = time.perf_counter()
         try:
-            self.store.append(self.keys, self._header, self._writer, self._first, self._pending)
+            appended = self.store.append(self.keys, self._header, self._writer, self._first, self._pending)
         except redis.RedisError as err:
             self.store.failed(err)
             return False
-        self.store.succeeded(time.perf_counter() - started, waiting)
+        self.store.succeeded(time.perf_counter() - started, appended)
         self._first += waiting
         self._pending.clear()
         return True
