@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from support.engines import scripted_engines
+from support.redis_server import RedisServer, running_redis
 
 from voicechat.engines.protocols import Engines
 from voicechat.session.manager import SessionLimits, SessionManager
@@ -39,3 +41,10 @@ def make_manager() -> Iterator:
 @pytest.fixture
 def thread_baseline() -> int:
     return threading.active_count()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own (loopback, AOF on), stopped after; skipped where none is installed."""
+    with running_redis(tmp_path / "redis") as server:
+        yield server

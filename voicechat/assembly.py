@@ -33,6 +33,7 @@ from voicechat.server.server import ServerConfig
 from voicechat.session.conversation_store import ConversationStore
 from voicechat.session.manager import SessionLimits
 from voicechat.session.pipeline import PipelineOptions
+from voicechat.session.store_api import ConversationBackend
 from voicechat.stt.scheduler import SttScheduler
 
 if TYPE_CHECKING:
@@ -292,13 +293,17 @@ def memory_limits(settings: Settings) -> MemoryLimits:
                         m.check_interval_s, m.pressure_history_tokens)
 
 
-def conversation_store(settings: Settings) -> ConversationStore | None:
-    """Where conversations are saved (server.data_dir/conversations), or None when they are not."""
+def conversation_store(settings: Settings) -> ConversationBackend | None:
+    """Where conversations are saved (server.data_dir/conversations or Redis), or None when they are not."""
     from voicechat.server.access import default_data_dir
 
     s = settings.sessions
     if not s.persist:
         return None
+    if s.store == "redis":
+        from voicechat.session.redis_store import RedisConversationStore
+
+        return RedisConversationStore(s.redis_url, retention_days=s.retention_days, timeout_s=s.redis_timeout_s)
     directory = default_data_dir(settings.server.data_dir) / "conversations"
     return ConversationStore(directory, fsync=s.fsync, retention_days=s.retention_days)
 

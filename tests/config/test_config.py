@@ -226,6 +226,8 @@ def test_malformed_set(item: str) -> None:
         ("llm.n_gpu_layers", "-2", "allowed: an integer >= -1"),
         ("vad.barge_in", "maybe", "allowed: true or false"),
         ("server.allowed_origins", "https://a", "allowed: a list of strings"),
+        ("sessions.store", "mongo", "allowed: 'files', 'redis'"),
+        ("sessions.redis_url", "http://127.0.0.1:6379", "must be a redis://, rediss:// or unix:// URL"),
     ],
 )
 def test_bad_value_names_key_value_bounds_and_source(key: str, value: str, allowed: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.server import TOKEN, server_process
+from support.server import TOKEN, complete_turn, last_state, server_process
 
 from voicechat.engines.scripted.llm import scripted_reply
 from voicechat.serve import wait_for_stop
@@ -23,23 +23,6 @@ N_CLIENTS = 20
 # Replies long enough to be mid-way at SIGTERM: about 1.5 s of synthesis; with playback reports a
 # reply also stays active until its client says it finished playing.
 SLOW = ("llm.scripted_token_s=0.02", "tts.scripted_chunk_s=0.05", f"sessions.max_sessions={N_CLIENTS}")
-
-
-async def complete_turn(c: VoiceClient, text: str) -> dict[str, Any]:
-    """Say ``text`` and play the whole reply (so it joins the history)."""
-    replies = len(c.received.of_type("reply_done"))
-    await c.send_json(type="text", text=text)
-    done = (await c.wait_type("reply_done", n=replies + 1, timeout=60))[-1]
-    await c.send_json(type="playback", generation=done["generation"], played_samples=done["total_samples"],
-                      finished=True)
-    after = c.received.messages.index(done)
-    await c.wait_for(lambda r: _last_state(r.messages[after:]) == "listening", timeout=30)
-    return done
-
-
-def _last_state(messages: list[dict[str, Any]]) -> str | None:
-    states = [m["state"] for m in messages if m.get("type") == "state_changed"]
-    return states[-1] if states else None
 
 
 def stop(proc: subprocess.Popen[str], how: signal.Signals = signal.SIGTERM) -> tuple[float, str]:
@@ -73,7 +56,7 @@ def test_sigterm_during_twenty_active_turns_exits_0_within_10_s_and_keeps_every_
                 await c.send_json(type="text", text=f"second question of client {i}, please talk for a while")
             for c, first in zip(clients, firsts, strict=True):  # until each is hearing its second reply
                 await c.wait_for(lambda r, g=first["generation"]: any(a.generation > g for _t, a in r.audio))
-            active = [_last_state(c.received.messages) for c in clients]
+            active = [last_state(c.received.messages) for c in clients]
             elapsed, err = await asyncio.to_thread(stop, proc)
             for c in clients:
                 await c.wait_closed(timeout=10)

@@ -10,6 +10,7 @@ from voicechat.audio import AudioFrame
 from voicechat.session.conversation_store import ConversationStore
 from voicechat.session.manager import AdmissionError, ResumeError, SessionLimits, SessionManager
 from voicechat.session.pipeline import PipelineOptions
+from voicechat.session.redis_store import RedisConversationStore
 
 
 def test_admission_refuses_beyond_max_sessions(make_manager):
@@ -98,14 +99,15 @@ def test_sessions_write_nothing_to_stdout(make_manager, capfd):
 # -- saved conversations --------------------------------------------------------------
 
 
-@pytest.fixture
-def stored_manager(tmp_path):
-    """Managers over one conversation directory, as successive server runs would have."""
+@pytest.fixture(params=["files", "redis"])
+def stored_manager(request, tmp_path):
+    """Managers over one conversation directory, or one Redis, as successive server runs would have."""
     made: list[SessionManager] = []
+    redis_url = request.getfixturevalue("redis_server").url if request.param == "redis" else ""
 
     def make(options: PipelineOptions | None = None, **limits) -> SessionManager:
-        manager = SessionManager(scripted_engines(), SessionLimits(**limits), options,
-                                 store=ConversationStore(tmp_path))
+        store = RedisConversationStore(redis_url) if redis_url else ConversationStore(tmp_path)
+        manager = SessionManager(scripted_engines(), SessionLimits(**limits), options, store=store)
         manager.start()
         made.append(manager)
         return manager

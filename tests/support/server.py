@@ -104,3 +104,20 @@ def server_process(data_dir: Path, *settings: str) -> Iterator[tuple[str, subpro
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+async def complete_turn(c: VoiceClient, text: str) -> dict[str, Any]:
+    """Say ``text`` and play the whole reply (so it joins the history)."""
+    replies = len(c.received.of_type("reply_done"))
+    await c.send_json(type="text", text=text)
+    done = (await c.wait_type("reply_done", n=replies + 1, timeout=60))[-1]
+    await c.send_json(type="playback", generation=done["generation"], played_samples=done["total_samples"],
+                      finished=True)
+    after = c.received.messages.index(done)
+    await c.wait_for(lambda r: last_state(r.messages[after:]) == "listening", timeout=30)
+    return done
+
+
+def last_state(messages: list[dict[str, Any]]) -> str | None:
+    states = [m["state"] for m in messages if m.get("type") == "state_changed"]
+    return states[-1] if states else None

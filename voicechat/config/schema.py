@@ -106,15 +106,36 @@ class SessionSettings(_Section):
     )
     persist: bool = Field(
         True,
-        description="Append each conversation to server.data_dir/conversations/ as turns complete, "
+        description="Save each conversation (sessions.store) as turns complete, "
         "so a client resuming after a server restart gets its history back",
     )
+    store: Literal["files", "redis"] = Field(
+        "files", description="Where conversations are saved: files in server.data_dir/conversations/, or redis "
+        "(sessions.redis_url), which several voicechat processes can share (docs/reliability.md)",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="The Redis server of sessions.store = \"redis\": "
+        "redis://[:password@]host:port/db, rediss:// (TLS) or unix:///path/to/socket",
+    )
+    redis_timeout_s: float = Field(
+        0.5, gt=0, le=30, description="Longest wait for one Redis call; a change that cannot be saved in time "
+        "waits in memory until Redis answers again",
+    )
     fsync: bool = Field(
-        True, description="fsync the conversation file after every change (off: faster on slow disks)"
+        True, description="fsync the conversation file after every change (off: faster on slow disks; "
+        "with redis, Redis's appendfsync decides)"
     )
     retention_days: float = Field(
-        30.0, ge=0, description="Saved conversations unchanged for this many days are deleted on start; 0 = keep"
+        30.0, ge=0, description="Saved conversations unchanged for this many days are deleted (files: on start; "
+        "redis: by a TTL each change renews); 0 = keep"
     )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.strip().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL such as redis://127.0.0.1:6379/0")
+        return value.strip()
 
 
 class LimitSettings(_Section):

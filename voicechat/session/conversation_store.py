@@ -18,102 +18,29 @@ raised into the pipeline.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from voicechat.core.history import HistoryChange
+from voicechat.session.conversation_format import (
+    StoredConversation,
+    change_record,
+    encode_record,
+    header_record,
+    parse_journal,
+    token_hash,
+)
+from voicechat.session.store_api import StoreCounters
+
+__all__ = ["ConversationStore", "Journal", "StoredConversation", "parse_journal", "token_hash"]
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 SUFFIX = ".jsonl"
-CHANGE_KINDS = ("user", "assistant", "clear", "discard_last_user")
-SLOW_WRITE_S = 0.05  # warn (once per store) when one record takes longer: a slow disk, consider fsync off
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()  # any str, even a lone surrogate
-
-
-@dataclass(frozen=True)
-class StoredConversation:
-    """What a journal file holds: who it belongs to and its history changes in order."""
-
-    session_id: str
-    created: float
-    changes: list[HistoryChange]
-    bad_lines: int = 0  # torn or garbled lines that were skipped
-
-
-@dataclass
-class StoreStats:
-    records: int = 0
-    errors: int = 0
-    write_s_total: float = 0.0
-    write_s_max: float = 0.0
-    syncs: int = 0
-    sync_s_total: float = 0.0
-    sync_s_max: float = 0.0
-    restored: int = 0
-    bad_lines: int = 0
-    pruned: int = 0
-
-
-def parse_journal(data: bytes, token_sha256: str | None = None) -> StoredConversation | None:
-    """The conversation in a journal's bytes; None without a valid header (or with another token's).
-
-    Lines that are not valid records are skipped: a write the process did not
-    finish leaves a last line that does not parse (a record is one JSON object
-    on one line), and garbage anywhere costs only its own lines.
-    """
-    bad = 0
-    header: dict[str, object] | None = None
-    changes: list[HistoryChange] = []
-    for line in data.split(b"\n"):
-        if not line.strip():
-            continue
-        record = _record(line)
-        if record is None:
-            bad += 1
-        elif header is None:
-            if record.get("t") != "header" or not isinstance(record.get("token_sha256"), str):
-                return None
-            header = record
-        elif (change := _change(record)) is not None:
-            changes.append(change)
-        else:
-            bad += 1
-    if header is None:
-        return None
-    if token_sha256 is not None and not secrets.compare_digest(str(header["token_sha256"]), token_sha256):
-        return None
-    created = header.get("created")
-    return StoredConversation(
-        str(header.get("session", "")), float(created) if isinstance(created, (int, float)) else 0.0, changes, bad
-    )
-
-
-def _record(line: bytes) -> dict[str, object] | None:
-    try:
-        record = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def _change(record: dict[str, object]) -> HistoryChange | None:
-    kind, text = record.get("t"), record.get("text", "")
-    if kind not in CHANGE_KINDS or not isinstance(text, str):
-        return None
-    return HistoryChange(kind, text)  # type: ignore[arg-type]
 
 
 class Journal:
@@ -126,14 +53,11 @@ class Journal:
         self._failed = False
 
     def __call__(self, change: HistoryChange) -> None:
-        record: dict[str, object] = {"t": change.kind, "at": round(self.store.clock(), 3)}
-        if change.kind in ("user", "assistant"):
-            record["text"] = change.text
-        self.write(record)
+        self.write(change_record(change, self.store.clock()))
 
     def write(self, record: dict[str, object]) -> bool:
         """Append one record; False (logged once, counted) when the disk refuses."""
-        line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        line = encode_record(record) + b"\n"
         with self._lock:
             if self._fd is None:
                 return False
@@ -237,7 +161,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-class ConversationStore:
+class ConversationStore(StoreCounters):
     """The journals in ``directory`` (created 0700; files 0600: they hold what people said)."""
 
     def __init__(
@@ -248,10 +172,8 @@ class ConversationStore:
         self.fsync = fsync
         self.retention_days = retention_days
         self.clock = clock
-        self.stats = StoreStats()
         self.syncer = _Syncer()
-        self._lock = threading.Lock()
-        self._warned_slow = False
+        super().__init__()
 
     def close(self) -> None:
         """Sync what is pending and stop the sync thread (journals opened later sync as they write)."""
@@ -272,8 +194,7 @@ class ConversationStore:
         try:
             size = os.fstat(fd).st_size
             if size == 0:
-                journal.write({"t": "header", "v": FORMAT_VERSION, "session": session_id,
-                               "created": round(self.clock(), 3), "token_sha256": token_hash(token)})
+                journal.write(header_record(session_id, token, self.clock()))
             elif not _ends_with_newline(path, size):
                 _write_all(fd, b"\n")  # end a torn last line so the next record starts on its own
         except OSError:
@@ -304,9 +225,7 @@ class ConversationStore:
         if stored is None:
             log.warning("saved conversation %s has no valid header: ignored", path.name)
             return None
-        with self._lock:
-            self.stats.restored += 1
-            self.stats.bad_lines += stored.bad_lines
+        self.count_restored(stored)
         if stored.bad_lines:
             log.warning("saved conversation %s: %d torn or garbled line(s) skipped", path.name, stored.bad_lines)
         return stored
@@ -324,44 +243,13 @@ class ConversationStore:
                     pruned += 1
             except OSError as err:
                 log.warning("cannot prune %s: %s", path.name, err)
-        with self._lock:
-            self.stats.pruned += pruned
+        self.count_pruned(pruned)
         if pruned:
             log.info("pruned %d conversation(s) older than %g days", pruned, self.retention_days)
         return pruned
 
-    # -- stats -----------------------------------------------------------------
-    def count_write(self, seconds: float) -> None:
-        with self._lock:
-            self.stats.records += 1
-            self.stats.write_s_total += seconds
-            self.stats.write_s_max = max(self.stats.write_s_max, seconds)
-            slow = seconds > SLOW_WRITE_S and not self._warned_slow
-            self._warned_slow = self._warned_slow or slow
-        if slow:
-            log.warning("saving a conversation record took %.0f ms (a slow or busy disk)", seconds * 1000)
-
-    def count_sync(self, seconds: float) -> None:
-        with self._lock:
-            self.stats.syncs += 1
-            self.stats.sync_s_total += seconds
-            self.stats.sync_s_max = max(self.stats.sync_s_max, seconds)
-
-    def count_error(self) -> None:
-        with self._lock:
-            self.stats.errors += 1
-
     def snapshot(self) -> dict[str, object]:
-        with self._lock:
-            s = self.stats
-            return {
-                "directory": str(self.directory), "fsync": self.fsync, "records": s.records, "errors": s.errors,
-                "write_ms_mean": round(1000 * s.write_s_total / s.records, 3) if s.records else None,
-                "write_ms_max": round(1000 * s.write_s_max, 3), "syncs": s.syncs,
-                "sync_ms_mean": round(1000 * s.sync_s_total / s.syncs, 3) if s.syncs else None,
-                "sync_ms_max": round(1000 * s.sync_s_max, 3), "restored": s.restored,
-                "bad_lines": s.bad_lines, "pruned": s.pruned,
-            }
+        return {"store": "files", "directory": str(self.directory), "fsync": self.fsync, **self.counter_snapshot()}
 
 
 def _ends_with_newline(path: Path, size: int) -> bool:

@@ -8,11 +8,13 @@ will not stop; such threads are logged by name and counted.
 A reaper thread sleeps until the next deadline (idle or grace) on a condition
 variable instead of polling; any change to the registry wakes it to recompute.
 
-With a ConversationStore, every session's history changes go to its journal,
-and ``resume`` of a token no live session has restores the saved conversation
-into a new session (same token): a restart loses no conversation. With a
-MemoryMonitor, soft pressure trims histories and drops disconnected sessions
-(their conversations stay on disk), hard pressure refuses new sessions.
+With a conversation store (``ConversationBackend``: JSONL files or Redis),
+every session's history changes go to its journal, and ``resume`` of a token
+no live session has restores the saved conversation into a new session (same
+token): a restart loses no conversation, and with a shared store (Redis)
+another process can resume it. With a MemoryMonitor, soft pressure trims
+histories and drops disconnected sessions (their conversations stay saved),
+hard pressure refuses new sessions.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Callable
 
 from voicechat.engines.protocols import Engines
 from voicechat.memory.monitor import Level, MemoryMonitor
-from voicechat.session.conversation_store import ConversationStore, StoredConversation, token_hash
+from voicechat.session.conversation_format import StoredConversation, token_hash
 from voicechat.session.pipeline import PipelineOptions, SpeechPipelineManager, StopReport
 from voicechat.session.record import (
     NOT_RESUMABLE,
@@ -36,6 +38,7 @@ from voicechat.session.record import (
     SessionLimits,
     same_token,
 )
+from voicechat.session.store_api import ConversationBackend, StoreUnavailable
 
 __all__ = ["AdmissionError", "ManagerStats", "ResumeError", "Session", "SessionLimits", "SessionManager"]
 
@@ -51,7 +54,7 @@ class SessionManager:
         limits: SessionLimits | None = None,
         options: PipelineOptions | None = None,
         *,
-        store: ConversationStore | None = None,
+        store: ConversationBackend | None = None,
         memory: MemoryMonitor | None = None,
     ) -> None:
         self.engines = engines
@@ -244,7 +247,10 @@ class SessionManager:
 
     def _restore(self, resume_token: str, options: PipelineOptions | None) -> Session:
         assert self.store is not None
-        stored = self.store.load(resume_token)
+        try:
+            stored = self.store.load(resume_token)
+        except StoreUnavailable as err:
+            raise ResumeError(f"saved conversations cannot be read right now; try again ({err})") from None
         if stored is None:
             raise ResumeError(NOT_RESUMABLE)
         transport = self.transport_factory() if self.transport_factory is not None else None

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from voicechat.session.conversation_store import Journal
     from voicechat.session.pipeline import SpeechPipelineManager
+    from voicechat.session.store_api import ConversationJournal
 
 
 class AdmissionError(Exception):
@@ -53,7 +53,7 @@ class Session:
     # Bumped on every resume: a connection only detaches the attachment it made,
     # so an old connection closing late cannot disconnect the one that took over.
     attachment: int = 0
-    journal: Journal | None = None  # where its history changes are saved (None: not saved)
+    journal: ConversationJournal | None = None  # where its history changes are saved (None: not saved)
     # The user's mute (a client's ``mute``), kept across reconnects; the pipeline is also muted while detached.
     muted: bool = False
     restored: bool = False  # rebuilt from a saved conversation (after a restart)
