@@ -20,6 +20,7 @@ from wyoming.event import Event
 
 from voicechat.config.loading import load_config
 from voicechat.config.sources import ConfigError
+from voicechat.engines.circuit_breaker import CircuitOpenError
 from voicechat.engines.endpoints import Endpoint, api_url, parse_endpoint, remote_status_of
 from voicechat.engines.protocols import AbortableTranscriber, EngineError, SpeechInput
 from voicechat.engines.remote import Abortable
@@ -223,3 +224,26 @@ def test_abort_before_attach_refuses_the_socket_and_shuts_down_one_attached() ->
         call.abort()
         assert left.recv(1) == b""  # shut down: a blocked reader would wake with end of stream
         assert not call.attach(right)
+
+
+@pytest.mark.parametrize(("engine", "scheme"), [("wyoming", "tcp"), ("openai", "http")])
+def test_a_server_not_up_at_start_is_a_warning_then_the_stages_error(
+        engine: str, scheme: str, caplog: pytest.LogCaptureFixture) -> None:
+    from voicechat.assembly import _build_stt
+
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    settings = load_config(env={}, overrides={"stt.engine": engine, "stt.endpoint": f"{scheme}://127.0.0.1:{port}",
+                                              "stt.breaker_failures": "1"}).settings
+    scheduler = _build_stt(settings)
+    try:
+        assert "does not answer yet" in caplog.text
+        status = remote_status_of(scheduler)
+        assert status is not None and status["reachable"] is False and str(port) in str(status["endpoint"])
+        with pytest.raises(EngineError, match="cannot connect"):
+            scheduler.transcribe(np.ones(1600, np.float32) * 0.1, session_id="s", final=True)
+        with pytest.raises(CircuitOpenError, match="not available right now"):  # stt_unavailable, at once
+            scheduler.transcribe(np.ones(1600, np.float32) * 0.1, session_id="s", final=True)
+    finally:
+        scheduler.close()
