@@ -17,6 +17,7 @@ from voicechat.engines import thread_names
 from voicechat.engines.circuit_breaker import CircuitBreaker
 from voicechat.engines.protocols import (
     BatchTranscriber,
+    EngineError,
     Engines,
     GenerationParams,
     LanguageModel,
@@ -99,6 +100,8 @@ def _build_stt(settings: Settings) -> SttScheduler:
         from voicechat.engines.scripted.stt import ScriptedTranscriber
 
         model: BatchTranscriber = ScriptedTranscriber(_sample_references(), delay_s=stt.scripted_delay_s)
+    elif stt.engine in ("openai", "wyoming"):
+        model = _remote_stt(stt)
     else:
         from voicechat.models.store import resolve_stt_model
         from voicechat.stt.whisper_model import FasterWhisperModel
@@ -116,8 +119,27 @@ def _build_stt(settings: Settings) -> SttScheduler:
     if stt.engine != "scripted":  # a real model: its first-call costs now, and its measured pace
         import numpy as np
 
-        scheduler.warm_up(np.zeros(WARM_UP_S * 16000, np.float32), stt.language or None)
+        try:
+            scheduler.warm_up(np.zeros(WARM_UP_S * 16000, np.float32), stt.language or None)
+        except EngineError as exc:
+            if stt.engine == "faster_whisper":
+                raise
+            # a server not up yet is no reason not to start: turns fail (stt_*) until it is, the breaker counts
+            log.warning("speech recogniser at %s does not answer yet: %s", stt.endpoint, exc)
     return scheduler
+
+
+def _remote_stt(stt: SttSettings) -> BatchTranscriber:
+    """The remote speech-to-text client that ``stt.engine`` names (openai or wyoming)."""
+    timeouts = dict(connect_timeout_s=stt.connect_timeout_s, read_timeout_s=stt.read_timeout_s,
+                    concurrency=stt.remote_concurrency)
+    if stt.engine == "openai":
+        from voicechat.stt.openai_stt import OpenAITranscriber
+
+        return OpenAITranscriber(stt.endpoint, model=stt.remote_model, api_key=stt.api_key, **timeouts)
+    from voicechat.stt.wyoming_stt import WyomingTranscriber
+
+    return WyomingTranscriber(stt.endpoint, model=stt.remote_model, **timeouts)
 
 
 def _breaker(name: str, section: SttSettings | LlmSettings | TtsSettings) -> CircuitBreaker:
@@ -349,9 +371,16 @@ def server_config(settings: Settings, model_set: ActiveModelSet | None = None) -
         max_connections_per_address=server.max_connections_per_address,
         auth_delay_s=server.auth_delay_s, auth_delay_max_s=server.auth_delay_max_s,
         models={
-            "stt": settings.stt.model if settings.stt.engine != "scripted" else "scripted",
+            "stt": _stt_name(settings.stt),
             "llm": f"{settings.llm.backend}: {llm_model}",
             "tts": f"{settings.tts.engine}: {settings.tts.voice}",
             **({"set": model_set.summary()} if model_set is not None else {}),
         },
     )
+
+
+def _stt_name(stt: SttSettings) -> str:
+    """What /health/detailed, the banner and the TUI header call the STT model."""
+    if stt.engine in ("openai", "wyoming"):
+        return f"{stt.engine}: {stt.remote_model or 'default'} at {stt.endpoint}"
+    return stt.model if stt.engine != "scripted" else "scripted"

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.config import JsonDict
+
+from voicechat.engines.endpoints import HTTP_SCHEMES, parse_endpoint
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 SECRET: JsonDict = {"secret": True}  # json_schema_extra marker: value is masked in `config` output
+REMOTE_STT_SCHEMES = {"openai": HTTP_SCHEMES, "wyoming": ("tcp",)}  # stt.engine -> stt.endpoint's schemes
 
 
 class _Section(BaseModel):
@@ -131,9 +134,26 @@ class VadSettings(_Section):
 class SttSettings(_Section):
     """Speech to text (one model shared by all sessions)."""
 
-    engine: Literal["faster_whisper", "scripted"] = Field(
-        "faster_whisper", description="Speech-to-text engine; scripted is a test double"
+    engine: Literal["faster_whisper", "openai", "wyoming", "scripted"] = Field(
+        "faster_whisper", description="Speech-to-text engine: faster_whisper in this process, openai = a server of "
+        "the OpenAI audio API (vLLM, faster-whisper-server, speaches), wyoming = a Wyoming ASR server (Home "
+        "Assistant's protocol); scripted is a test double",
     )
+    endpoint: str = Field(
+        "", validate_default=True, description="engine openai: the server's base URL, http(s)://host:port (with or "
+        "without /v1); engine wyoming: tcp://host:port",
+    )
+    remote_model: str = Field("", description="engine openai/wyoming: the model the server should use (openai: "
+                              "the request's model, e.g. whisper-1; wyoming: the transcribe event's name); empty = "
+                              "the server's default")
+    api_key: str = Field("", description="engine openai: API key sent as a Bearer token; empty = none (set it "
+                         "from the environment: VOICECHAT_STT__API_KEY)", json_schema_extra=SECRET)
+    connect_timeout_s: float = Field(5.0, gt=0, le=300, description="engine openai/wyoming: timeout in seconds "
+                                     "for connecting to the server")
+    read_timeout_s: float = Field(30.0, gt=0, le=600, description="engine openai/wyoming: longest wait in seconds "
+                                  "for the server's answer (call_timeout_s ends the turn sooner)")
+    remote_concurrency: int = Field(4, ge=1, le=64, description="engine openai/wyoming: most requests sent to "
+                                    "the server at once (a batch of utterances becomes one request each)")
     model: str = Field(
         "base.en",
         description="Whisper model name (tiny.en, base.en, small.en: see `run.py models list`) or model directory",
@@ -182,6 +202,15 @@ class SttSettings(_Section):
     scripted_delay_s: float = Field(
         0.0, ge=0, description="Scripted engine: delay per transcript in seconds"
     )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_fits_engine(cls, value: str, info: ValidationInfo) -> str:
+        """A remote engine needs its kind of URL (a config error, not a failure at the first turn)."""
+        schemes = REMOTE_STT_SCHEMES.get(info.data.get("engine", ""))
+        if schemes is not None:
+            parse_endpoint(value, key=f"stt.endpoint (stt.engine = {info.data['engine']})", schemes=schemes)
+        return value.strip()
 
 
 class LlmSettings(_Section):

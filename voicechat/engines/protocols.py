@@ -47,6 +47,16 @@ class BatchTranscriber(Protocol):
 
 
 @runtime_checkable
+class AbortableTranscriber(BatchTranscriber, Protocol):
+    """A ``BatchTranscriber`` whose running requests can be stopped (a remote one: it closes the socket)."""
+
+    def abort(self, inputs: Sequence[SpeechInput]) -> None:
+        """Stop these inputs' requests now, from any thread; ``transcribe_batch`` gives each of them ""
+        and still returns the others' texts. Inputs not running are ignored."""
+        ...
+
+
+@runtime_checkable
 class TranscriptionModel(Protocol):
     """What a session's recognizer talks to: the shared STT scheduler."""
 

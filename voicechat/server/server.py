@@ -25,6 +25,7 @@ from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage
 from websockets.protocol import State
 
+from voicechat.engines.endpoints import remote_status_of
 from voicechat.engines.thread_names import EVENT_LOOP, set_native_name
 from voicechat.server.access import default_data_dir, join_urls, load_or_create_token
 from voicechat.server.address_limits import AddressGuard, AuthBackoff, ConnectionCap, TrustedProxies
@@ -280,6 +281,7 @@ class VoiceServer:
                     "failures_in_window": stats.failures_in_window, "opened_total": stats.opened_total,
                     "retry_after_s": round(stats.retry_after_s, 1), "last_error": stats.last_error,
                 },
+                "remote": remote_status_of(engine),  # endpoint and reachable, for engines on another server
             }
         return {
             "status": "stopping" if self.stopping.is_set() else "ok",

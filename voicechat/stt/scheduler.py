@@ -41,7 +41,7 @@ from voicechat.audio import as_float32
 from voicechat.engines import stall_watch
 from voicechat.engines.call_guard import EngineTimeout
 from voicechat.engines.circuit_breaker import BreakerState, CircuitBreaker, CircuitOpenError
-from voicechat.engines.protocols import BatchTranscriber, EngineError, SpeechInput
+from voicechat.engines.protocols import AbortableTranscriber, BatchTranscriber, EngineError, SpeechInput
 from voicechat.engines.stuck_calls import STUCK_CALLS, StuckCalls
 from voicechat.stt.requests import Request, Running, SttStats, fail, settle
 from voicechat.stt.scheduling import BusyMeter, Job, SttSchedule, partials_may_run
@@ -157,10 +157,16 @@ class SttScheduler:
         future.add_done_callback(deliver)
 
     def cancel(self, session_id: str, *, partials_only: bool = False) -> None:
+        """Drop the session's queued requests; a model with ``abort`` (remote) also stops its running ones."""
         with self._cond:
             removed = self._schedule.cancel(session_id, partials_only=partials_only)
+            running = [r for batch in self._running.values() for r in batch.requests
+                       if r.input.session_id == session_id and not (partials_only and r.input.final)]
         for job in removed:
             job.payload.future.cancel()
+        if running and isinstance(self.model, AbortableTranscriber):  # callers learn at once; the others go on
+            self.model.abort([r.input for r in running])
+            fail(running, CancelledError())
 
     def close(self, timeout: float = 10.0) -> bool:
         """Stop the workers; waiting requests are cancelled (their callers get EngineError).
