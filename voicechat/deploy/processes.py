@@ -58,19 +58,22 @@ class ChildProcess:
     """``with ChildProcess("redis", [...]) as redis: ...``: stopped (SIGTERM, then SIGKILL) and reaped on exit."""
 
     def __init__(self, name: str, cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
-                 cwd: Path = ROOT) -> None:
+                 cwd: Path = ROOT, merge_stderr: bool = False) -> None:
         self.name, self.cmd, self.env, self.cwd = name, list(cmd), dict(env) if env is not None else None, cwd
+        self.merge_stderr = merge_stderr  # the ``ready`` line may come on standard error (uvicorn logs there)
         self.proc: subprocess.Popen[str] | None = None
         self._lines: list[str] = []
         self._lock = threading.Lock()
         self._drainers: list[threading.Thread] = []
 
     def start(self, ready: re.Pattern[str] | None = None, timeout_s: float = 60.0) -> re.Match[str] | None:
-        """Start it; with ``ready``, wait until a line of its standard output matches (the match)."""
+        """Start it (again, after ``stop`` or ``kill``); with ``ready``, wait until a line of its output matches."""
         self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        self._drain(self.proc.stderr)
+                                     stderr=subprocess.STDOUT if self.merge_stderr else subprocess.PIPE,
+                                     text=True, start_new_session=True)
+        assert self.proc.stdout is not None
+        if self.proc.stderr is not None:
+            self._drain(self.proc.stderr)
         if ready is None:
             self._drain(self.proc.stdout)
             return None
@@ -116,6 +119,7 @@ class ChildProcess:
                 self.kill()
         for thread in self._drainers:
             thread.join(timeout=5)
+        self._drainers.clear()
 
     def __enter__(self) -> ChildProcess:
         if self.proc is None:
