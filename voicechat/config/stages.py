@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.config import JsonDict
+
+from voicechat.engines.endpoints import check_http_endpoint, tcp_address
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 SECRET: JsonDict = {"secret": True}  # json_schema_extra marker: value is masked in `config` output
@@ -287,8 +289,10 @@ class LlmSettings(_Section):
 class TtsSettings(_Section):
     """Text to speech (a pool of engine instances)."""
 
-    engine: Literal["espeak", "piper", "kokoro", "scripted"] = Field(
-        "espeak", description="Text-to-speech engine; scripted is a test double"
+    engine: Literal["espeak", "piper", "kokoro", "openai", "wyoming", "scripted"] = Field(
+        "espeak", description="Text-to-speech engine: in-process espeak, piper or kokoro; a remote server over the "
+        "OpenAI audio API (openai) or Home Assistant's Wyoming protocol (wyoming), at tts.endpoint; scripted is a "
+        "test double",
     )
     voice: str = Field(
         "en-us",
@@ -308,6 +312,33 @@ class TtsSettings(_Section):
     kokoro_dir: str = Field(
         "models/kokoro-82m", description="Directory of the Kokoro-82M weights and voices/ for tts.engine = kokoro"
     )
+    endpoint: str = Field(
+        "", validate_default=True,
+        description="Remote engines: the server, http(s)://host:port[/v1] for openai (POST .../v1/audio/speech), "
+        "tcp://host:port for wyoming",
+    )
+    remote_model: str = Field("tts-1", description="engine openai: the model field of each request")
+    remote_voice: str = Field(
+        "", description="Remote engines: the server's voice name; empty = alloy for openai, the server's default "
+        "for wyoming",
+    )
+    remote_format: Literal["pcm", "wav"] = Field(
+        "pcm", description="engine openai: response_format asked for; pcm streams where the server does (a WAV "
+        "body is recognised whatever was asked)",
+    )
+    remote_sample_rate: int = Field(
+        24000, ge=8000, le=192000,
+        description="engine openai: sample rate (Hz) of a raw pcm body whose server sends no X-Sample-Rate "
+        "(OpenAI: 24000)",
+    )
+    remote_api_key: str = Field(
+        "", description="engine openai: API key (sent as a bearer token); or set VOICECHAT_TTS__REMOTE_API_KEY",
+        json_schema_extra=SECRET,
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, le=300, description="Remote engines: timeout in seconds for "
+                                     "connecting to the server")
+    read_timeout_s: float = Field(10.0, gt=0, le=600, description="Remote engines: longest wait in seconds for "
+                                  "the server's next data; a stalled reply ends its sentence with an error")
     call_timeout_s: float = Field(
         15.0, gt=0, le=600,
         description="Longest wait in seconds for the next audio chunk of a sentence; a call that takes longer "
@@ -329,3 +360,14 @@ class TtsSettings(_Section):
     scripted_chunk_s: float = Field(
         0.0, ge=0, description="Scripted engine: delay between audio chunks in seconds"
     )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_fits_engine(cls, value: str, info: ValidationInfo) -> str:
+        """A remote engine needs a well-formed endpoint of its kind: a config error, never a failed first call."""
+        engine = info.data.get("engine")
+        if engine == "openai":
+            return check_http_endpoint(value, "tts.endpoint (tts.engine = 'openai')")
+        if engine == "wyoming":
+            tcp_address(value, "tts.endpoint (tts.engine = 'wyoming')")
+        return value.strip()

@@ -23,15 +23,16 @@ import itertools
 import json
 import logging
 import random
-import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx2
 
 from voicechat.core.history import ChatMessage
 from voicechat.engines.circuit_breaker import BreakerStats, CircuitBreaker, Permit
+from voicechat.engines.endpoints import api_url
+from voicechat.engines.http_client import StreamSocket, describe, error_message, pooled_client
 from voicechat.engines.protocols import EngineError, GenerationParams
 from voicechat.llm.probe import ProbeCallback, report
 
@@ -46,16 +47,7 @@ DONE = "[DONE]"
 # -- pure helpers ------------------------------------------------------------------
 def chat_url(endpoint: str) -> str:
     """The chat completions URL for a base URL given with or without ``/v1``."""
-    url = endpoint.strip().rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise ValueError(
-            f"llm.endpoint must be an http(s) URL such as http://127.0.0.1:8080/v1, got {endpoint!r}"
-        )
-    if url.endswith("/chat/completions"):
-        return url
-    if url.endswith("/v1"):
-        return url + "/chat/completions"
-    return url + "/v1/chat/completions"
+    return api_url(endpoint, "chat/completions", "llm.endpoint")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,26 +102,13 @@ def delta_text(payload: str) -> str:
     if not isinstance(chunk, dict):
         raise EngineError(f"The language model endpoint sent unexpected data: {payload[:80]!r}")
     if "error" in chunk:
-        raise EngineError(f"The language model endpoint reported an error: {_error_message(chunk)}")
+        raise EngineError(f"The language model endpoint reported an error: {error_message(chunk)}")
     choices = chunk.get("choices") or []
     if not choices or not isinstance(choices[0], dict):
         return ""
     delta = choices[0].get("delta") or choices[0].get("message") or {}
     content = delta.get("content") if isinstance(delta, dict) else None
     return content if isinstance(content, str) else ""
-
-
-def _error_message(body: object) -> str:
-    """The human part of an error body: OpenAI ``error.message``, FastAPI ``detail``, or the text."""
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-        if err:
-            return str(err)
-        if body.get("detail"):
-            return str(body["detail"])
-    return str(body)[:200]
 
 
 def request_body(model: str, messages: Sequence[ChatMessage], params: GenerationParams) -> dict[str, object]:
@@ -158,35 +137,12 @@ class _Retryable(Exception):
     """A failure before the first token that a retry may cure."""
 
 
-@dataclass(slots=True)
-class _Call:
-    """One in-flight ``stream`` call; the lock orders abort's socket shutdown against detach."""
+class _Call(StreamSocket):
+    """One in-flight ``stream`` call of a session."""
 
-    session_id: str
-    aborted: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    sock: socket.socket | None = None
-
-    def attach(self, response: httpx2.Response) -> bool:
-        stream = response.extensions.get("network_stream")
-        with self.lock:
-            if self.aborted.is_set():
-                return False
-            self.sock = stream.get_extra_info("socket") if stream is not None else None
-            return True
-
-    def detach(self) -> None:
-        with self.lock:
-            self.sock = None
-
-    def abort(self) -> None:
-        with self.lock:
-            self.aborted.set()
-            if self.sock is not None:
-                try:
-                    self.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader blocked in recv
-                except OSError:
-                    pass  # already closed by its owner
+    def __init__(self, session_id: str) -> None:
+        super().__init__()
+        self.session_id = session_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,13 +183,9 @@ class OpenAIChatEngine:
         self._on_attempt = on_attempt  # (session_id, attempt): observability and tests
         self._on_backoff = on_backoff  # (session_id, retry, delay_s), just before the backoff wait
         self._rng = rng or random.Random()
-        headers = {"Accept": "text/event-stream"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        self._client = httpx2.Client(
-            headers=headers,
-            timeout=httpx2.Timeout(read_timeout_s, connect=connect_timeout_s),
-            limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        self._client = pooled_client(
+            api_key=api_key, accept="text/event-stream", connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s, max_connections=max_connections,
         )
         self._lock = threading.Lock()
         self._calls: dict[str, _Call] = {}
@@ -326,7 +278,7 @@ class OpenAIChatEngine:
             except Exception as exc:
                 if call.aborted.is_set():
                     return  # our own socket shutdown, or a failure nobody waits for any more
-                reason = _describe(exc)
+                reason = describe(exc)
                 if started[0] or not isinstance(exc, _Retryable) or attempt > self.retry.retries:
                     self._count("failed")
                     if isinstance(exc, EngineError) and not started[0]:
@@ -375,7 +327,7 @@ class OpenAIChatEngine:
                 finally:
                     call.detach()
         except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
-            raise _Retryable(_describe(exc)) from exc
+            raise _Retryable(describe(exc)) from exc
 
     @staticmethod
     def _check_status(response: httpx2.Response) -> None:
@@ -383,7 +335,7 @@ class OpenAIChatEngine:
             return
         response.read()
         try:
-            detail = _error_message(response.json())
+            detail = error_message(response.json())
         except ValueError:
             detail = response.text[:200]
         message = f"HTTP {response.status_code}: {detail}"
@@ -404,11 +356,3 @@ def _payloads(response: httpx2.Response) -> Iterator[str]:
         data = decoder.feed(line)
         if data is not None:
             yield data
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, httpx2.ConnectError):
-        return f"cannot connect ({exc})"
-    if isinstance(exc, httpx2.TimeoutException):
-        return f"timed out ({type(exc).__name__})"
-    return str(exc) or type(exc).__name__

@@ -35,7 +35,7 @@ from voicechat.server.connection import (
     ConnectionLimits,
     close_or_abort,
 )
-from voicechat.server.health import GpuProbe, system_health
+from voicechat.server.health import GpuProbe, remote_engine, system_health
 from voicechat.server.metrics import ServerMetrics, engine_breakers
 from voicechat.server.protocol import encode_message
 from voicechat.server.routes import HttpRoutes
@@ -277,6 +277,9 @@ class VoiceServer:
                     "retry_after_s": round(stats.retry_after_s, 1), "last_error": stats.last_error,
                 },
             }
+            remote = remote_engine(engine)
+            if remote is not None:
+                engine_info[stage]["remote"] = remote
         return {
             "status": "stopping" if self.stopping.is_set() else "ok",
             "uptime_s": round(time.time() - self.started_at, 1),
