@@ -252,3 +252,24 @@ def test_health_shows_a_remote_engine_and_nothing_for_in_process_ones() -> None:
 
     assert remote_engine(Pool()) == {"kind": "fake", "reachable": True}
     assert remote_engine(object()) is None
+
+
+def test_a_server_down_at_start_warns_once_and_each_call_fails_with_a_reason(caplog: pytest.LogCaptureFixture) -> None:
+    from support.remote_tts_servers import free_port
+
+    from voicechat.assembly import _build_tts
+    from voicechat.engines.protocols import VoiceSettings
+
+    port = free_port()  # nothing listens there
+    settings = load_config(None, env={}, overrides={"tts.engine": "wyoming", "tts.endpoint": f"tcp://127.0.0.1:{port}"})
+    with caplog.at_level("WARNING"):
+        pool = _build_tts(settings.settings)
+    try:
+        assert [r.getMessage() for r in caplog.records if "not reachable" in r.getMessage()] != []
+        with pytest.raises(EngineError, match="cannot connect"):
+            list(pool.synthesize("s1", "Hello.", VoiceSettings("", 1.0)))
+        health = remote_engine(pool)
+        assert health is not None and health["endpoint"] == f"tcp://127.0.0.1:{port}"
+        assert health["reachable"] is False and "Connection" in str(health["error"])
+    finally:
+        pool.close()  # type: ignore[attr-defined]
