@@ -277,6 +277,8 @@ def _build_tts(settings: Settings) -> SpeechSynthesizer:
     from voicechat.models.store import PROJECT_ROOT
     from voicechat.tts.pool import TTSPool
 
+    if t.engine in ("openai", "wyoming"):
+        return _build_remote_tts(settings)
     if t.engine == "espeak":
         from voicechat.tts.espeak_engine import EspeakEngine
 
@@ -301,6 +303,35 @@ def _build_tts(settings: Settings) -> SpeechSynthesizer:
     return TTSPool(
         lambda: next(made, None) or KokoroEngine(t.voice, kokoro_dir, t.speed, t.chunk_ms, model=first.model),
         workers=t.workers, breaker=_breaker("speech synthesizer", t),
+    )
+
+
+def _build_remote_tts(settings: Settings) -> SpeechSynthesizer:
+    """A pool whose workers are concurrent requests to the remote server; it may be down at start (one
+    warning: its breaker handles the calls)."""
+    from voicechat.tts.pool import TTSPool
+    from voicechat.tts.remote import RemoteSpeech, RemoteTtsEngine
+
+    t = settings.tts
+    client: RemoteSpeech
+    if t.engine == "openai":
+        from voicechat.tts.openai_tts import OpenAISpeechClient
+
+        client = OpenAISpeechClient(
+            t.endpoint, model=t.remote_model, response_format=t.remote_format, pcm_rate=t.remote_sample_rate,
+            api_key=t.remote_api_key, connect_timeout_s=t.connect_timeout_s, read_timeout_s=t.read_timeout_s,
+            max_connections=t.workers,
+        )
+    else:
+        from voicechat.tts.wyoming_tts import WyomingSpeechClient
+
+        client = WyomingSpeechClient(t.endpoint, connect_timeout_s=t.connect_timeout_s,
+                                     read_timeout_s=t.read_timeout_s)
+    client.reach.warn_if_down(f"the {t.engine} speech server (tts.endpoint)", client.endpoint)
+    rate = settings.audio.output_sample_rate
+    return TTSPool(
+        lambda: RemoteTtsEngine(client, rate, t.chunk_ms, t.remote_voice, t.speed), workers=t.workers,
+        breaker=_breaker("speech synthesizer", t), remote=client,
     )
 
 

@@ -258,7 +258,7 @@ def test_bad_literal_lists_choices() -> None:
     msg = str(error_of(env={}, overrides={"tts.engine": "festival"}))
     assert msg == (
         "tts.engine = 'festival' (from cli --set tts.engine=festival) is invalid; "
-        "allowed: 'espeak', 'piper', 'kokoro', 'scripted'"
+        "allowed: 'espeak', 'piper', 'kokoro', 'openai', 'wyoming', 'scripted'"
     )
     assert "allowed: 16000" in str(error_of(env={"VOICECHAT_AUDIO__STT_SAMPLE_RATE": "8000"}))
 

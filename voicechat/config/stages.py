@@ -16,7 +16,15 @@ from voicechat.engines.endpoints import HTTP_SCHEMES, parse_endpoint
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 SECRET: JsonDict = {"secret": True}  # json_schema_extra marker: value is masked in `config` output
-REMOTE_STT_SCHEMES = {"openai": HTTP_SCHEMES, "wyoming": ("tcp",)}  # stt.engine -> stt.endpoint's schemes
+REMOTE_SCHEMES = {"openai": HTTP_SCHEMES, "wyoming": ("tcp",)}  # a remote stt/tts engine -> its endpoint's schemes
+
+
+def remote_endpoint(stage: str, value: str, engine: str) -> str:
+    """``<stage>.endpoint`` checked against ``<stage>.engine`` (a remote one needs its kind of URL)."""
+    schemes = REMOTE_SCHEMES.get(engine)
+    if schemes is not None:
+        parse_endpoint(value, key=f"{stage}.endpoint ({stage}.engine = '{engine}')", schemes=schemes)
+    return value.strip()
 
 
 class _Section(BaseModel):
@@ -207,10 +215,7 @@ class SttSettings(_Section):
     @classmethod
     def _endpoint_fits_engine(cls, value: str, info: ValidationInfo) -> str:
         """A remote engine needs its kind of URL (a config error, not a failure at the first turn)."""
-        schemes = REMOTE_STT_SCHEMES.get(info.data.get("engine", ""))
-        if schemes is not None:
-            parse_endpoint(value, key=f"stt.endpoint (stt.engine = {info.data['engine']})", schemes=schemes)
-        return value.strip()
+        return remote_endpoint("stt", value, info.data.get("engine", ""))
 
 
 class LlmSettings(_Section):
@@ -316,8 +321,10 @@ class LlmSettings(_Section):
 class TtsSettings(_Section):
     """Text to speech (a pool of engine instances)."""
 
-    engine: Literal["espeak", "piper", "kokoro", "scripted"] = Field(
-        "espeak", description="Text-to-speech engine; scripted is a test double"
+    engine: Literal["espeak", "piper", "kokoro", "openai", "wyoming", "scripted"] = Field(
+        "espeak", description="Text-to-speech engine: in-process espeak, piper or kokoro; a remote server over the "
+        "OpenAI audio API (openai) or Home Assistant's Wyoming protocol (wyoming), at tts.endpoint; scripted is a "
+        "test double",
     )
     voice: str = Field(
         "en-us",
@@ -337,6 +344,33 @@ class TtsSettings(_Section):
     kokoro_dir: str = Field(
         "models/kokoro-82m", description="Directory of the Kokoro-82M weights and voices/ for tts.engine = kokoro"
     )
+    endpoint: str = Field(
+        "", validate_default=True,
+        description="Remote engines: the server, http(s)://host:port[/v1] for openai (POST .../v1/audio/speech), "
+        "tcp://host:port for wyoming",
+    )
+    remote_model: str = Field("tts-1", description="engine openai: the model field of each request")
+    remote_voice: str = Field(
+        "", description="Remote engines: the server's voice name; empty = alloy for openai, the server's default "
+        "for wyoming",
+    )
+    remote_format: Literal["pcm", "wav"] = Field(
+        "pcm", description="engine openai: response_format asked for; pcm streams where the server does (a WAV "
+        "body is recognised whatever was asked)",
+    )
+    remote_sample_rate: int = Field(
+        24000, ge=8000, le=192000,
+        description="engine openai: sample rate (Hz) of a raw pcm body whose server sends no X-Sample-Rate "
+        "(OpenAI: 24000)",
+    )
+    remote_api_key: str = Field(
+        "", description="engine openai: API key (sent as a bearer token); or set VOICECHAT_TTS__REMOTE_API_KEY",
+        json_schema_extra=SECRET,
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, le=300, description="Remote engines: timeout in seconds for "
+                                     "connecting to the server")
+    read_timeout_s: float = Field(10.0, gt=0, le=600, description="Remote engines: longest wait in seconds for "
+                                  "the server's next data; a stalled reply ends its sentence with an error")
     call_timeout_s: float = Field(
         15.0, gt=0, le=600,
         description="Longest wait in seconds for the next audio chunk of a sentence; a call that takes longer "
@@ -358,3 +392,9 @@ class TtsSettings(_Section):
     scripted_chunk_s: float = Field(
         0.0, ge=0, description="Scripted engine: delay between audio chunks in seconds"
     )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_fits_engine(cls, value: str, info: ValidationInfo) -> str:
+        """A remote engine needs its kind of URL (a config error, not a failure at the first reply)."""
+        return remote_endpoint("tts", value, info.data.get("engine", ""))

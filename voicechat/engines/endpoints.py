@@ -60,7 +60,7 @@ def parse_endpoint(value: str, *, key: str, schemes: tuple[str, ...]) -> Endpoin
     return Endpoint(parts.scheme, parts.hostname, port, path)
 
 
-def api_url(endpoint: str, path: str, *, key: str) -> str:
+def api_url(endpoint: str, path: str, key: str) -> str:
     """The URL of OpenAI API ``path`` (e.g. ``audio/transcriptions``) under a base URL.
 
     The base may be given with or without ``/v1``, or be the whole URL already.
@@ -74,6 +74,12 @@ def api_url(endpoint: str, path: str, *, key: str) -> str:
     if url.endswith("/v1"):
         return f"{url}/{path}"
     return f"{url}/v1/{path}"
+
+
+def tcp_address(endpoint: str, key: str) -> tuple[str, int]:
+    """(host, port) of ``tcp://host:port``; ValueError naming ``key`` for anything else."""
+    parsed = parse_endpoint(endpoint, key=key, schemes=("tcp",))
+    return parsed.host, parsed.port
 
 
 # -- health --------------------------------------------------------------------------------------

@@ -47,6 +47,11 @@ class Abortable:
             self._sock = sock
             return True
 
+    def attach_response(self, response: httpx2.Response) -> bool:
+        """Attach a streamed response's socket (``attach``), so ``abort`` wakes its reader."""
+        stream = response.extensions.get("network_stream")
+        return self.attach(stream.get_extra_info("socket") if stream is not None else None)
+
     def detach(self) -> None:
         with self._lock:
             self._sock = None
@@ -116,6 +121,26 @@ class _TrackingBackend(httpcore2.NetworkBackend):
 
     def sleep(self, seconds: float) -> None:
         self._backend.sleep(seconds)
+
+
+def pooled_client(
+    *, api_key: str = "", accept: str = "*/*", connect_timeout_s: float = 5.0, read_timeout_s: float = 30.0,
+    max_connections: int = 100,
+) -> httpx2.Client:
+    """One client for all calls to an endpoint: kept-alive connections, a bearer token when ``api_key`` is set.
+
+    ``read_timeout_s`` bounds each wait for the server's next bytes (seconds), so a stalled stream ends
+    with ``httpx2.ReadTimeout`` instead of hanging. A streamed response's reader is aborted through
+    ``Abortable.attach_response``; to abort the wait for the headers too, use ``abortable_client``.
+    """
+    headers = {"Accept": accept}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return httpx2.Client(
+        headers=headers,
+        timeout=httpx2.Timeout(read_timeout_s, connect=connect_timeout_s),
+        limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+    )
 
 
 def abortable_client(*, max_connections: int, connect_timeout_s: float, read_timeout_s: float,

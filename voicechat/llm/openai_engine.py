@@ -33,7 +33,7 @@ from voicechat.core.history import ChatMessage
 from voicechat.engines.circuit_breaker import BreakerStats, CircuitBreaker, Permit
 from voicechat.engines.endpoints import api_url
 from voicechat.engines.protocols import EngineError, GenerationParams
-from voicechat.engines.remote import Abortable, describe, error_message
+from voicechat.engines.remote import Abortable, describe, error_message, pooled_client
 from voicechat.llm.probe import ProbeCallback, report
 
 log = logging.getLogger(__name__)
@@ -144,10 +144,6 @@ class _Call(Abortable):
         super().__init__()
         self.session_id = session_id
 
-    def attach_response(self, response: httpx2.Response) -> bool:
-        stream = response.extensions.get("network_stream")
-        return self.attach(stream.get_extra_info("socket") if stream is not None else None)
-
 
 @dataclass(frozen=True, slots=True)
 class OpenAIEngineStats:
@@ -187,13 +183,9 @@ class OpenAIChatEngine:
         self._on_attempt = on_attempt  # (session_id, attempt): observability and tests
         self._on_backoff = on_backoff  # (session_id, retry, delay_s), just before the backoff wait
         self._rng = rng or random.Random()
-        headers = {"Accept": "text/event-stream"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        self._client = httpx2.Client(
-            headers=headers,
-            timeout=httpx2.Timeout(read_timeout_s, connect=connect_timeout_s),
-            limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        self._client = pooled_client(
+            api_key=api_key, accept="text/event-stream", connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s, max_connections=max_connections,
         )
         self._lock = threading.Lock()
         self._calls: dict[str, _Call] = {}

@@ -93,6 +93,7 @@ class RemoteTranscriber(ABC):
     def abort(self, inputs: Sequence[SpeechInput]) -> None:
         with self._lock:
             calls = [self._calls[item] for item in inputs if item in self._calls]
+            self.aborted += len(calls)
         for call in calls:
             call.abort()
 
@@ -101,6 +102,7 @@ class RemoteTranscriber(ABC):
         with self._lock:
             self._closed = True
             calls = list(self._calls.values())
+            self.aborted += len(calls)
         for call in calls:
             call.abort()
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -127,8 +129,4 @@ class RemoteTranscriber(ABC):
                 error.__cause__ = exc
                 return error
             text = ""
-        if call.aborted.is_set():
-            with self._lock:
-                self.aborted += 1
-            return ""
-        return text.strip()
+        return "" if call.aborted.is_set() else text.strip()

@@ -165,8 +165,8 @@ class SttScheduler:
         for job in removed:
             job.payload.future.cancel()
         if running and isinstance(self.model, AbortableTranscriber):  # callers learn at once; the others go on
+            fail(running, CancelledError())  # first: what the aborted call returns must not reach its caller
             self.model.abort([r.input for r in running])
-            fail(running, CancelledError())
 
     def close(self, timeout: float = 10.0) -> bool:
         """Stop the workers; waiting requests are cancelled (their callers get EngineError).

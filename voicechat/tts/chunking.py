@@ -39,28 +39,42 @@ def rechunk(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
         yield bytes(buf)
 
 
-def float_stream_to_pcm16(
-    pieces: Iterable[tuple[np.ndarray, int]], out_rate: int, size: int
-) -> Iterator[bytes]:
-    """Float audio pieces ``(samples, rate)`` -> PCM16 chunks at ``out_rate``.
+def pcm16_stream_to_chunks(pieces: Iterable[tuple[bytes, int]], out_rate: int, size: int) -> Iterator[bytes]:
+    """PCM16 mono pieces ``(data, rate)`` -> ``size``-byte chunks at ``out_rate``.
 
     One stateful resampler per stream (created on the first piece), flushed at
-    the end, so a voice whose native rate differs from the pool's rate is
-    converted without clicks between pieces.
+    the end, so audio whose rate differs from the pool's rate is converted
+    without clicks between pieces. A piece may end inside a sample: the odd
+    byte is carried to the next piece.
     """
 
     def pcm() -> Iterator[bytes]:
         resampler: StreamResampler | None = None
-        for samples, rate in pieces:
+        carry = b""
+        for data, rate in pieces:
             if resampler is None:
                 resampler = StreamResampler(rate, out_rate)
             elif rate != resampler.in_rate:
                 raise ValueError(f"sample rate changed within one stream: {resampler.in_rate} -> {rate}")
-            yield resampler.process(float_to_pcm16(np.asarray(samples, dtype=np.float32).reshape(-1)).tobytes())
+            data = carry + data
+            cut = len(data) & ~1
+            data, carry = data[:cut], data[cut:]
+            yield resampler.process(data)
         if resampler is not None:
             yield resampler.process(b"", last=True)
 
     return rechunk(pcm(), size)
+
+
+def float_stream_to_pcm16(
+    pieces: Iterable[tuple[np.ndarray, int]], out_rate: int, size: int
+) -> Iterator[bytes]:
+    """Float audio pieces ``(samples, rate)`` -> PCM16 chunks at ``out_rate`` (see ``pcm16_stream_to_chunks``)."""
+    as_pcm = (
+        (float_to_pcm16(np.asarray(samples, dtype=np.float32).reshape(-1)).tobytes(), rate)
+        for samples, rate in pieces
+    )
+    return pcm16_stream_to_chunks(as_pcm, out_rate, size)
 
 
 class StreamStop:

@@ -57,6 +57,14 @@ class PoolEngine(Protocol):
     def shutdown(self) -> None: ...
 
 
+class RemoteClient(Protocol):
+    """The shared client of a remote backend (``remote.py``)."""
+
+    def health(self) -> dict[str, object]: ...
+
+    def close(self) -> None: ...
+
+
 _END = object()  # end of a job's chunks
 
 
@@ -134,7 +142,10 @@ class TTSPool(SpeechSynthesizer):
         breaker: CircuitBreaker | None = None,
         stop_grace_s: float = 2.0,
         stuck: StuckCalls = STUCK_CALLS,
+        remote: RemoteClient | None = None,
     ) -> None:
+        """``remote``: the shared client of a remote backend (its ``health()`` goes to /health/detailed, and
+        it is closed with the pool)."""
         if workers < 1:
             raise ValueError("a TTS pool needs at least one worker (tts.workers >= 1)")
         self._engines: list[PoolEngine] = []
@@ -152,6 +163,7 @@ class TTSPool(SpeechSynthesizer):
         self.join_timeout_s = join_timeout_s
         self.breaker = breaker or CircuitBreaker("speech synthesizer")
         self.stop_grace_s = stop_grace_s
+        self.remote = remote
         self._factory = engine_factory
         self._stuck = stuck
         self._stopping: dict[int, GiveUp] = {}  # worker index -> grace period of its stopped job
@@ -207,6 +219,8 @@ class TTSPool(SpeechSynthesizer):
         else:
             for engine in engines:
                 engine.shutdown()
+        if self.remote is not None:
+            self.remote.close()
         return not stuck
 
     def stats(self) -> TtsPoolStats:
