@@ -68,6 +68,8 @@ class ChildProcess:
 
     def start(self, ready: re.Pattern[str] | None = None, timeout_s: float = 60.0) -> re.Match[str] | None:
         """Start it (again, after ``stop`` or ``kill``); with ``ready``, wait until a line of its output matches."""
+        if self.exit_code is None and self.proc is not None:
+            raise RuntimeError(f"{self.name} is running already (pid {self.proc.pid})")
         self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT if self.merge_stderr else subprocess.PIPE,
                                      text=True, start_new_session=True)
