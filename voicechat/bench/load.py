@@ -241,15 +241,21 @@ def run_one(plan: LoadPlan, n: int, churn: int, speech: list[Utterance]) -> dict
 
 
 def run(plan: LoadPlan, sessions: list[int], churn: int, frontends: list[str] | None = None,
-        compare: tuple[str, list[str]] | None = None) -> dict[str, object]:
+        compare: tuple[str, list[str]] | None = None, remote: dict[str, str] | None = None) -> dict[str, object]:
     """The first N with churn (the headline figures), then the rest of the capacity sweep.
 
     With several variants (front ends, and/or the values of one setting to ``compare``), each N runs
     on each variant in turn (alternating, so that they see the same machine state) and the result
-    holds one such report per variant under "frontends", keyed by its label.
+    holds one such report per variant under "frontends", keyed by its label. With ``remote`` (the
+    settings that point the server at engine servers, ``deploy/engine_servers.py``) every variant runs
+    in-process and remote.
     """
     speech = script(plan.engines)
     variants = _variants(plan, frontends or [plan.frontend], compare)
+    if remote is not None:
+        extra = tuple(f"{k}={v}" for k, v in remote.items())
+        variants = {f"{label} {where}".strip(): replace(v, extra=(*v.extra, *extra) if where == "remote" else v.extra)
+                    for label, v in variants.items() for where in ("in-process", "remote")}
     runs: dict[str, list[dict[str, object]]] = {label: [] for label in variants}
     for i, n in enumerate(sessions):
         for label, variant in variants.items():
@@ -326,12 +332,23 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--compare", type=_compare, metavar="KEY=V1,V2",
                         help="run each N with each value of one setting, alternating "
                         "(e.g. vad.end_of_turn=smart,silence)")
+    parser.add_argument("--remote", action="store_true",
+                        help="also run the engines in their own servers (llama_cpp.server, faster-whisper-server, "
+                        "wyoming-piper: deploy/engine_servers.py), alternating with in-process (--engines starter)")
     parser.add_argument("--json", help="write the result to this file")
     parser.add_argument("--plot", help="write a PNG: latency distribution and the capacity curve")
     args = parser.parse_args(argv)
     plan = LoadPlan(args.engines, args.seconds, args.turns, args.barge_every, args.stt_delay, args.llm_delay,
                     args.tts_delay, args.silence, tuple(args.set))
-    result = run(plan, args.sessions, args.churn, args.frontend, args.compare)
+    if args.remote and args.engines != "starter":
+        parser.error("--remote serves the starter models: use it with --engines starter")
+    if args.remote:
+        from voicechat.deploy.engine_servers import engine_servers, settings_of
+
+        with tempfile.TemporaryDirectory(prefix="voicechat-engines-") as tmp, engine_servers(Path(tmp)) as servers:
+            result = run(plan, args.sessions, args.churn, args.frontend, args.compare, settings_of(servers))
+    else:
+        result = run(plan, args.sessions, args.churn, args.frontend, args.compare)
     reports = result.get("frontends", {args.frontend[0]: result})  # type: ignore[union-attr]
     for label, report in reports.items():  # type: ignore[union-attr]
         printable = {k: v for k, v in report.items() if k not in SAMPLES and k != "sweep"}

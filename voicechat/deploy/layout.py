@@ -15,6 +15,7 @@ import signal
 import sys
 import tempfile
 import threading
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -151,6 +152,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--scripted", action="store_true", help="scripted engines (no models needed)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting for every replica, as run.py --set")
+    parser.add_argument("--remote-engines", action="store_true", help="serve the starter models from their own "
+                        "servers (llama_cpp.server, faster-whisper-server, wyoming-piper) that every replica shares")
     parser.add_argument("--dir", type=Path, default=None, help="keep the replicas' and Redis' files here")
     args = parser.parse_args(argv)
     settings = {}
@@ -164,7 +167,16 @@ def main(argv: list[str]) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        with Layout(plan) as layout:
+        with ExitStack() as stack:
+            if args.remote_engines:
+                from voicechat.deploy.engine_servers import engine_servers, settings_of
+
+                work = args.dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="voicechat-engines-")))
+                servers = stack.enter_context(engine_servers(work / "engines"))
+                plan.settings = {"models.set": "starter", **settings_of(servers), **plan.settings}
+                for name, server in servers.items():
+                    print(f"voicechat layout: {name} server on 127.0.0.1:{server.port} (pid {server.process.pid})")
+            layout = stack.enter_context(Layout(plan))
             print(f"voicechat layout: {len(layout.replicas)} replicas, Redis at {layout.redis_url}")
             for i, replica in enumerate(layout.replicas):
                 print(f"  replica r{i + 1}: {replica.http_url} (pid {replica.pid})")
