@@ -176,6 +176,16 @@ def error_message(body: object) -> str:
     return str(body)[:200]
 
 
+def response_error(response: httpx2.Response) -> str:
+    """``HTTP <status>: <the body's human part>`` of a response that was not 200 (reads its body)."""
+    response.read()
+    try:
+        detail = error_message(response.json())
+    except ValueError:
+        detail = response.text[:200]
+    return f"HTTP {response.status_code}: {detail}"
+
+
 def describe(exc: BaseException) -> str:
     """A short reason for a failed request, for logs and the breaker's last error."""
     if isinstance(exc, httpx2.ConnectError | ConnectionRefusedError):

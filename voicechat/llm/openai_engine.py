@@ -33,7 +33,7 @@ from voicechat.core.history import ChatMessage
 from voicechat.engines.circuit_breaker import BreakerStats, CircuitBreaker, Permit
 from voicechat.engines.endpoints import api_url
 from voicechat.engines.protocols import EngineError, GenerationParams
-from voicechat.engines.remote import Abortable, describe, error_message, pooled_client
+from voicechat.engines.remote import Abortable, describe, error_message, pooled_client, response_error
 from voicechat.llm.probe import ProbeCallback, report
 
 log = logging.getLogger(__name__)
@@ -333,12 +333,7 @@ class OpenAIChatEngine:
     def _check_status(response: httpx2.Response) -> None:
         if response.status_code == 200:
             return
-        response.read()
-        try:
-            detail = error_message(response.json())
-        except ValueError:
-            detail = response.text[:200]
-        message = f"HTTP {response.status_code}: {detail}"
+        message = response_error(response)
         if response.status_code in RETRY_STATUS:
             raise _Retryable(message)
         hint = " (check llm.api_key)" if response.status_code in (401, 403) else ""

@@ -20,7 +20,7 @@ import httpx2
 
 from voicechat.engines.endpoints import api_url
 from voicechat.engines.protocols import EngineError
-from voicechat.engines.remote import Abortable, describe, error_message, pooled_client
+from voicechat.engines.remote import Abortable, describe, pooled_client, response_error
 from voicechat.tts.remote import PcmDecoder, Reachability, remote_health
 
 __all__ = ["OpenAISpeechClient", "speech_body"]
@@ -82,14 +82,9 @@ class _SpeechStream:
 def _check_status(response: httpx2.Response, url: str) -> None:
     if response.status_code == 200:
         return
-    response.read()
-    try:
-        detail = error_message(response.json())
-    except ValueError:
-        detail = response.text[:200]
     hint = {401: " (check tts.remote_api_key)", 403: " (check tts.remote_api_key)",
             404: " (check tts.endpoint and tts.remote_model)"}.get(response.status_code, "")
-    raise EngineError(f"the speech server at {url} refused the request: HTTP {response.status_code}: {detail}{hint}")
+    raise EngineError(f"the speech server at {url} refused the request: {response_error(response)}{hint}")
 
 
 class OpenAISpeechClient:
