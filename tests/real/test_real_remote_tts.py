@@ -119,9 +119,10 @@ def test_abort_mid_reply_ends_the_stream_at_once_and_closes_the_connection(
         wait_until(lambda: connections_to(server.port) > 0, 10, "a connection to the server")
     aborted = time.monotonic()
     pool.abort("s1")
-    assert list(chunks) == [] and time.monotonic() - aborted < 0.1
-    wait_until(lambda: connections_to(server.port) == 0, 10 if kind == "openai" else 1, "closing the connection")
-    assert pool.stats().cancelled >= 1
+    # at once: well before the rest of the long text could be made (seconds here), whatever the machine's load
+    assert list(chunks) == [] and time.monotonic() - aborted < 1.0
+    wait_until(lambda: connections_to(server.port) == 0, 10 if kind == "openai" else 2, "closing the connection")
+    wait_until(lambda: pool.stats().cancelled >= 1, 10, "the worker counting the job cancelled")
     assert list(pool.synthesize("s2", "Hello.", VOICE))  # the workers are free again
 
 
