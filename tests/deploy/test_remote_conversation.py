@@ -7,7 +7,9 @@ streams a Piper-spoken question as a browser would and hears the reply.
 
 from __future__ import annotations
 
+import json
 import secrets
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +53,8 @@ def test_a_spoken_question_is_heard_answered_and_spoken_by_remote_engines(tmp_pa
     with engine_servers(tmp_path / "engines", stt=stt, tts=tts) as servers:
         with voicechat_on(settings_of(servers), tmp_path / "voicechat", token) as server:
             received, done = run(talk(server.ws_url))
+            with urllib.request.urlopen(server.http_url + "health/detailed", timeout=30) as response:
+                engines = json.loads(response.read())["engines"]
     finals = [m["text"] for m in received.of_type("final_transcript")]
     assert len(finals) == 1 and same_words(finals[0], QUESTION), finals
     assert done["text"].strip(), done
@@ -58,3 +62,8 @@ def test_a_spoken_question_is_heard_answered_and_spoken_by_remote_engines(tmp_pa
                             if a.generation == done["generation"]] or [np.zeros(0, np.int16)])
     assert len(audio) >= 0.5 * 16000 and np.abs(audio.astype(np.int32)).max() > 1000, len(audio)
     assert not received.of_type("error"), received.of_type("error")
+    for stage, endpoint in (("stt", servers["stt"].settings["stt.endpoint"]),
+                            ("tts", servers["tts"].settings["tts.endpoint"]),
+                            ("llm", servers["llm"].settings["llm.endpoint"])):
+        remote = engines[stage]["remote"]  # /health/detailed shows where each stage runs and that it answers
+        assert remote["reachable"] is True and str(remote["endpoint"]).startswith(endpoint.rstrip("/")), remote

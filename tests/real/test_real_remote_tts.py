@@ -152,7 +152,6 @@ def test_a_server_killed_mid_reply_fails_that_reply_and_later_replies_work_once_
     with pytest.raises(EngineError) as down:
         list(guarded(pool, "b", SENTENCE))
     assert error_code("tts", down.value) in ("tts_failed", "tts_unavailable") and time.monotonic() - started < 5
-    assert pool.remote.health()["reachable"] in (True, False)
 
     server.start()
     for session in ("a", "b"):

@@ -16,9 +16,8 @@ from wyoming.error import Error
 from wyoming.event import read_event
 
 from voicechat.config.loading import ConfigError, load_config
-from voicechat.engines.endpoints import api_url, tcp_address
+from voicechat.engines.endpoints import api_url, remote_status_of, tcp_address
 from voicechat.engines.protocols import EngineError
-from voicechat.server.health import remote_engine
 from voicechat.tts.openai_tts import header_rate, speech_body
 from voicechat.tts.remote import PcmDecoder, Reachability, RemoteTtsEngine, parse_wav_header
 from voicechat.tts.wyoming_tts import WyomingReply, synthesize_bytes
@@ -183,7 +182,7 @@ class FakeClient:
         self.opened.append((text, voice, speed))
         return self.stream
 
-    def health(self) -> dict[str, object]:
+    def remote_status(self) -> dict[str, object]:
         return {"kind": self.kind, "reachable": True}
 
     def close(self) -> None:
@@ -250,8 +249,8 @@ def test_health_shows_a_remote_engine_and_nothing_for_in_process_ones() -> None:
     class Pool:
         remote = FakeClient(FakeStream([]))
 
-    assert remote_engine(Pool()) == {"kind": "fake", "reachable": True}
-    assert remote_engine(object()) is None
+    assert remote_status_of(Pool()) == {"kind": "fake", "reachable": True}
+    assert remote_status_of(object()) is None
 
 
 def test_a_server_down_at_start_warns_once_and_each_call_fails_with_a_reason(caplog: pytest.LogCaptureFixture) -> None:
@@ -268,7 +267,7 @@ def test_a_server_down_at_start_warns_once_and_each_call_fails_with_a_reason(cap
         assert [r.getMessage() for r in caplog.records if "not reachable" in r.getMessage()] != []
         with pytest.raises(EngineError, match="cannot connect"):
             list(pool.synthesize("s1", "Hello.", VoiceSettings("", 1.0)))
-        health = remote_engine(pool)
+        health = remote_status_of(pool)
         assert health is not None and health["endpoint"] == f"tcp://127.0.0.1:{port}"
         assert health["reachable"] is False and "Connection" in str(health["error"])
     finally:

@@ -107,9 +107,17 @@ def tcp_status(endpoint: str, host: str, port: int, timeout_s: float = 1.0) -> d
     return {"endpoint": endpoint, "reachable": error is None, "error": error}
 
 
+def url_status(url: str, timeout_s: float = 1.0) -> dict[str, object]:
+    """``remote_status`` of an engine at an http(s) ``url`` (a TCP connect to its host and port)."""
+    parts = urlsplit(url)
+    port = parts.port or DEFAULT_PORTS.get(parts.scheme, 80)
+    return tcp_status(url, parts.hostname or "", port, timeout_s)
+
+
 def remote_status_of(engine: object) -> dict[str, object] | None:
-    """The remote status of a stage's engine, or of the model its scheduler fronts; None if local."""
-    for candidate in (engine, getattr(engine, "model", None)):
+    """The remote status of a stage's engine, of the model its scheduler fronts or of the client its pool
+    shares (``remote``); None if local."""
+    for candidate in (engine, getattr(engine, "model", None), getattr(engine, "remote", None)):
         if isinstance(candidate, RemoteEngine):
             try:
                 return candidate.remote_status()

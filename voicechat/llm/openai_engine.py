@@ -31,7 +31,7 @@ import httpx2
 
 from voicechat.core.history import ChatMessage
 from voicechat.engines.circuit_breaker import BreakerStats, CircuitBreaker, Permit
-from voicechat.engines.endpoints import api_url
+from voicechat.engines.endpoints import api_url, url_status
 from voicechat.engines.protocols import EngineError, GenerationParams
 from voicechat.engines.remote import Abortable, describe, error_message, pooled_client, response_error
 from voicechat.llm.probe import ProbeCallback, report
@@ -183,6 +183,7 @@ class OpenAIChatEngine:
         self._on_attempt = on_attempt  # (session_id, attempt): observability and tests
         self._on_backoff = on_backoff  # (session_id, retry, delay_s), just before the backoff wait
         self._rng = rng or random.Random()
+        self._connect_timeout_s = connect_timeout_s
         self._client = pooled_client(
             api_key=api_key, accept="text/event-stream", connect_timeout_s=connect_timeout_s,
             read_timeout_s=read_timeout_s, max_connections=max_connections,
@@ -228,6 +229,10 @@ class OpenAIChatEngine:
             call = self._calls.pop(session_id, None)
         if call is not None:
             call.abort()
+
+    def remote_status(self) -> dict[str, object]:
+        """For /health/detailed: where the model runs and whether it answers (a TCP connect)."""
+        return {**url_status(self.url, min(1.0, self._connect_timeout_s)), "protocol": "openai", "model": self.model}
 
     def close(self) -> None:
         with self._lock:

@@ -131,20 +131,6 @@ def thread_summary() -> dict[str, object]:
     return {"count": len(threads), "names": dict(sorted(groups.items()))}
 
 
-def remote_engine(engine: object) -> dict[str, object] | None:
-    """A remote engine's endpoint and whether it is reachable (its ``remote.health()``); None for in-process
-    engines. May block up to the remote's connect probe (about 2 s) on a cache miss."""
-    remote = getattr(engine, "remote", None)
-    health = getattr(remote, "health", None)
-    if not callable(health):
-        return None
-    try:
-        return dict(health())
-    except Exception as exc:  # health reporting must never break on one engine
-        log.debug("remote engine health failed: %s", exc)
-        return {"reachable": False, "error": f"{type(exc).__name__}: {exc}"}
-
-
 def _disk(path: Path) -> dict[str, object] | None:
     """Usage of the file system holding ``path`` (its nearest existing parent, if it is not made yet)."""
     target = Path(path).expanduser().absolute()

@@ -36,7 +36,7 @@ from voicechat.server.connection import (
     ConnectionLimits,
     close_or_abort,
 )
-from voicechat.server.health import GpuProbe, remote_engine, system_health
+from voicechat.server.health import GpuProbe, system_health
 from voicechat.server.metrics import ServerMetrics, engine_breakers
 from voicechat.server.protocol import encode_message
 from voicechat.server.routes import HttpRoutes
@@ -283,9 +283,6 @@ class VoiceServer:
                 },
                 "remote": remote_status_of(engine),  # endpoint and reachable, for engines on another server
             }
-            remote = remote_engine(engine)
-            if remote is not None:
-                engine_info[stage]["remote"] = remote
         return {
             "status": "stopping" if self.stopping.is_set() else "ok",
             "uptime_s": round(time.time() - self.started_at, 1),

@@ -17,7 +17,7 @@ import json
 
 import httpx2
 
-from voicechat.engines.endpoints import api_url, tcp_status
+from voicechat.engines.endpoints import api_url, url_status
 from voicechat.engines.protocols import EngineError, SpeechInput
 from voicechat.engines.remote import Abortable, abortable_client, aborting, describe, error_message
 from voicechat.stt.remote import RemoteTranscriber, wav_bytes
@@ -89,9 +89,7 @@ class OpenAITranscriber(RemoteTranscriber):
         return transcript_text(response.status_code, response.content, self.url)
 
     def remote_status(self) -> dict[str, object]:
-        url = httpx2.URL(self.url)
-        port = url.port or (443 if url.scheme == "https" else 80)
-        status = tcp_status(self.url, url.host, port, min(1.0, self._connect_timeout_s))
+        status = url_status(self.url, min(1.0, self._connect_timeout_s))
         return {**status, "protocol": "openai", "model": self.model or None}
 
     def close(self) -> None:

@@ -114,7 +114,7 @@ class OpenAISpeechClient:
     def open(self, text: str, voice: str, speed: float) -> _SpeechStream:
         return _SpeechStream(self, speech_body(self.model, voice, text, self.response_format, speed))
 
-    def health(self) -> dict[str, object]:
+    def remote_status(self) -> dict[str, object]:
         return remote_health(self.kind, self.url, self.reach)
 
     def close(self) -> None:

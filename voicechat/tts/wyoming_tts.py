@@ -149,7 +149,7 @@ class WyomingSpeechClient:
         """``speed`` is not part of the Wyoming protocol: the server's own length scale rules."""
         return _WyomingStream(self, text, voice)
 
-    def health(self) -> dict[str, object]:
+    def remote_status(self) -> dict[str, object]:
         return remote_health(self.kind, self.endpoint, self.reach)
 
     def close(self) -> None:
