@@ -13,11 +13,12 @@ import numpy as np
 import psutil
 import pytest
 from support.real import same_words, starter_settings
-from support.remote_tts_servers import RemoteServer, openai_server, wyoming_server  # noqa: F401 - fixtures
+from support.remote_tts_servers import openai_server, wyoming_server  # noqa: F401 - fixtures
 
 from voicechat.assembly import _build_tts
 from voicechat.audio import StreamResampler
 from voicechat.config.loading import Settings
+from voicechat.deploy.engine_servers import EngineServer
 from voicechat.engines.call_guard import CallGuard, error_code
 from voicechat.engines.protocols import EngineError, VoiceSettings
 from voicechat.models.store import resolve_stt_model
@@ -33,18 +34,18 @@ LONG = ("Once upon a time there was a lighthouse keeper who lived alone on a roc
 VOICE = VoiceSettings("", 1.0)
 
 
-def endpoint_of(kind: str, server: RemoteServer) -> str:
-    return f"tcp://127.0.0.1:{server.port}" if kind == "wyoming" else f"http://127.0.0.1:{server.port}/v1"
+def endpoint_of(kind: str, server: EngineServer) -> str:
+    return server.endpoint
 
 
 @pytest.fixture(params=["wyoming", "openai"])
-def remote(request: pytest.FixtureRequest) -> tuple[str, RemoteServer]:
+def remote(request: pytest.FixtureRequest) -> tuple[str, EngineServer]:
     kind = request.param
     return kind, request.getfixturevalue(f"{kind}_server")
 
 
 @pytest.fixture
-def pool(remote: tuple[str, RemoteServer]) -> Iterator[TTSPool]:
+def pool(remote: tuple[str, EngineServer]) -> Iterator[TTSPool]:
     kind, server = remote
     built = _build_tts(starter_settings(**{"tts.engine": kind, "tts.endpoint": endpoint_of(kind, server),
                                            "tts.workers": "2", "tts.read_timeout_s": "20"}))
@@ -91,7 +92,7 @@ def test_a_sentence_is_spoken_at_the_products_rate_and_heard_back(pool: TTSPool,
     assert same_words(heard, SENTENCE)
 
 
-def test_wyoming_audio_starts_before_the_whole_text_is_synthesized(wyoming_server: RemoteServer) -> None:  # noqa: F811
+def test_wyoming_audio_starts_before_the_whole_text_is_synthesized(wyoming_server: EngineServer) -> None:  # noqa: F811
     t = starter_settings(**{"tts.engine": "wyoming", "tts.endpoint": endpoint_of("wyoming", wyoming_server)})
     built = _build_tts(t)
     try:
@@ -108,7 +109,7 @@ def test_wyoming_audio_starts_before_the_whole_text_is_synthesized(wyoming_serve
 
 
 def test_abort_mid_reply_ends_the_stream_at_once_and_closes_the_connection(
-    pool: TTSPool, remote: tuple[str, RemoteServer]
+    pool: TTSPool, remote: tuple[str, EngineServer]
 ) -> None:
     kind, server = remote
     list(pool.synthesize("warm", "Hello.", VOICE))
@@ -133,7 +134,7 @@ def guarded(pool: TTSPool, session: str, text: str) -> Iterator[bytes]:
 
 
 def test_a_server_killed_mid_reply_fails_that_reply_and_later_replies_work_once_it_is_back(
-    pool: TTSPool, remote: tuple[str, RemoteServer]
+    pool: TTSPool, remote: tuple[str, EngineServer]
 ) -> None:
     kind, server = remote
     list(pool.synthesize("warm", "Hello.", VOICE))

@@ -19,10 +19,11 @@ import pytest
 from support.engines import recognizer_factory
 from support.helpers import EventCollector, Feeder, count
 from support.real import same_words, spoken
-from support.remote_servers import SttServer, openai_stt_server, wyoming_stt_server  # noqa: F401 - fixtures
+from support.remote_servers import openai_stt_server, wyoming_stt_server  # noqa: F401 - fixtures
 
 from voicechat.audio import pcm16_to_float
 from voicechat.core.events import ErrorEvent, FinalTranscript
+from voicechat.deploy.engine_servers import EngineServer
 from voicechat.engines.circuit_breaker import CircuitBreaker
 from voicechat.engines.endpoints import remote_status_of
 from voicechat.engines.protocols import EngineError, Engines, SpeechInput
@@ -67,11 +68,11 @@ class WatchedWyoming(Watched, WyomingTranscriber):
 
 
 @pytest.fixture(params=["openai", "wyoming"])
-def server(request: pytest.FixtureRequest) -> SttServer:
+def server(request: pytest.FixtureRequest) -> EngineServer:
     return request.getfixturevalue(f"{request.param}_stt_server")
 
 
-def engine_for(server: SttServer) -> RemoteTranscriber:
+def engine_for(server: EngineServer) -> RemoteTranscriber:
     kind = WatchedOpenAI if server.kind == "openai" else WatchedWyoming
     engine = kind(server.endpoint, connect_timeout_s=2.0, read_timeout_s=30.0)
     engine.started, engine.ended = threading.Event(), threading.Event()
@@ -79,7 +80,7 @@ def engine_for(server: SttServer) -> RemoteTranscriber:
 
 
 @pytest.fixture
-def engine(server: SttServer) -> Iterator[RemoteTranscriber]:
+def engine(server: EngineServer) -> Iterator[RemoteTranscriber]:
     made = engine_for(server)
     yield made
     made.close()
@@ -90,7 +91,7 @@ def audio_of(text: str) -> np.ndarray:
 
 
 @pytest.mark.timeout(120)
-def test_a_spoken_question_is_transcribed_word_for_word(server: SttServer, engine: RemoteTranscriber) -> None:
+def test_a_spoken_question_is_transcribed_word_for_word(server: EngineServer, engine: RemoteTranscriber) -> None:
     texts = engine.transcribe_batch([SpeechInput("s1", audio_of(QUESTION), True, "en"),
                                      SpeechInput("s2", audio_of(SECOND), True, "en")])
     assert same_words(texts[0], QUESTION) and same_words(texts[1], SECOND), texts
@@ -99,7 +100,7 @@ def test_a_spoken_question_is_transcribed_word_for_word(server: SttServer, engin
 
 
 @pytest.mark.timeout(60)
-def test_a_cancelled_sessions_running_request_stops_at_once(server: SttServer, engine: RemoteTranscriber) -> None:
+def test_a_cancelled_sessions_running_request_stops_at_once(server: EngineServer, engine: RemoteTranscriber) -> None:
     scheduler = SttScheduler(engine, call_timeout_s=30.0)
     long_speech = np.concatenate([audio_of(QUESTION)] * 8)  # ~25 s: the server works on it for seconds
     outcome: dict[str, object] = {}
@@ -149,7 +150,7 @@ def stt_errors(collector: EventCollector) -> list[ErrorEvent]:
 
 @pytest.mark.timeout(240)
 def test_sessions_hear_exactly_and_survive_the_server_dying_mid_call(
-    server: SttServer, make_manager: Callable[..., object]
+    server: EngineServer, make_manager: Callable[..., object]
 ) -> None:
     engine = engine_for(server)  # closed with the manager's engines
     manager = make_manager(remote_engines(engine))
@@ -161,7 +162,7 @@ def test_sessions_hear_exactly_and_survive_the_server_dying_mid_call(
     assert same_words(finals(heard_a)[0], QUESTION), finals(heard_a)
 
     engine.started.clear()
-    killer = threading.Thread(target=lambda: engine.started.wait(30) and server.stop(), name="test-killer")
+    killer = threading.Thread(target=lambda: engine.started.wait(30) and server.kill(), name="test-killer")
     killer.start()
     say(a, SECOND)  # its request runs when the killer strikes
     killer.join(30)

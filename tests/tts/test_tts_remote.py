@@ -254,9 +254,8 @@ def test_health_shows_a_remote_engine_and_nothing_for_in_process_ones() -> None:
 
 
 def test_a_server_down_at_start_warns_once_and_each_call_fails_with_a_reason(caplog: pytest.LogCaptureFixture) -> None:
-    from support.remote_tts_servers import free_port
-
     from voicechat.assembly import _build_tts
+    from voicechat.deploy.processes import free_port
     from voicechat.engines.protocols import VoiceSettings
 
     port = free_port()  # nothing listens there

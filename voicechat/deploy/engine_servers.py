@@ -40,10 +40,16 @@ VOICE = "en_US-joe-medium"
 class EngineServer:
     """A started-or-not engine server; ``settings`` point a replica at it (``--set`` form)."""
 
-    name: str
+    name: str  # its stage: "llm", "stt", "tts"
     process: ChildProcess
     port: int
     settings: dict[str, str] = field(default_factory=dict)
+    kind: str = "openai"  # the protocol it speaks: "openai" or "wyoming"
+
+    @property
+    def endpoint(self) -> str:
+        """Where it listens, as ``<stage>.endpoint`` takes it."""
+        return self.settings[f"{self.name}.endpoint"]
 
     def start(self, timeout_s: float = READY_S) -> EngineServer:
         """Start (or start again on the same port) and wait until it accepts connections."""
@@ -90,7 +96,7 @@ def stt_server(kind: Kind, work_dir: Path, model_dir: Path = WHISPER_DIR, thread
             "--cpu-threads", str(threads),
         ])
         endpoint = f"tcp://127.0.0.1:{port}"
-    return EngineServer("stt", process, port, {"stt.engine": kind, "stt.endpoint": endpoint})
+    return EngineServer("stt", process, port, {"stt.engine": kind, "stt.endpoint": endpoint}, kind)
 
 
 def tts_server(kind: Kind, work_dir: Path, voice_dir: Path = VOICE_DIR, voice: str = VOICE) -> EngineServer:
@@ -110,7 +116,7 @@ def tts_server(kind: Kind, work_dir: Path, voice_dir: Path = VOICE_DIR, voice: s
             "--download-dir", str(work_dir),
         ])
         endpoint = f"tcp://127.0.0.1:{port}"
-    return EngineServer("tts", process, port, {"tts.engine": kind, "tts.endpoint": endpoint})
+    return EngineServer("tts", process, port, {"tts.engine": kind, "tts.endpoint": endpoint}, kind)
 
 
 @contextmanager
