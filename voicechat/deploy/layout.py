@@ -22,8 +22,8 @@ from types import TracebackType
 
 from voicechat.deploy.haproxy import Backend, haproxy_config
 from voicechat.deploy.processes import ChildProcess, ChildStartError, ServerProcess, free_port, wait_for_port
+from voicechat.deploy.redis_process import RedisProcess
 
-REDIS_READY_S = 20.0
 PROXY_READY_S = 20.0
 
 
@@ -50,7 +50,7 @@ class Layout:
 
     def __init__(self, plan: LayoutPlan) -> None:
         self.plan = plan
-        self.redis: ChildProcess | None = None
+        self.redis: RedisProcess | None = None
         self.replicas: list[ServerProcess] = []
         self.proxy: ChildProcess | None = None
         self.redis_url = ""
@@ -118,16 +118,9 @@ class Layout:
     # -- internals ---------------------------------------------------------------------
     def _start_redis(self) -> None:
         assert self.work_dir is not None
-        port = free_port()
-        data = self.work_dir / "redis"
-        data.mkdir(parents=True, exist_ok=True)
-        self.redis = ChildProcess("redis", [
-            "redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data), "--save", "",
-            "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "yes",
-        ])
+        self.redis = RedisProcess(self.work_dir / "redis")
         self.redis.start()
-        wait_for_port("127.0.0.1", port, REDIS_READY_S, alive=self.redis)
-        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        self.redis_url = self.redis.url
 
     def _start_proxy(self) -> None:
         assert self.work_dir is not None
