@@ -13,7 +13,7 @@ import numpy as np
 import psutil
 import pytest
 from support.real import same_words, starter_settings
-from support.remote_tts_servers import openai_server, wyoming_server  # noqa: F401 - fixtures
+from support.remote_servers import openai_server, wyoming_server  # noqa: F401 - fixtures
 
 from voicechat.assembly import _build_tts
 from voicechat.audio import StreamResampler
