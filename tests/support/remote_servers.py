@@ -13,28 +13,28 @@ and loads the file, but every request resolves its voice through the package's c
 
 Each server listens on a random free port; ``kill()`` ends it as a crash would and ``start()`` brings it
 back on the same port. The fixtures are module-scoped; a test module imports them by name. A server
-package that is not importable skips; a missing starter model fails, naming the command that fetches it.
+package that is not importable skips; a missing starter model fails with the model store's message (the
+file, and the command that fetches it).
 """
 
 from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
-from voicechat.deploy.engine_servers import VOICE, VOICE_DIR, WHISPER_DIR, EngineServer, stt_server, tts_server
+from voicechat.deploy.engine_servers import EngineServer, stt_server, tts_server
+from voicechat.models.store import MissingModelError
 
-FETCH = "run `python3 run.py models download --set starter`"
 
-
-def _running(package: str, model: Path, make: Callable[[], EngineServer]) -> Iterator[EngineServer]:
+def _running(package: str, make: Callable[[], EngineServer]) -> Iterator[EngineServer]:
     if importlib.util.find_spec(package) is None:
         pytest.skip(f"{package} is not installed (a test extra: pip install -e '.[test]')")
-    if not model.exists():
-        pytest.fail(f"{model} is missing: {FETCH}", pytrace=False)
-    server = make().start()
+    try:
+        server = make().start()
+    except MissingModelError as missing:
+        pytest.fail(str(missing), pytrace=False)
     try:
         yield server
     finally:
@@ -44,22 +44,22 @@ def _running(package: str, model: Path, make: Callable[[], EngineServer]) -> Ite
 @pytest.fixture(scope="module")
 def openai_stt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineServer]:
     work = tmp_path_factory.mktemp("openai-stt")
-    yield from _running("faster_whisper_server", WHISPER_DIR / "model.bin", lambda: stt_server("openai", work))
+    yield from _running("faster_whisper_server", lambda: stt_server("openai", work))
 
 
 @pytest.fixture(scope="module")
 def wyoming_stt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineServer]:
     work = tmp_path_factory.mktemp("wyoming-stt")
-    yield from _running("wyoming_faster_whisper", WHISPER_DIR / "model.bin", lambda: stt_server("wyoming", work))
+    yield from _running("wyoming_faster_whisper", lambda: stt_server("wyoming", work))
 
 
 @pytest.fixture(scope="module")
 def wyoming_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineServer]:
     work = tmp_path_factory.mktemp("wyoming")
-    yield from _running("wyoming_piper", VOICE_DIR / f"{VOICE}.onnx", lambda: tts_server("wyoming", work))
+    yield from _running("wyoming_piper", lambda: tts_server("wyoming", work))
 
 
 @pytest.fixture(scope="module")
 def openai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineServer]:
     work = tmp_path_factory.mktemp("openai-tts")
-    yield from _running("local_tts", VOICE_DIR / f"{VOICE}.onnx", lambda: tts_server("openai", work))
+    yield from _running("local_tts", lambda: tts_server("openai", work))

@@ -31,8 +31,9 @@ from pathlib import Path
 import psutil
 
 from voicechat.bench.load_client import ClientResult, MicrophoneBank, SimulatedUser, Utterance, utterance
-from voicechat.bench.load_server import ROOT, BenchServer, evictions
+from voicechat.bench.load_server import BenchServer, evictions
 from voicechat.bench.load_stats import Delays, capacity, cpu_by_group, summarise_turns
+from voicechat.models.store import PROJECT_ROOT
 from voicechat.speech_samples import SAMPLE_QUESTIONS, SAMPLE_SENTENCES, piper_speech_16k, speech_16k
 
 CHURN_PARALLEL = 10
@@ -89,7 +90,7 @@ def script(engines: str = "scripted", gains: int = 4) -> list[Utterance]:
     """What the users say, at a few levels: the 20 espeak-ng sample sentences (the scripted STT knows them),
     or for real models the sample questions in the starter set's Piper voice."""
     if engines == "starter":
-        speech = dict(zip(SAMPLE_QUESTIONS, piper_speech_16k(SAMPLE_QUESTIONS, voice_dir=ROOT / "models/piper"),
+        speech = dict(zip(SAMPLE_QUESTIONS, piper_speech_16k(SAMPLE_QUESTIONS, voice_dir=PROJECT_ROOT / "models/piper"),
                           strict=True))
     else:
         speech = {text: speech_16k(text) for text in SAMPLE_SENTENCES}

@@ -22,9 +22,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from voicechat.deploy.processes import ServerProcess
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
 # First part of the names of the threads each session owns (its stage workers and RealtimeSTT's).
 SESSION_THREADS = {"capture", "stt", "llm", "tts", "local"}
 

@@ -9,7 +9,8 @@ loopback port, with the settings that point a voicechat replica at it:
 - TTS: ``local-tts-studio`` (OpenAI audio API) or ``wyoming-piper`` (Wyoming)
   -> ``tts.engine = "openai" | "wyoming"``.
 
-They serve the starter set's files (models/: SmolLM2, Whisper tiny.en, Piper joe) offline,
+They serve the starter set's files (``starter_files``: SmolLM2, Whisper tiny.en, Piper joe, found
+where ``python3 run.py`` with ``models.set = "starter"`` finds them) offline,
 so ``run.py layout --remote-engines``, ``bench load --remote`` and the tests run the same
 servers a user would. On a real GPU server, start them by hand: docs/deploy.md.
 """
@@ -25,15 +26,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from voicechat.deploy.processes import ROOT, ChildProcess, free_port, wait_for_port
+from voicechat.deploy.processes import ChildProcess, free_port, wait_for_port
+from voicechat.models.store import PROJECT_ROOT
 
 Kind = Literal["openai", "wyoming"]
 READY_S = 120.0  # loading a model on 2 busy cores
-MODELS = ROOT / "models"
-LLM_FILE = MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
-WHISPER_DIR = MODELS / "faster-whisper-tiny.en"
-VOICE_DIR = MODELS / "piper"
-VOICE = "en_US-joe-medium"
+
+
+@dataclass(frozen=True)
+class StarterFiles:
+    llm: Path  # the GGUF file
+    whisper: Path  # the CTranslate2 directory
+    voice_dir: Path  # the Piper voice's directory
+    voice: str  # the Piper voice's name
+
+
+def starter_files(root: Path = PROJECT_ROOT) -> StarterFiles:
+    """The starter set's files, resolved as ``run.py`` resolves them (MissingModelError names what to fetch)."""
+    from voicechat.config.loading import load_config
+    from voicechat.models.store import resolve_llm_model, resolve_piper_voice, resolve_stt_model
+
+    settings = load_config(root / "config.toml", env={}, overrides={"models.set": "starter"}).settings
+    voice_onnx, _config = resolve_piper_voice(settings, root)
+    return StarterFiles(Path(resolve_llm_model(settings, root)), Path(resolve_stt_model(settings, root)),
+                        Path(voice_onnx).parent, settings.tts.voice)
 
 
 @dataclass
@@ -70,7 +86,8 @@ def _python(name: str, module: str, args: Sequence[str], env: dict[str, str] | N
     return ChildProcess(name, [sys.executable, "-m", module, *args], env=environment, merge_stderr=True)
 
 
-def llm_server(model: Path = LLM_FILE, threads: int = 2, n_ctx: int = 4096) -> EngineServer:
+def llm_server(model: Path | None = None, threads: int = 2, n_ctx: int = 4096) -> EngineServer:
+    model = model or starter_files().llm
     port = free_port()
     process = _python("llm-server", "llama_cpp.server", [
         "--model", str(model), "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
@@ -81,7 +98,8 @@ def llm_server(model: Path = LLM_FILE, threads: int = 2, n_ctx: int = 4096) -> E
     })
 
 
-def stt_server(kind: Kind, work_dir: Path, model_dir: Path = WHISPER_DIR, threads: int = 2) -> EngineServer:
+def stt_server(kind: Kind, work_dir: Path, model_dir: Path | None = None, threads: int = 2) -> EngineServer:
+    model_dir = model_dir or starter_files().whisper
     port = free_port()
     work_dir.mkdir(parents=True, exist_ok=True)
     if kind == "openai":  # faster-whisper-server 0.0.3: a local model directory as its one model
@@ -99,7 +117,10 @@ def stt_server(kind: Kind, work_dir: Path, model_dir: Path = WHISPER_DIR, thread
     return EngineServer("stt", process, port, {"stt.engine": kind, "stt.endpoint": endpoint}, kind)
 
 
-def tts_server(kind: Kind, work_dir: Path, voice_dir: Path = VOICE_DIR, voice: str = VOICE) -> EngineServer:
+def tts_server(kind: Kind, work_dir: Path, voice_dir: Path | None = None, voice: str = "") -> EngineServer:
+    if voice_dir is None or not voice:
+        starter = starter_files()
+        voice_dir, voice = voice_dir or starter.voice_dir, voice or starter.voice
     port = free_port()
     work_dir.mkdir(parents=True, exist_ok=True)
     if kind == "openai":  # local-tts-studio 1.0: its settings name the voice folder and the default voice

@@ -15,12 +15,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-ROOT = Path(__file__).resolve().parents[2]
+from voicechat.models.store import PROJECT_ROOT
+
 KEPT_LINES = 200
 
 
@@ -58,7 +59,7 @@ class ChildProcess:
     """``with ChildProcess("redis", [...]) as redis: ...``: stopped (SIGTERM, then SIGKILL) and reaped on exit."""
 
     def __init__(self, name: str, cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
-                 cwd: Path = ROOT, merge_stderr: bool = False) -> None:
+                 cwd: Path = PROJECT_ROOT, merge_stderr: bool = False) -> None:
         self.name, self.cmd, self.env, self.cwd = name, list(cmd), dict(env) if env is not None else None, cwd
         self.merge_stderr = merge_stderr  # the ``ready`` line may come on standard error (uvicorn logs there)
         self.proc: subprocess.Popen[str] | None = None
@@ -131,7 +132,8 @@ class ChildProcess:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
-    def _drain(self, stream: IO[str], on_line=None, on_end=None) -> None:  # noqa: ANN001
+    def _drain(self, stream: IO[str], on_line: Callable[[str], None] | None = None,
+               on_end: Callable[[], None] | None = None) -> None:
         """Read a pipe to its end so the child never blocks on a full one; keep its last lines."""
 
         def run() -> None:
@@ -156,7 +158,8 @@ class ServerProcess(ChildProcess):
 
     def __init__(self, name: str, settings: Mapping[str, str], *, scripted: bool = False,
                  extra_args: Sequence[str] = ()) -> None:
-        cmd = [sys.executable, str(ROOT / "run.py"), "--no-tui", *(["--scripted"] if scripted else []), *extra_args]
+        cmd = [sys.executable, str(PROJECT_ROOT / "run.py"), "--no-tui", *(["--scripted"] if scripted else []),
+               *extra_args]
         for key, value in settings.items():
             cmd += ["--set", f"{key}={value}"]
         env = {**os.environ, "VOICECHAT_SKIP_BOOTSTRAP": "1", "PYTHONUNBUFFERED": "1"}

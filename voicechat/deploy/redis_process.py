@@ -5,6 +5,7 @@ For ``run.py layout`` and the tests; production runs Redis as a service (docs/de
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import time
@@ -34,8 +35,8 @@ class RedisProcess(ChildProcess):
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, ready=None, timeout_s: float = READY_S):  # noqa: ANN001, ANN201 - ChildProcess.start's
-        """Start and return once it answers PING (it has loaded its append-only file)."""
+    def start(self, ready: re.Pattern[str] | None = None, timeout_s: float = READY_S) -> re.Match[str] | None:
+        """Start and return (None) once it answers PING, having loaded its append-only file (``ready``: unused)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         super().start()
         deadline = time.monotonic() + timeout_s
