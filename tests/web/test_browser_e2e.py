@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import wave
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 import soxr
 from support.engines import scripted_engines
 from support.server import TOKEN, running_server
+from support.services import need
 
 from voicechat.engines.scripted.llm import ScriptedLLM
 from voicechat.engines.scripted.stt import ScriptedTranscriber
@@ -27,17 +27,14 @@ from voicechat.tts.espeak_engine import EspeakEngine
 from voicechat.tts.pool import TTSPool
 
 pytestmark = pytest.mark.browser
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-REQUIRED = os.environ.get("VOICECHAT_BROWSER_TESTS") == "1"
 ARTIFACTS = Path(os.environ.get("VOICECHAT_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 
 
-def _browser_or_skip() -> None:
-    if not Path(CHROMIUM).exists():
-        if REQUIRED:
-            pytest.fail("VOICECHAT_BROWSER_TESTS=1 but chromium is not installed (apt-get install chromium)")
-        pytest.skip("chromium not installed (set VOICECHAT_BROWSER_TESTS=1 to make this a failure)")
+def _browser_or_skip() -> str:
+    """The chromium to drive (skips, or fails under VOICECHAT_BROWSER_TESTS=1, without it or Playwright)."""
+    chromium = need("chromium", flag="VOICECHAT_BROWSER_TESTS")
     pytest.importorskip("playwright.sync_api")
+    return chromium
 
 
 def fake_mic_wav(path: Path, text: str, rate: int = 48000) -> Path:
@@ -54,7 +51,7 @@ def fake_mic_wav(path: Path, text: str, rate: int = 48000) -> Path:
 
 
 def test_page_talks_plays_and_flushes_on_barge_in(make_manager, tmp_path):
-    _browser_or_skip()
+    chromium = _browser_or_skip()
     from playwright.sync_api import expect, sync_playwright
 
     text = SAMPLE_SENTENCES[1]
@@ -69,7 +66,7 @@ def test_page_talks_plays_and_flushes_on_barge_in(make_manager, tmp_path):
     console_errors: list[str] = []
     with running_server(manager, tmp_path / "data", tls="on") as server, sync_playwright() as pw:
         browser = pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
+            executable_path=chromium, headless=True,
             args=[
                 "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
