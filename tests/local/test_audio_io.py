@@ -12,20 +12,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support.helpers import write_wav
+from support.helpers import wait_until, write_wav
 
 from voicechat.audio import read_wav
 from voicechat.local.audio_io import FileIO, PlaybackBuffer, SoundDeviceIO
 from voicechat.local.devices import AudioDeviceError, find_device, format_devices, has_input_device, list_devices
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for a condition that another thread makes true (checked every 5 ms, bounded)."""
-    deadline = time.monotonic() + timeout
-    tick = threading.Event()
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        tick.wait(0.005)
 
 
 def ramp(n: int) -> np.ndarray:

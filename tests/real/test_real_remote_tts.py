@@ -5,13 +5,13 @@ starter Whisper (tiny.en). Waits are on events or on conditions with deadlines."
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import psutil
 import pytest
+from support.helpers import wait_until
 from support.real import same_words, starter_settings
 from support.remote_servers import openai_server, wyoming_server  # noqa: F401 - fixtures
 
@@ -71,13 +71,6 @@ def whisper(settings: Settings) -> Callable[[np.ndarray, int], str]:
 def connections_to(port: int) -> int:
     return sum(1 for c in psutil.Process().net_connections("tcp")
                if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED)
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline, tick = time.monotonic() + timeout_s, threading.Event()
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} not within {timeout_s} s"
-        tick.wait(0.02)
 
 
 def test_a_sentence_is_spoken_at_the_products_rate_and_heard_back(pool: TTSPool, whisper) -> None:

@@ -20,6 +20,14 @@ from voicechat.speech_samples import SAMPLE_SENTENCES, speech_16k, with_silence
 SENTENCES = SAMPLE_SENTENCES
 
 
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, what: str = "the condition") -> None:
+    """Wait for a condition another thread or process makes true (checked every 10 ms; fails after ``timeout_s``)."""
+    deadline, tick = time.monotonic() + timeout_s, threading.Event()
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not within {timeout_s} s"
+        tick.wait(0.01)
+
+
 @lru_cache(maxsize=None)
 def speech(text: str) -> np.ndarray:
     """espeak-ng speech of ``text`` at 16 kHz, made once per test run."""
