@@ -371,6 +371,7 @@ def pipeline_options(settings: Settings, **overrides: object) -> PipelineOptions
             seed=None if llm.seed < 0 else llm.seed, repeat_penalty=llm.repeat_penalty,
         ),
         max_spoken_sentences=llm.max_spoken_sentences,
+        first_phrase_words=settings.tts.first_phrase_words,
         voice=VoiceSettings(settings.tts.voice, settings.tts.speed),
         output_sample_rate=audio.output_sample_rate,
         sentence_queue_size=limits.sentence_queue_size,

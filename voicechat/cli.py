@@ -136,6 +136,7 @@ def bench_main(argv: list[str]) -> int:
         "sessions": "voicechat.bench.sessions", "stt": "voicechat.bench.stt",
         "tts": "voicechat.bench.tts", "llm": "voicechat.bench.llm", "load": "voicechat.bench.load",
         "faults": "voicechat.bench.faults", "turns": "voicechat.bench.turns", "echo": "voicechat.bench.echo",
+        "weights": "voicechat.bench.llm_weights",
     }
     if not argv or argv[0] not in benches:
         print(f"usage: run.py bench {{{','.join(benches)}}} [options]", file=sys.stderr)
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  config    print the effective configuration and where each value came from")
         print("  test      run the test suite (pytest arguments pass through)")
         print("  selftest  check the install: real engines on tiny bundled models, one spoken turn")
-        print("  bench     run a benchmark: bench sessions|stt|tts|llm|load|faults|turns|echo [options] "
+        print("  bench     run a benchmark: bench sessions|stt|tts|llm|load|faults|turns|echo|weights [options] "
               "(docs/benchmarks.md)")
         print("  models    list, download or verify model files: models list|download [NAME...|--set SET]|verify")
         print("  devices   list microphones and speakers (for --input-device / --output-device)")

@@ -12,6 +12,7 @@ import pytest
 from support.turn_models import starter_files_or_skip
 
 from voicechat.bench import turn_evidence as te
+from voicechat.models.registry import SMOLLM2_FILE
 from voicechat.stt.turn_end import AUDIO_AND_WORDS, LLM_WORDS, TurnEndRules
 
 RULES = [(LLM_WORDS, "llm"), (AUDIO_AND_WORDS, "words")]
@@ -26,7 +27,7 @@ PAUSED = ("I would like to order a | large pizza with mushrooms.",
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory):
     starter_files_or_skip("smart-turn/smart-turn-v3.2-cpu.onnx", "faster-whisper-tiny.en",
-                          "piper/en_US-joe-medium.onnx", "SmolLM2-135M-Instruct.Q4_1.gguf")
+                          "piper/en_US-joe-medium.onnx", SMOLLM2_FILE)
     from voicechat.bench.turns import Signals, instant, observe
     from voicechat.models.store import PROJECT_ROOT
     from voicechat.stt.silero_batch import SileroBatch

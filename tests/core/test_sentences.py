@@ -38,6 +38,28 @@ def test_short_clause_is_not_released():
     assert s.feed("Yes, ") == []
 
 
+def test_first_piece_released_before_a_phrase_opener_once_long_enough():
+    s = SentenceSplitter(first_phrase_min_words=4)
+    assert s.feed("The sky looks blue because") == []  # the last word may still grow ("becausefoo")
+    assert s.feed(" sunlight scatters in the air. Red") == [
+        "The sky looks blue", "because sunlight scatters in the air."]
+    assert s.flush() == ["Red"]
+
+
+def test_a_phrase_opener_too_early_or_inside_a_word_does_not_cut():
+    assert split_all("Paris is in France and Europe.", first_phrase_min_words=4) == ["Paris is in France",
+                                                                                   "and Europe."]
+    assert split_all("The capital of France is Paris.", first_phrase_min_words=4) == [
+        "The capital of France is Paris."]  # "of" comes after two words only
+    assert split_all("It will be sunny tomorrow afternoon. Bring water with you.", first_phrase_min_words=4) == [
+        "It will be sunny tomorrow afternoon.", "Bring water with you."]  # "tomorrow" is not "to"; later pieces whole
+
+
+def test_phrase_cuts_are_off_by_default():
+    text = "The sky looks blue because sunlight scatters."
+    assert split_all(text) == [text]
+
+
 def test_piece_needs_following_whitespace():
     s = SentenceSplitter()
     assert s.feed("It costs 3.5") == []
@@ -67,13 +89,15 @@ def test_flush_empty():
     assert SentenceSplitter().flush() == []
 
 
-words = st.sampled_from(["Hello", "world", "Dr.", "ok,", "yes.", "why?", "no!", "a", "3.5", "e.g.", "J.", "-", "\n"])
+words = st.sampled_from(["Hello", "world", "Dr.", "ok,", "yes.", "why?", "no!", "a", "3.5", "e.g.", "J.", "-", "\n",
+                         "and", "to", "tomorrow", "With"])
 
 
 @settings(max_examples=300, deadline=None)
 @given(tokens=st.lists(words, min_size=1, max_size=40), cuts=st.lists(st.integers(1, 7), max_size=40))
 def test_pieces_do_not_depend_on_token_boundaries(tokens, cuts):
     text = " ".join(tokens)
-    whole = split_all(text, max_chars=60)
-    assert split_all(text, cuts, max_chars=60) == whole
-    assert " ".join(whole).split() == text.split()  # nothing lost, nothing added
+    for phrase in (0, 2):
+        whole = split_all(text, max_chars=60, first_phrase_min_words=phrase)
+        assert split_all(text, cuts, max_chars=60, first_phrase_min_words=phrase) == whole
+        assert " ".join(whole).split() == text.split()  # nothing lost, nothing added

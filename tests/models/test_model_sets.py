@@ -69,7 +69,7 @@ def test_starter_fills_the_model_keys_at_their_defaults_and_records_why():
     loaded = load_config(REPO_CONFIG, env={"VOICECHAT_MODELS__SET": "starter"})
     s = loaded.settings
     assert (s.stt.model, s.llm.model, s.tts.engine, s.tts.voice) == (
-        "tiny.en", "models/SmolLM2-135M-Instruct.Q4_1.gguf", "piper", "en_US-joe-medium")
+        "tiny.en", f"models/{registry.SMOLLM2_FILE}", "piper", "en_US-joe-medium")
     assert loaded.sources["tts.voice"] == "models.set = 'starter'"  # config.toml's default value counts as unset
     assert loaded.sources["models.set"] == "env VOICECHAT_MODELS__SET"
 

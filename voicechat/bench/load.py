@@ -228,13 +228,15 @@ def run_one(plan: LoadPlan, n: int, churn: int, speech: list[Utterance]) -> dict
         "evicted_by_queue": evicted,
         "breakdown_ms_p50": summary["breakdown_ms_p50"],
         "breakdown_ms_p95": summary["breakdown_ms_p95"],
+        "timeline_ms": summary["timeline_ms"],
         "delays_ms": plan.delays.total_ms,
         "error_samples": (errors + churn_errors + crashed + warm_errors)[:10],
         "v2v_samples_ms": [round(t.v2v_ms, 1) for t in turns if t.v2v_ms is not None],
         "turn_samples": [
             {"session": t.session, "turn": t.index, "barged": t.barged, "interrupted": t.interrupted_at is not None,
              "v2v_ms": round(t.v2v_ms, 1) if t.v2v_ms is not None else None,
-             "breakdown_ms": {k: round(v, 1) for k, v in t.breakdown_ms().items()}}
+             "breakdown_ms": {k: round(v, 1) for k, v in t.breakdown_ms().items()},
+             "timeline_ms": {k: round(v, 1) for k, v in t.timeline_ms().items()}}
             for t in turns
         ],
         "barge_in_samples_ms": [round(t.barge_in_ms, 1) for t in turns if t.barge_in_ms is not None],

@@ -67,6 +67,14 @@ class TurnRecord:
         points.append(("received", self.first_audio))
         return {f"{a}->{b}": (tb - ta) * 1000 for (a, ta), (b, tb) in zip(points, points[1:], strict=False)}
 
+    def timeline_ms(self) -> dict[str, float]:
+        """Every server stamp of the turn (and the first audio received) as ms after the last voiced sample
+        was sent, in time order: where the wait went, prepared replies included (their stamps overlap)."""
+        if self.first_audio is None or not self.stamps:
+            return {}
+        points = dict(self.stamps, received=self.first_audio)
+        return {name: (at - self.speech_end) * 1000 for name, at in sorted(points.items(), key=lambda kv: kv[1])}
+
 
 @dataclass(frozen=True)
 class Delays:
@@ -95,9 +103,13 @@ def summarise_turns(turns: Iterable[TurnRecord], delays: Delays) -> dict[str, ob
     v2v = [t.v2v_ms for t in turns if t.v2v_ms is not None]
     barge = [t.barge_in_ms for t in turns if t.barge_in_ms is not None]
     stages: dict[str, list[float]] = {}
+    timeline: dict[str, list[float]] = {}
     for turn in turns:
         for name, ms in turn.breakdown_ms().items():
             stages.setdefault(name, []).append(ms)
+        for name, ms in turn.timeline_ms().items():
+            timeline.setdefault(name, []).append(ms)
+    timeline_order = sorted(timeline, key=lambda name: percentile(timeline[name], 50))
     return {
         "turns": sum(t.completed for t in turns),
         "turns_started": len(turns),
@@ -115,6 +127,9 @@ def summarise_turns(turns: Iterable[TurnRecord], delays: Delays) -> dict[str, ob
         },
         "breakdown_ms_p50": {name: quantiles(values)["p50"] for name, values in stages.items()},
         "breakdown_ms_p95": {name: quantiles(values)["p95"] for name, values in stages.items()},
+        # each stamp after the last voiced sample was sent: p50 / p95 and how many turns had it
+        "timeline_ms": {name: [quantiles(timeline[name])["p50"], quantiles(timeline[name])["p95"],
+                               len(timeline[name])] for name in timeline_order},
     }
 
 

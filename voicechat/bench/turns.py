@@ -30,6 +30,7 @@ import numpy as np
 from voicechat.bench.accuracy import accuracy
 from voicechat.bench.turn_evidence import RATE, VOICES, Utterance, load
 from voicechat.bench.turn_scoring import Observed, Signal, choose, describe, percentile, summarize, sweep
+from voicechat.models.registry import SMOLLM2_FILE
 from voicechat.stt.listening import ListeningRules, ListeningState, SpeechStarted
 from voicechat.stt.silero_batch import SileroBatch, SileroStream
 from voicechat.stt.transcript_end import end_of_message, words_score
@@ -92,7 +93,7 @@ class Signals:
         whisper_dir = str(root / "models" / "faster-whisper-tiny.en")
         self.whisper = {w: FasterWhisperModel(whisper_dir, device="cpu", cpu_threads=threads, window=w)
                         for w in ("utterance", "full")}
-        self.llm = _EndOfMessage(root / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf", threads) if llm else None
+        self.llm = _EndOfMessage(root / "models" / SMOLLM2_FILE, threads) if llm else None
 
     def transcribe(self, audio: np.ndarray, window: str) -> tuple[str, float]:
         from voicechat.engines.protocols import SpeechInput

@@ -95,7 +95,8 @@ class TurnMetrics:
     (typed input has neither voice_end nor speech_end). ``prepared``: the reply
     was started before the end of the turn (from a transcript made inside the
     user's pause, stamp ``prepared``) and held until the turn ended, so its
-    stages may precede ``speech_end``.
+    stages may precede ``speech_end``; ``end_of_message`` dates when its prefill
+    said whether the user's message ends there (the words' end-of-turn signal).
     """
 
     generation: int

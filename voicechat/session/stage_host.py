@@ -103,7 +103,15 @@ class ReplyStageHost:
             reply = self._reply
             if reply is None or reply.rid != job.generation:
                 return None
-            return reply.take_end_of_message()
+            listener = reply.take_end_of_message()
+        if listener is None:
+            return None
+
+        def stamped(p: float | None) -> None:
+            self.stamp(job.generation, "end_of_message")
+            listener(p)
+
+        return stamped
 
     def emit_text(self, rid: int, text: str) -> None:
         with self._lock:

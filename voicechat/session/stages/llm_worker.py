@@ -30,6 +30,7 @@ from voicechat.session.stages.base import QueueWorker, StageHost
 class LlmHost(StageHost, Protocol):
     generation_params: GenerationParams
     max_spoken_sentences: int  # 0 = no cap
+    first_phrase_words: int  # the first piece may end before a phrase opener after this many words; 0 = never
 
     def prompt_for(self, job: ReplyJob) -> Sequence[ChatMessage]: ...
 
@@ -66,7 +67,7 @@ class LlmWorker(QueueWorker[ReplyJob]):
         gen = job.generation
         if not self.host.is_current(gen):
             return
-        splitter = SentenceSplitter()
+        splitter = SentenceSplitter(first_phrase_min_words=self.host.first_phrase_words)
         guard = ReplyGuard(max_sentences=self.host.max_spoken_sentences)
         parts: list[str] = []
         kept: list[str] = []  # each sentence as spoken, for the reply text when the guard ends it early
