@@ -135,3 +135,8 @@ def test_an_error_of_the_turn_is_not_held_with_the_prepared_reply(session):
     (error,) = [e for e in events if isinstance(e, ErrorEvent)]
     assert error.stage == "stt" and error.generation == 1
     assert reply_events(events) == []  # the prepared reply itself stays held
+
+
+def test_a_started_session_has_the_model_warm_its_system_prompt(session):
+    pipeline, rec, collector, llm = session
+    assert llm.warm_calls == ["s1"]  # in start(): before any turn (the engine decides whether it can)

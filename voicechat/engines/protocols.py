@@ -149,6 +149,11 @@ class LanguageModel(Protocol):
         """
         ...
 
+    def warm(self, session_id: str, messages: Sequence[ChatMessage]) -> bool:
+        """Optionally get ready for the session's first turn (a new session's system prompt, a restored
+        history): the engine may prefill ``messages`` now, if that delays nobody. True if it did."""
+        ...
+
     def abort(self, session_id: str) -> None:
         """Stop ``session_id``'s running generation at once (its iterator ends)."""
         ...

@@ -155,6 +155,27 @@ class LlamaCppEngine:
             self._scheduler.submit(req)
         return _ReplyStream(self._scheduler, req)
 
+    def warm(self, session_id: str, messages: Sequence[ChatMessage]) -> bool:
+        """Prefill ``messages`` (the system prompt, a restored history) into the session's sequence now,
+        while the model is idle, so its first turn prefills only the user's words; False if skipped.
+
+        A one-token request that nobody reads and no discard can name: a real turn submitted meanwhile
+        replaces it, keeping what it prefilled. Skipped while other requests wait or run (warming never
+        delays anybody's reply) and for a session that already has a request.
+        """
+        with self._lock:
+            if self._closed or session_id in self._previous or not messages or not self._scheduler.idle():
+                return False
+            try:
+                rendered = self._template.render(messages, add_generation_prompt=False)
+            except ChatTemplateError as exc:
+                raise EngineError(str(exc)) from exc
+            tokens = self._ctx.tokenize(rendered)
+            if not tokens or len(tokens) > self._ctx.n_ctx_seq // 2:
+                return False
+            self._scheduler.submit(GenRequest(session_id, tokens, GenerationParams(temperature=0.0, max_tokens=1)))
+            return True
+
     def abort(self, session_id: str) -> None:
         self._scheduler.abort(session_id)
 

@@ -220,6 +220,10 @@ class OpenAIChatEngine:
         if call is not None:
             call.abort()
 
+    def warm(self, session_id: str, messages: Sequence[ChatMessage]) -> bool:
+        """Nothing to prepare: the server keeps its own prompt cache, if any."""
+        return False
+
     def discard(self, session_id: str) -> None:
         """Abort is enough: this client keeps nothing of a reply between calls (no KV, no tokens)."""
         self.abort(session_id)

@@ -77,6 +77,11 @@ class BatchScheduler:
             self._commands.append(("submit", req.session_id, req))
             self._cond.notify()
 
+    def idle(self) -> bool:
+        """No request is waiting or running (a moment's view: others may submit right after)."""
+        with self._cond:
+            return not self._current and not self._commands
+
     def abort(self, session_id: str) -> None:
         with self._cond:
             req = self._current.get(session_id)

@@ -159,6 +159,10 @@ class SpeechPipelineManager(ReplyStageHost):
     def start(self) -> None:
         for worker in self.workers:
             worker.start()
+        try:  # the system prompt's KV ready before the first turn, where the model has nothing else to do
+            self.engines.llm.warm(self.session_id, self.history.messages())
+        except Exception:
+            log.exception("session %s: warming the language model failed", self.session_id)
 
     def stop(self, join_timeout: float | None = None) -> StopReport:
         """Stop every worker, abort engine calls, join with a shared deadline.

@@ -65,6 +65,7 @@ class ScriptedLLM(PacedEngine, LanguageModel):
         self._lock = threading.Lock()
         self.released: list[str] = []
         self.discard_calls: list[str] = []  # every discard asked for, by session id, in order (not in abort_calls)
+        self.warm_calls: list[str] = []  # every warm-up asked for, by session id
         self.prompts: dict[str, list[Sequence[ChatMessage]]] = {}
 
     def stream(
@@ -94,6 +95,12 @@ class ScriptedLLM(PacedEngine, LanguageModel):
             callback(self.end_of_message(last.content) if last is not None and last.role == "user" else None)
         except Exception:
             log.exception("end-of-message callback failed")
+
+    def warm(self, session_id: str, messages: Sequence[ChatMessage]) -> bool:
+        """Recorded in ``warm_calls``; the scripted model keeps nothing, so nothing is prepared."""
+        with self._lock:
+            self.warm_calls.append(session_id)
+        return False
 
     def discard(self, session_id: str) -> None:
         """End the session's stream at once, like abort, and record it in ``discard_calls``.
