@@ -84,25 +84,24 @@ class SentenceSplitter:
                 cuts.append(m.end())
                 break
         if self._emitted == 0:
-            for m in _CLAUSE_END.finditer(buf):
-                if m.end() > self.max_chars:
-                    break
-                if len(buf[: m.start()].split()) >= self.first_fragment_min_words:
-                    cuts.append(m.end())
-                    break
+            cuts += self._early_cut(_CLAUSE_END, self.first_fragment_min_words)
             if self.first_phrase_min_words > 0:
-                for m in _PHRASE_START.finditer(buf):
-                    if m.end() > self.max_chars:
-                        break
-                    if len(buf[: m.start()].split()) >= self.first_phrase_min_words:
-                        cuts.append(m.end())
-                        break
+                cuts += self._early_cut(_PHRASE_START, self.first_phrase_min_words)
         if cuts:
             return min(cuts)
         if len(buf) > self.max_chars:
             space = buf.rfind(" ", 0, self.max_chars)
             return space if space > 0 else self.max_chars
         return None
+
+    def _early_cut(self, pattern: re.Pattern[str], min_words: int) -> list[int]:
+        """The first match of ``pattern`` with ``min_words`` words before it, as a one-item list (or none)."""
+        for m in pattern.finditer(self._buf):
+            if m.end() > self.max_chars:
+                break
+            if len(self._buf[: m.start()].split()) >= min_words:
+                return [m.end()]
+        return []
 
     @staticmethod
     def _is_abbreviation(buf: str, dot: int) -> bool:
