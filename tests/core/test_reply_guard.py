@@ -85,3 +85,11 @@ def test_an_early_clause_counts_with_its_sentence():
     guard = ReplyGuard(max_sentences=2)
     assert run(guard, ["You said:", "hello there.", "Then a second one.", "A third is cut."]) == [
         "You said:", "hello there.", "Then a second one."]
+
+
+def test_a_first_phrase_cut_counts_with_its_sentence_and_only_the_first_piece_is_one():
+    guard = ReplyGuard(max_sentences=2)
+    assert run(guard, ["You said turn off the lights", "at eleven.", "Then a second one.", "A third is cut."]) == [
+        "You said turn off the lights", "at eleven.", "Then a second one."]
+    later = ReplyGuard(max_sentences=2)  # a later piece without an end mark (a line, the last words) counts
+    assert run(later, ["First line.", "Second line", "Third line."]) == ["First line.", "Second line"]

@@ -9,7 +9,8 @@ threads, no clock.
 Rules, on the words of a sentence (lower case, punctuation ignored):
 
 - after ``max_sentences`` spoken sentences the reply ends (0 = no cap; a
-  clause the splitter released early counts with the sentence it begins);
+  clause or a first phrase the splitter released early counts with the
+  sentence it begins);
 - a sentence of at least ``min_words_compared`` words that the reply already
   said word for word (however it was split into pieces), or nearly the same as
   an earlier piece (``SequenceMatcher`` ratio at or above ``max_similarity``),
@@ -29,6 +30,7 @@ from difflib import SequenceMatcher
 
 _WORD = re.compile(r"[\w']+")
 CLAUSE_ENDS = (",", ";", ":", "-", "–", "—")
+_SENTENCE_END = re.compile(r"[.!?…][\"')\]]*$")
 
 
 @dataclass
@@ -41,6 +43,7 @@ class ReplyGuard:
     loop_repeats: int = 3
     min_words_compared: int = 3  # shorter sentences ("Yes.", "Okay.") may recur
     spoken: int = 0
+    _pieces: int = field(default=0, init=False)
     stop_reason: str = ""  # non-empty once the reply is to end
     _sentences: list[tuple[str, ...]] = field(default_factory=list)
     _ngrams: Counter[tuple[str, ...]] = field(default_factory=Counter)
@@ -92,8 +95,12 @@ class ReplyGuard:
         return sentence
 
     def _count(self, piece: str) -> None:
-        """A clause released early ("You said:", "Well,") is part of the sentence that follows it."""
-        if not piece.rstrip().endswith(CLAUSE_ENDS):
+        """A clause released early ("You said:", "Well,") is part of the sentence that follows it, and so
+        is a first piece cut before a phrase ("You said turn off the lights" | "at eleven.")."""
+        piece = piece.rstrip()
+        first_fragment = self._pieces == 0 and not _SENTENCE_END.search(piece)
+        self._pieces += 1
+        if not piece.endswith(CLAUSE_ENDS) and not first_fragment:
             self.spoken += 1
 
     def _stop(self, reason: str) -> None:
