@@ -24,9 +24,10 @@ import numpy as np
 
 from voicechat.llm.llama_context import BatchToken, LlamaContext
 from voicechat.models import registry
+from voicechat.models.convert import ConversionError, requantize_gguf
 from voicechat.models.store import PROJECT_ROOT, models_dir
 
-FORMATS = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "f16": "LLAMA_FTYPE_MOSTLY_F16"}
+FORMATS = ("q8_0", "q4_0", "f16")
 TEXTS = (
     "<|im_start|>system\nYou are a friendly voice assistant.<|im_end|>\n<|im_start|>user\nWhat is the capital of "
     "France?<|im_end|>\n<|im_start|>assistant\nThe capital of France is Paris. It is known for the Eiffel Tower and "
@@ -40,16 +41,13 @@ PROSE = "The quick brown fox jumps over the lazy dog. " * 12
 
 def converted(source: Path, fmt: str, cache: Path) -> Path:
     """``source`` re-encoded as ``fmt`` (made once, kept in ``cache``)."""
-    import llama_cpp as ll
-
     out = cache / f"{source.stem}.{fmt}.gguf"
     if not out.is_file():
         cache.mkdir(parents=True, exist_ok=True)
-        params = ll.llama_model_quantize_default_params()
-        params.ftype = getattr(ll, FORMATS[fmt])
-        params.allow_requantize = True
-        if ll.llama_model_quantize(str(source).encode(), str(out).encode(), params) != 0:
-            raise SystemExit(f"llama.cpp could not convert {source} to {fmt}")
+        try:
+            requantize_gguf(source, out, fmt)
+        except ConversionError as exc:
+            raise SystemExit(str(exc)) from exc
     return out
 
 

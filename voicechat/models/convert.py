@@ -37,14 +37,21 @@ def convert(conversion: str, source: Path, target: Path, threads: int = 0) -> No
     """Write ``source`` converted by ``conversion`` to ``target`` (which must not be in use)."""
     if conversion != GGUF_Q8_0:
         raise ValueError(f"unknown conversion {conversion!r} (known: {', '.join(CONVERSIONS)})")
+    requantize_gguf(source, target, "Q8_0", threads)
+    log.info("%s: converted to Q8_0 (%s)", target.name, f"{target.stat().st_size / 1e6:.0f} MB")
+
+
+def requantize_gguf(source: Path, target: Path, fmt: str, threads: int = 0) -> None:
+    """``source``'s weights re-encoded by llama.cpp's quantizer as ``fmt`` (``Q8_0``, ``Q4_0``, ``F16``: the
+    name of a ``LLAMA_FTYPE_MOSTLY_*`` constant) into ``target``; ConversionError if it cannot."""
     try:
         import llama_cpp as ll
     except ImportError as exc:
         raise ConversionError(f"converting {source.name} needs llama-cpp-python: pip install llama-cpp-python "
                               f"({exc})") from exc
     params = ll.llama_model_quantize_default_params()
-    params.ftype = ll.LLAMA_FTYPE_MOSTLY_Q8_0
-    params.allow_requantize = True  # the source is quantized already (Q4_1): every value fits Q8_0's grid closely
+    params.ftype = getattr(ll, f"LLAMA_FTYPE_MOSTLY_{fmt.upper()}")
+    params.allow_requantize = True  # the source may be quantized already (the starter wheel's Q4_1)
     params.nthread = threads
     quiet = logging.getLogger("llama-cpp-python")
     if quiet.level == logging.NOTSET:
@@ -52,5 +59,4 @@ def convert(conversion: str, source: Path, target: Path, threads: int = 0) -> No
     status = ll.llama_model_quantize(str(source).encode(), str(target).encode(), params)
     if status != 0 or not target.is_file():
         target.unlink(missing_ok=True)
-        raise ConversionError(f"llama.cpp could not convert {source.name} to Q8_0 (status {status})")
-    log.info("%s: converted to Q8_0 (%s)", target.name, f"{target.stat().st_size / 1e6:.0f} MB")
+        raise ConversionError(f"llama.cpp could not convert {source.name} to {fmt} (status {status})")
