@@ -164,10 +164,12 @@ def recognizer_factory(settings: Settings, transcriber: TranscriptionModel) -> R
     """Each session's recognizer on the configured listening front end (``vad.frontend``)."""
     if settings.vad.frontend == "batched":
         from voicechat.stt.batched_recognizer import BatchedRecognizerFactory
+        from voicechat.stt.frontend import ListeningFrontEnd
 
         return BatchedRecognizerFactory(
             transcriber, language=settings.stt.language, backlog_s=settings.audio.capture_queue_s,
             rules=listening_rules(settings), signals=turn_signals(settings),
+            frontend=ListeningFrontEnd(batch_interval_s=settings.vad.batch_interval_s),
         )
     from voicechat.stt.realtimestt_recognizer import RealtimeSTTRecognizer
     from voicechat.stt.silero_share import SharedSilero

@@ -37,6 +37,14 @@ def test_overhead_subtracts_silence_and_engine_delays() -> None:
     assert summary["barge_in_ms"] == quantiles([]) == {"p50": None, "p95": None, "p99": None}
 
 
+def test_overhead_counts_from_the_least_silence_the_end_of_turn_rule_waits() -> None:
+    plan = load.LoadPlan(silence_s=0.6, stt_delay_s=0.05)
+    assert plan.delays.total_ms == pytest.approx(250)  # smart end of turn (the default): vad.min_silence_s 0.2
+    assert load.LoadPlan(extra=("vad.min_silence_s=0.3",)).delays.end_of_turn_silence_s == 0.3
+    assert load.LoadPlan(extra=("vad.end_of_turn=silence",)).delays.end_of_turn_silence_s == 0.6
+    assert load.LoadPlan(frontend="realtimestt").delays.end_of_turn_silence_s == 0.6  # always the fixed silence
+
+
 def test_capacity_is_the_largest_clean_run_within_the_bound() -> None:
     def run(n: int, p95: float, dropped: int = 0, errors: int = 0) -> dict[str, object]:
         return {"sessions": n, "overhead_ms": {"p95": p95}, "dropped_frames": dropped, "errors": errors}

@@ -211,6 +211,54 @@ def test_a_quiet_room_does_not_run_the_model_and_speech_after_it_does(rig):
     assert not rig.vad.states_seen[0].any()  # the burst started from a fresh state
 
 
+@pytest.fixture
+def slow_ticks() -> Iterator[Rig]:
+    """A front end whose regular tick comes once (at its start) within a test: only urgent passes serve."""
+    vad = LoudnessVad()
+    made = Rig(vad, ListeningFrontEnd(lambda: vad, tick_s=60.0, max_rounds=64), [])
+    yield made
+    for recognizer in made.made:
+        recognizer.close()
+    made.frontend.close()
+
+
+def regular_ticks(frontend: ListeningFrontEnd) -> int:
+    return frontend.stats.ticks - frontend.stats.urgent
+
+
+@pytest.mark.timeout(30)
+def test_speech_starting_in_a_quiet_room_is_heard_without_waiting_for_the_tick(slow_ticks):
+    rig = slow_ticks
+    recognizer, ears = rig.recognizer()
+    assert wait_until(lambda: rig.frontend.stats.ticks == 1)  # the first tick, at the thread's start
+    feed(recognizer, hush(1.0))  # nothing to decide: the chunks wait for the next tick
+    assert rig.frontend.stats.urgent == 0 and len(recognizer.backlog) == 31
+    feed(recognizer, loud(0.1))  # a loud chunk while nobody speaks: a barge-in may start
+    assert ears.started.wait(5)
+    assert rig.frontend.stats.urgent >= 1 and regular_ticks(rig.frontend) == 1
+
+
+@pytest.mark.timeout(30)
+def test_the_silence_ends_the_turn_on_the_frame_that_completes_it_between_ticks(slow_ticks):
+    rig = slow_ticks
+    recognizer, ears = rig.recognizer()
+    waiter, final = final_of(recognizer)
+    assert wait_until(lambda: rig.frontend.stats.ticks == 1)
+    rig.vad.hold.clear()  # the onset's pass waits in the model until all of this is in:
+    feed(recognizer, np.concatenate([loud(0.5), quiet(0.2)]))  # speech, then 0.2 s of the 0.3 s silence
+    assert rig.vad.entered.wait(5)
+    rig.vad.hold.set()  # that pass takes every chunk waiting (max_rounds 64)
+    assert wait_until(lambda: len(recognizer.backlog) == 0 and ears.started.is_set())
+    assert not ears.ended.is_set()
+    for _ in range(8):  # each 20 ms frame of silence asks for a pass; the one that completes 0.3 s ends it
+        feed(recognizer, quiet(0.02))
+        if ears.ended.wait(1.0):
+            break
+    waiter.join(10)
+    assert final == ["text"] and ears.ended.is_set()
+    assert regular_ticks(rig.frontend) == 1  # every decision came from a pass the session asked for
+
+
 def wait_until(predicate, timeout: float = 5.0) -> bool:
     done = threading.Event()
     for _ in range(int(timeout / 0.01)):

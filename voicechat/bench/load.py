@@ -83,7 +83,20 @@ class LoadPlan:
 
     @property
     def delays(self) -> Delays:
-        return Delays(self.silence_s, self.stt_delay_s, self.llm_delay_s, self.tts_delay_s)
+        return Delays(self.end_of_turn_silence_s, self.stt_delay_s, self.llm_delay_s, self.tts_delay_s)
+
+    @property
+    def end_of_turn_silence_s(self) -> float:
+        """The least silence the server's end-of-turn rule waits: ``vad.min_silence_s`` where the batched
+        front end ends turns on the signals (``vad.end_of_turn = smart``), else the fixed silence."""
+        from voicechat.config.stages import VadSettings
+
+        settings = self.server_settings(1)
+        defaults = VadSettings.model_fields
+        rule = settings.get("vad.end_of_turn", defaults["end_of_turn"].default)
+        if self.frontend != "batched" or rule != "smart":
+            return self.silence_s
+        return float(settings.get("vad.min_silence_s", defaults["min_silence_s"].default))
 
 
 def script(engines: str = "scripted", gains: int = 4) -> list[Utterance]:

@@ -6,8 +6,9 @@ numbers in docs/benchmarks.md rest on are tested on their own:
 - ``v2v``: the end of the user's speech in the stream (the moment the frame
   holding the last voiced sample left the client) to the first reply audio
   frame received by the client;
-- ``overhead``: ``v2v`` minus the configured end-of-turn silence minus the
-  engines' configured delays: what the framework itself adds;
+- ``overhead``: ``v2v`` minus the least end-of-turn silence the configured rule
+  waits (the fixed silence, or ``vad.min_silence_s`` where the turn ends on its
+  signals) minus the engines' configured delays: what the framework itself adds;
 - ``barge_in``: the onset of the interrupting speech (its first frame left the
   client) to the last sign of the stale reply at the client: its last audio
   frame or the ``flush_playback`` that tells the player to drop it, whichever

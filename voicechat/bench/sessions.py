@@ -42,9 +42,9 @@ def _quiet_room(pipelines: list, stop: threading.Event) -> None:
         stop.wait(max(0.0, tick - time.monotonic()))
 
 
-def run(sessions: int, seconds: float, partials: bool, frontend: str = "batched", silent: bool = False
-        ) -> dict[str, float]:
-    overrides = {**SCRIPTED_ENGINES, "stt.partials": str(partials).lower(), "vad.frontend": frontend}
+def run(sessions: int, seconds: float, partials: bool, frontend: str = "batched", silent: bool = False,
+        extra: dict[str, str] | None = None) -> dict[str, float]:
+    overrides = {**SCRIPTED_ENGINES, "stt.partials": str(partials).lower(), "vad.frontend": frontend, **(extra or {})}
     settings = load_config(None, env={}, overrides=overrides).settings
     engines = build_engines(settings)
     manager = SessionManager(engines, SessionLimits(max_sessions=sessions + 1), pipeline_options(settings))
@@ -100,9 +100,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-partials", action="store_true", help="no partial transcripts (stt.partials = false)")
     parser.add_argument("--frontend", choices=["batched", "realtimestt"], default="batched", help="vad.frontend")
     parser.add_argument("--silent", action="store_true", help="feed every session a quiet room's audio in real time")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more settings")
     parser.add_argument("--json", help="also write the result to this file")
     args = parser.parse_args(argv)
-    result = run(args.sessions, args.seconds, not args.no_partials, args.frontend, args.silent)
+    extra = dict(item.partition("=")[::2] for item in args.set)
+    result = run(args.sessions, args.seconds, not args.no_partials, args.frontend, args.silent, extra)
     for key, value in result.items():
         print(f"{key:32} {value:.2f}" if isinstance(value, float) else f"{key:32} {value}")
     if args.json:

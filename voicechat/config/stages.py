@@ -77,8 +77,15 @@ class VadSettings(_Section):
 
     frontend: Literal["batched", "realtimestt"] = Field(
         "batched",
-        description="batched = one thread runs Silero for every session in one batch per 32 ms; "
+        description="batched = one thread runs Silero for every session, batching the chunks that arrive "
+        "within batch_interval_s; "
         "realtimestt = one RealtimeSTT recorder (and its thread) per session",
+    )
+    batch_interval_s: float = Field(
+        0.005, ge=0, le=0.032,
+        description="frontend batched: the least time between two Silero passes; chunks that complete meanwhile "
+        "share one batch (more: fewer model calls under load, each decision up to this much later; 0 = every "
+        "chunk at once)",
     )
     quiet_dbfs: float = Field(
         -55.0, ge=-120, le=0,

@@ -17,7 +17,7 @@ utterance so far at once (``on_transcript_early``); if the turn then ends in tha
 pause, that transcript is the final one. The turn's judges (``TurnSignals``: the
 sound's verdict from a shared Smart Turn model, the words' from the early
 transcript) report back here and reach the listening state at the front end's
-next tick. Speech after the pause drops all of it (``on_speech_resumed``).
+next pass, which they ask for. Speech after the pause drops all of it (``on_speech_resumed``).
 """
 
 from __future__ import annotations
@@ -68,8 +68,10 @@ class SampleBacklog:
         self.dropped = 0  # samples dropped so far
         self._arrivals: deque[tuple[int, float]] = deque(maxlen=ARRIVALS_KEPT)  # (samples written, monotonic)
 
-    def write(self, pcm16: bytes, now: float) -> None:
+    def write(self, pcm16: bytes, now: float) -> bool:
+        """Append ``pcm16``; True when it completed a whole chunk waiting to be taken."""
         with self._lock:
+            before = len(self._buf) // CHUNK_BYTES
             self._buf += pcm16
             self.written += len(pcm16) // 2
             self._arrivals.append((self.written, now))
@@ -78,6 +80,7 @@ class SampleBacklog:
                 over += -over % CHUNK_BYTES
                 del self._buf[:over]
                 self.dropped += over // 2
+            return len(self._buf) // CHUNK_BYTES > before
 
     def take(self) -> bytes | None:
         with self._lock:
@@ -179,18 +182,29 @@ class BatchedRecognizer:
         self.stream = SileroStream()  # front-end thread only
         self._state = ListeningState(rules or ListeningRules(), self._signals.judge)  # front-end thread only
         self._quiet_rms = 10 ** (self._state.rules.quiet_dbfs / 20)
+        self._recording = self._urgent_silence = False  # the state's, as of the last pass (hints for ``feed``)
         self._finals: BoundedLRUQueue[_Final | _Early] = BoundedLRUQueue(8, "finals")
         self._lock = threading.Lock()
         self._pause = 0  # the pause being transcribed early, 0 when none (guarded by _lock)
         self._early_text: str | None = None  # its transcript, once made
-        self._inbox: list[tuple[int, float | None, float | None]] = []  # signals for the front end's next tick
+        self._inbox: list[tuple[int, float | None, float | None]] = []  # signals for the front end's next pass
         self._closed = threading.Event()
         frontend.attach(self)
 
     # -- capture thread ------------------------------------------------------------------
     def feed(self, pcm16: bytes) -> None:
-        if not self._closed.is_set():
-            self.backlog.write(pcm16, time.monotonic())
+        if self._closed.is_set():
+            return
+        completed = self.backlog.write(pcm16, time.monotonic())
+        # Urgent, so the front end serves it before its next tick: any audio while the speaker is silent (it
+        # may end the turn), a loud chunk while nobody speaks (a barge-in may start). ``_urgent_silence`` is
+        # set by the front end's thread and read here as a hint: a stale value costs a pass, or waits a tick.
+        if self._urgent_silence or (completed and not self._recording and self._loud(pcm16)):
+            self._frontend.wake(self)
+
+    def _loud(self, pcm16: bytes) -> bool:
+        samples = np.frombuffer(pcm16, np.int16).astype(np.float32)
+        return bool(samples.size) and float(np.sqrt(np.mean(samples * samples))) / 32768.0 >= self._quiet_rms
 
     # -- front-end thread (Listener) --------------------------------------------------------
     def take_chunk(self) -> bytes | None:
@@ -210,6 +224,7 @@ class BatchedRecognizer:
             self._state.signal(pause, audio, words)
         for event in self._state.tail(self.backlog.peek()):
             self._handle(event)
+        self._recording, self._urgent_silence = self._state.recording, self._state.in_silence
 
     def _handle(self, event: Event) -> None:
         if self._closed.is_set():
@@ -243,10 +258,12 @@ class BatchedRecognizer:
             self._signals.audio.cancel(self.session_id)
 
     def _post(self, pause: int, audio: float | None = None, words: float | None = None) -> None:
-        """A signal about ``pause`` for the listening state (any thread); it applies at the next tick."""
+        """A signal about ``pause`` for the listening state (any thread); it applies at the pass it asks for."""
         with self._lock:
-            if pause == self._pause:
-                self._inbox.append((pause, audio, words))
+            if pause != self._pause:
+                return
+            self._inbox.append((pause, audio, words))
+        self._frontend.wake(self)
 
     def _request_partial(self, event: PartialDue) -> None:
         def deliver(text: str) -> None:  # in the scheduler's thread

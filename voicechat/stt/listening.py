@@ -140,6 +140,11 @@ class ListeningState:
             events.extend(self._pause_started(silence))
         return events
 
+    @property
+    def in_silence(self) -> bool:
+        """Recording, and the speaker has gone quiet: each new sample may end the turn or open a pause."""
+        return self.recording and self._end.silence_s is not None
+
     def signal(self, pause: int, audio: float | None = None, words: float | None = None) -> None:
         """A judge's signal about pause ``pause`` (ignored once that pause is over)."""
         if pause and pause == self.pause:
