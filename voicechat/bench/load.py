@@ -32,7 +32,8 @@ import psutil
 
 from voicechat.bench.load_client import ClientResult, MicrophoneBank, SimulatedUser, Utterance, utterance
 from voicechat.bench.load_server import BenchServer, evictions
-from voicechat.bench.load_stats import Delays, capacity, cpu_by_group, summarise_turns
+from voicechat.bench.load_stats import Delays, capacity, cpu_by_group, quantiles, summarise_turns
+from voicechat.bench.onset_floor import onset_floor_ms
 from voicechat.models.store import PROJECT_ROOT
 from voicechat.speech_samples import SAMPLE_QUESTIONS, SAMPLE_SENTENCES, piper_speech_16k, speech_16k
 
@@ -84,6 +85,15 @@ class LoadPlan:
     @property
     def delays(self) -> Delays:
         return Delays(self.end_of_turn_silence_s, self.stt_delay_s, self.llm_delay_s, self.tts_delay_s)
+
+    @property
+    def onset_rules(self) -> tuple[float, float]:
+        """The batched front end's onset probability and quiet gate (dBFS) under these settings."""
+        from voicechat.config.stages import VadSettings
+
+        settings, defaults = self.server_settings(1), VadSettings.model_fields
+        sensitivity = float(settings.get("vad.silero_sensitivity", defaults["silero_sensitivity"].default))
+        return 1.0 - sensitivity, float(settings.get("vad.quiet_dbfs", defaults["quiet_dbfs"].default))
 
     @property
     def end_of_turn_silence_s(self) -> float:
@@ -277,6 +287,9 @@ def run(plan: LoadPlan, sessions: list[int], churn: int, frontends: list[str] | 
         for label, variant in variants.items():
             runs[label].append(run_one(variant, n, churn if i == 0 else 0, speech))
     reports = {label: _report(label_runs) for label, label_runs in runs.items()}
+    for label, variant in variants.items():
+        if variant.frontend == "batched":
+            reports[label]["barge_in_floor_ms"] = quantiles(onset_floor_ms(speech, *variant.onset_rules))
     if len(reports) == 1:
         return next(iter(reports.values()))
     return {"frontends": reports, "errors": sum(int(r["errors"]) for r in reports.values())}  # type: ignore[call-overload]
@@ -370,6 +383,10 @@ def main(argv: list[str]) -> int:
         printable = {k: v for k, v in report.items() if k not in SAMPLES and k != "sweep"}
         print(f"== {label}")
         print(json.dumps(printable, indent=2))
+        floor = report.get("barge_in_floor_ms")
+        if floor:
+            print(f"barge-in floor (the audio Silero needs at onset, these utterances): p50 {floor['p50']} ms, "
+                  f"p95 {floor['p95']} ms")
         for row in report.get("sweep", []):
             print(f"N={row['sessions']:4} overhead p95 {row['overhead_ms']['p95']} ms, barge-in p95 "
                   f"{row['barge_in_ms']['p95']} ms, dropped {row['dropped_frames']}, errors {row['errors']}, "
