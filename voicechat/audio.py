@@ -32,7 +32,10 @@ def pcm16_samples(pcm: bytes | np.ndarray) -> np.ndarray:
 
 
 def pcm16_to_float(pcm: bytes | np.ndarray) -> np.ndarray:
-    return pcm16_samples(pcm).astype(np.float32) / 32768.0
+    """float32 in [-1, 1); scaled in place (2**-15 is exact, so this equals dividing)."""
+    out = pcm16_samples(pcm).astype(np.float32)
+    out *= 1.0 / 32768.0
+    return out
 
 
 def frame_rms(samples: np.ndarray, frame: int) -> np.ndarray:

@@ -218,12 +218,14 @@ class BatchedRecognizer:
             self._handle(event)
 
     def on_tick(self) -> None:
-        with self._lock:
-            inbox, self._inbox = self._inbox, []
-        for pause, audio, words in inbox:
-            self._state.signal(pause, audio, words)
-        for event in self._state.tail(self.backlog.peek()):
-            self._handle(event)
+        if self._inbox:  # a signal posted after this look asks for a pass of its own
+            with self._lock:
+                inbox, self._inbox = self._inbox, []
+            for pause, audio, words in inbox:
+                self._state.signal(pause, audio, words)
+        if self._state.recording:
+            for event in self._state.tail(self.backlog.peek()):
+                self._handle(event)
         self._recording, self._urgent_silence = self._state.recording, self._state.in_silence
 
     def _handle(self, event: Event) -> None:

@@ -180,9 +180,9 @@ class ListeningFrontEnd:
                 next_tick += self.tick_s
             else:
                 self.stats.urgent += 1
+            self.stats.ticks += 1  # with ``urgent``, before the pass: the two always agree
             started = time.perf_counter()
             self._pass(listeners)
-            self.stats.ticks += 1
             self.stats.max_tick_ms = max(self.stats.max_tick_ms, (time.perf_counter() - started) * 1000.0)
 
     def _next_work(self, next_tick: float, last_pass: float) -> tuple[list[Listener], bool] | None:
