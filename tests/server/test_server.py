@@ -27,6 +27,7 @@ from voicechat.server.connection import ConnectionLimits
 from voicechat.server.protocol import CLIENT_AUDIO_HEADER, encode_client_audio
 from voicechat.server.routes import HttpRoutes
 from voicechat.server.tls import cert_fingerprint
+from voicechat.stt.frontend import ListeningFrontEnd
 
 
 def test_http_routes(make_manager, tmp_path):
@@ -257,7 +258,8 @@ def test_metrics_count_what_happened(make_manager, tmp_path):
             await a.wait_type("error")
             await a.stream(np.zeros(1600, dtype=np.int16))  # 5 frames of silence
 
-    with running_server(make_manager(), tmp_path) as server:
+    manager = make_manager()
+    with running_server(manager, tmp_path) as server:
         run(scenario(server))
         status, text = http_get(server, "/metrics")
     assert status == 200
@@ -272,6 +274,10 @@ def test_metrics_count_what_happened(make_manager, tmp_path):
     assert samples[("voicechat_sessions_created_total", ())] == 2
     assert samples[("voicechat_stage_latency_seconds_count", (("stage", "llm_first_token"),))] == 2
     assert samples[("voicechat_audio_frames_sent_total", ())] > 0
+    if isinstance(getattr(manager.engines.recognizer_factory, "frontend", None), ListeningFrontEnd):
+        assert samples[("voicechat_vad_passes_total", (("kind", "tick"),))] > 0  # the front end heard the silence
+        assert samples[("voicechat_vad_chunks_total", ())] >= 2  # 5 frames of 20 ms: at least 2 chunks of 32 ms
+        assert samples[("voicechat_vad_errors_total", ())] == 0
 
 
 def test_server_full_is_refused_with_1013(make_manager, tmp_path):

@@ -23,6 +23,7 @@ from voicechat.engines.protocols import Engines
 from voicechat.engines.stuck_calls import STUCK_CALLS
 from voicechat.server.protocol import turn_latencies_ms
 from voicechat.session.manager import SessionManager
+from voicechat.stt.frontend import FrontEndStats
 from voicechat.stt.scheduler import SttStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -92,6 +93,7 @@ class _LiveCollector(Collector):
         yield CounterMetricFamily("voicechat_engine_calls_recovered", "Stuck engine calls that ended later",
                                   value=stuck.recovered_total)
         yield from _stt_metrics(self.manager.engines.transcriber)
+        yield from _listening_metrics(getattr(self.manager.engines.recognizer_factory, "frontend", None))
         yield from _memory_metrics(snap.get("memory"))
         yield from _conversation_metrics(snap.get("conversations"))
 
@@ -119,6 +121,26 @@ def _stt_metrics(transcriber: object) -> Iterator[CounterMetricFamily]:
                               value=stats.final_wait_s)
     yield CounterMetricFamily("voicechat_stt_finals_behind_partial", "Finals that arrived while partials decoded",
                               value=stats.finals_behind_partial)
+
+
+def _listening_metrics(frontend: object) -> Iterator[CounterMetricFamily]:
+    """The shared listening front end's passes and faults (``vad.frontend = "batched"`` only)."""
+    stats = getattr(frontend, "stats", None)
+    if not isinstance(stats, FrontEndStats):
+        return
+    passes = CounterMetricFamily("voicechat_vad_passes", "Listening front-end passes: every tick, and the urgent "
+                                 "ones between ticks that sessions asked for", labels=["kind"])
+    passes.add_metric(["tick"], stats.ticks - stats.urgent)
+    passes.add_metric(["urgent"], stats.urgent)
+    yield passes
+    yield CounterMetricFamily("voicechat_vad_chunks", "32 ms chunks judged (Silero, or silence under the quiet gate)",
+                              value=stats.chunks)
+    yield CounterMetricFamily("voicechat_vad_errors", "Silero calls that failed (no verdict for that round)",
+                              value=stats.vad_errors)
+    yield CounterMetricFamily("voicechat_vad_overruns", "Ticks that started late because a pass ran over",
+                              value=stats.overruns)
+    yield CounterMetricFamily("voicechat_vad_listener_errors", "Session listener calls that raised",
+                              value=stats.listener_errors)
 
 
 def _memory_metrics(memory: object) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
