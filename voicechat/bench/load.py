@@ -89,24 +89,21 @@ class LoadPlan:
     @property
     def onset_rules(self) -> tuple[float, float]:
         """The batched front end's onset probability and quiet gate (dBFS) under these settings."""
-        from voicechat.config.stages import VadSettings
-
-        settings, defaults = self.server_settings(1), VadSettings.model_fields
-        sensitivity = float(settings.get("vad.silero_sensitivity", defaults["silero_sensitivity"].default))
-        return 1.0 - sensitivity, float(settings.get("vad.quiet_dbfs", defaults["quiet_dbfs"].default))
+        return 1.0 - float(self._vad("silero_sensitivity")), float(self._vad("quiet_dbfs"))
 
     @property
     def end_of_turn_silence_s(self) -> float:
         """The least silence the server's end-of-turn rule waits: ``vad.min_silence_s`` where the batched
         front end ends turns on the signals (``vad.end_of_turn = smart``), else the fixed silence."""
+        if self.frontend == "batched" and self._vad("end_of_turn") == "smart":
+            return float(self._vad("min_silence_s"))
+        return float(self._vad("post_speech_silence_s"))
+
+    def _vad(self, name: str) -> object:
+        """The server's ``vad.<name>``: as these settings give it, else the schema's default."""
         from voicechat.config.stages import VadSettings
 
-        settings = self.server_settings(1)
-        defaults = VadSettings.model_fields
-        rule = settings.get("vad.end_of_turn", defaults["end_of_turn"].default)
-        if self.frontend != "batched" or rule != "smart":
-            return self.silence_s
-        return float(settings.get("vad.min_silence_s", defaults["min_silence_s"].default))
+        return self.server_settings(1).get(f"vad.{name}", VadSettings.model_fields[name].default)
 
 
 def script(engines: str = "scripted", gains: int = 4) -> list[Utterance]:

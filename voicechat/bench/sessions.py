@@ -22,7 +22,7 @@ import psutil
 
 from voicechat.assembly import SCRIPTED_ENGINES, build_engines, pipeline_options
 from voicechat.audio import AudioFrame
-from voicechat.config.loading import load_config
+from voicechat.config.loading import load_config, parse_overrides
 from voicechat.session.manager import SessionLimits, SessionManager
 
 FRAME_S = 0.02
@@ -102,10 +102,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-partials", action="store_true", help="no partial transcripts (stt.partials = false)")
     parser.add_argument("--frontend", choices=["batched", "realtimestt"], default="batched", help="vad.frontend")
     parser.add_argument("--silent", action="store_true", help="feed every session a quiet room's audio in real time")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more settings")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="more settings")
     parser.add_argument("--json", help="also write the result to this file")
     args = parser.parse_args(argv)
-    extra = dict(item.partition("=")[::2] for item in args.set)
+    extra = parse_overrides(args.set)
     result = run(args.sessions, args.seconds, not args.no_partials, args.frontend, args.silent, extra)
     for key, value in result.items():
         print(f"{key:32} {value:.2f}" if isinstance(value, float) else f"{key:32} {value}")

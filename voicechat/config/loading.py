@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from voicechat.config.schema import Settings
@@ -115,10 +115,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_from_args(args: argparse.Namespace, *, env: Mapping[str, str] | None = None) -> LoadedConfig:
-    """load_config from parsed --config/--set; a malformed --set is a ConfigError."""
+def parse_overrides(items: Iterable[str]) -> dict[str, str]:
+    """``--set SECTION.KEY=VALUE`` items as overrides; a malformed one is a ConfigError."""
     overrides: dict[str, str] = {}
-    for item in getattr(args, "set", None) or []:
+    for item in items:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise ConfigError(
@@ -126,6 +126,12 @@ def load_from_args(args: argparse.Namespace, *, env: Mapping[str, str] | None = 
                 source=f"cli --set {item}",
             )
         overrides[key.strip()] = value
+    return overrides
+
+
+def load_from_args(args: argparse.Namespace, *, env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """load_config from parsed --config/--set; a malformed --set is a ConfigError."""
+    overrides = parse_overrides(getattr(args, "set", None) or [])
     return load_config(getattr(args, "config", None), env=env, overrides=overrides)
 
 

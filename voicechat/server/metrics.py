@@ -10,7 +10,7 @@ process at scrape time.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -112,15 +112,20 @@ def _stt_metrics(transcriber: object) -> Iterator[CounterMetricFamily]:
         busy.add_metric([kind], seconds)
     yield done
     yield busy
-    yield CounterMetricFamily("voicechat_stt_partials_dropped", "Partial requests dropped before they ran "
-                              "(replaced by a newer one, or shed while the model was busy)",
-                              value=stats.partials_dropped)
-    yield CounterMetricFamily("voicechat_stt_stalls", "STT batches that ran past the stall limit",
-                              value=stats.stalls)
-    yield CounterMetricFamily("voicechat_stt_final_wait_seconds", "Seconds finals waited in the queue, summed",
-                              value=stats.final_wait_s)
-    yield CounterMetricFamily("voicechat_stt_finals_behind_partial", "Finals that arrived while partials decoded",
-                              value=stats.finals_behind_partial)
+    yield from _counters((
+        ("voicechat_stt_partials_dropped", "Partial requests dropped before they ran (replaced by a newer one, or "
+         "shed while the model was busy)", stats.partials_dropped),
+        ("voicechat_stt_stalls", "STT batches that ran past the stall limit", stats.stalls),
+        ("voicechat_stt_final_wait_seconds", "Seconds finals waited in the queue, summed", stats.final_wait_s),
+        ("voicechat_stt_finals_behind_partial", "Finals that arrived while partials decoded",
+         stats.finals_behind_partial),
+    ))
+
+
+def _counters(rows: Iterable[tuple[str, str, float]]) -> Iterator[CounterMetricFamily]:
+    """One unlabelled counter per (name, help, value)."""
+    for name, help_text, value in rows:
+        yield CounterMetricFamily(name, help_text, value=value)
 
 
 def _listening_metrics(frontend: object) -> Iterator[CounterMetricFamily]:
@@ -133,14 +138,12 @@ def _listening_metrics(frontend: object) -> Iterator[CounterMetricFamily]:
     passes.add_metric(["tick"], stats.ticks - stats.urgent)
     passes.add_metric(["urgent"], stats.urgent)
     yield passes
-    yield CounterMetricFamily("voicechat_vad_chunks", "32 ms chunks judged (Silero, or silence under the quiet gate)",
-                              value=stats.chunks)
-    yield CounterMetricFamily("voicechat_vad_errors", "Silero calls that failed (no verdict for that round)",
-                              value=stats.vad_errors)
-    yield CounterMetricFamily("voicechat_vad_overruns", "Ticks that started late because a pass ran over",
-                              value=stats.overruns)
-    yield CounterMetricFamily("voicechat_vad_listener_errors", "Session listener calls that raised",
-                              value=stats.listener_errors)
+    yield from _counters((
+        ("voicechat_vad_chunks", "32 ms chunks judged (Silero, or silence under the quiet gate)", stats.chunks),
+        ("voicechat_vad_errors", "Silero calls that failed (no verdict for that round)", stats.vad_errors),
+        ("voicechat_vad_overruns", "Ticks that started late because a pass ran over", stats.overruns),
+        ("voicechat_vad_listener_errors", "Session listener calls that raised", stats.listener_errors),
+    ))
 
 
 def _memory_metrics(memory: object) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:

@@ -31,6 +31,7 @@ from typing import Protocol
 
 import numpy as np
 
+from voicechat.audio import frame_rms, pcm16_samples
 from voicechat.engines.protocols import RecognizerCallbacks, TranscriptionModel
 from voicechat.session.bounded_queue import BoundedLRUQueue, QueueClosed
 from voicechat.stt.frontend import ListeningFrontEnd
@@ -203,8 +204,8 @@ class BatchedRecognizer:
             self._frontend.wake(self)
 
     def _loud(self, pcm16: bytes) -> bool:
-        samples = np.frombuffer(pcm16, np.int16).astype(np.float32)
-        return bool(samples.size) and float(np.sqrt(np.mean(samples * samples))) / 32768.0 >= self._quiet_rms
+        samples = pcm16_samples(pcm16)
+        return samples.size > 0 and float(frame_rms(samples, samples.size)[0]) / 32768.0 >= self._quiet_rms
 
     # -- front-end thread (Listener) --------------------------------------------------------
     def take_chunk(self) -> bytes | None:
