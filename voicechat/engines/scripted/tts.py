@@ -18,11 +18,12 @@ from voicechat.engines.protocols import SpeechSynthesizer, VoiceSettings
 from voicechat.engines.scripted.base import FaultPlan, PacedEngine
 
 
-def tone_for(text: str, seconds: float, sample_rate: int) -> np.ndarray:
-    """PCM16 tone whose frequency (200-800 Hz) is a stable function of ``text``."""
+def tone_for(text: str, start: int, count: int, sample_rate: int) -> np.ndarray:
+    """``count`` PCM16 samples from sample ``start`` of a tone whose frequency (200-800 Hz) is a stable
+    function of ``text``; consecutive pieces join without a click, so a sentence is made one chunk at a time."""
     h = int(hashlib.sha1(text.encode()).hexdigest()[:6], 16)
     freq = 200 + h % 600
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    t = np.arange(start, start + count) / sample_rate
     return (np.sin(2 * np.pi * freq * t) * 8000).astype(np.int16)
 
 
@@ -55,8 +56,8 @@ class ScriptedTTS(PacedEngine, SpeechSynthesizer):
 
         def chunks() -> Iterator[bytes]:
             seconds = self.seconds_per_word * max(1, len(text.split())) / voice.speed
-            pcm = tone_for(text, seconds, self.sample_rate)
-            for i in range(0, len(pcm), self.chunk_samples):
-                yield pcm[i : i + self.chunk_samples].tobytes()
+            total = int(seconds * self.sample_rate)
+            for start in range(0, total, self.chunk_samples):
+                yield tone_for(text, start, min(self.chunk_samples, total - start), self.sample_rate).tobytes()
 
         return self._paced(session_id, chunks)
