@@ -263,7 +263,8 @@ def _build_llm(settings: Settings) -> LanguageModel:
     return LlamaCppEngine(
         resolve_llm_model(settings), n_ctx=llm.n_ctx, n_seq_max=llm.n_seq_max, n_threads=llm.n_threads,
         n_gpu_layers=llm.n_gpu_layers, n_batch=llm.n_batch, prefill_chunk=llm.prefill_chunk,
-        kv_unified=llm.kv_unified, chat_template=llm.chat_template, breaker=_breaker("language model", llm),
+        defer_ahead_s=llm.defer_ahead_s, kv_unified=llm.kv_unified, chat_template=llm.chat_template,
+        breaker=_breaker("language model", llm),
     )
 
 

@@ -38,6 +38,22 @@ def test_decoders_are_never_pushed_out_by_prompts():
     assert len(plan.decode) == 8 and plan.prefill == (("p", 2),)
 
 
+def test_replies_far_ahead_of_their_listener_sit_out_steps_that_others_need():
+    plan = plan_step(["a", "b", "c"], [], batch_size=512, prefill_budget=256, ahead={"b", "c"})
+    assert plan.decode == ("a",) and plan.deferred == ("b", "c")
+    # A prompt being read is somebody waiting for a reply too.
+    plan = plan_step(["a"], [PrefillWant("p", 20)], batch_size=512, prefill_budget=256, ahead={"a"})
+    assert plan.decode == () and plan.prefill == (("p", 20),) and plan.deferred == ("a",)
+    assert plan.n_tokens == 20
+
+
+def test_replies_ahead_still_decode_when_nobody_else_needs_the_step():
+    plan = plan_step(["a", "b"], [], batch_size=512, prefill_budget=256, ahead={"a", "b", "gone"})
+    assert plan.decode == ("a", "b") and plan.deferred == ()
+    plan = plan_step(["a", "b"], [], batch_size=512, prefill_budget=256, ahead={"gone"})
+    assert plan.decode == ("a", "b") and plan.deferred == ()
+
+
 def test_plan_step_rejects_impossible_batches():
     with pytest.raises(ValueError):
         plan_step(["a", "b"], [], batch_size=1, prefill_budget=8)

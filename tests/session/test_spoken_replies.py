@@ -21,7 +21,8 @@ class WrittenLLM(ScriptedLLM):
         self.text = text
 
     def stream(
-        self, session_id: str, messages: Sequence[ChatMessage], params: GenerationParams, on_end_of_message=None
+        self, session_id: str, messages: Sequence[ChatMessage], params: GenerationParams, on_end_of_message=None,
+        lead=None,
     ) -> Iterator[str]:
         if on_end_of_message is not None:
             on_end_of_message(None)  # a fixed reply: nothing to say about the user's words

@@ -10,7 +10,7 @@ from voicechat.engines.call_guard import CallGuard
 from voicechat.engines.protocols import VoiceSettings
 from voicechat.session.bounded_queue import BoundedLRUQueue
 from voicechat.session.stages.tts_worker import TtsWorker
-from voicechat.tts.pacing import synthesis_wait_s
+from voicechat.tts.pacing import synthesis_wait_s, written_lead_s
 
 WAIT = 10.0
 
@@ -22,6 +22,13 @@ def test_the_next_sentence_waits_until_little_enough_audio_is_unplayed() -> None
     assert synthesis_wait_s(emitted_s=3.0, playing_for_s=9.0, max_ahead_s=2.0) == 0.0  # played out: at once
     assert synthesis_wait_s(emitted_s=0.0, playing_for_s=None, max_ahead_s=2.0) == 0.0  # no audio yet
     assert synthesis_wait_s(emitted_s=30.0, playing_for_s=0.0, max_ahead_s=0.0) == 0.0  # 0: no limit
+
+
+def test_the_lead_is_the_written_sentences_speech_less_what_was_heard() -> None:
+    assert written_lead_s(written_words=10, played_s=0.0, words_per_second=2.5) == 4.0
+    assert written_lead_s(written_words=10, played_s=1.5, words_per_second=2.5) == 2.5
+    assert written_lead_s(written_words=10, played_s=9.0, words_per_second=2.5) == 0.0  # heard it all
+    assert written_lead_s(written_words=0, played_s=0.0) == 0.0
 
 
 class Host:

@@ -249,6 +249,12 @@ class LlmSettings(_Section):
         256, ge=16, le=8192,
         description="Most prompt tokens prefilled per step, so a long prompt never stalls other sessions' replies",
     )
+    defer_ahead_s: float = Field(
+        1.5, ge=0, le=600,
+        description="A reply whose written sentences are this many seconds of speech ahead of what its listener "
+        "has heard sits out decoding steps while other sessions need the model (a reply starting, a prompt being "
+        "read), so their first words come sooner; 0 = never",
+    )
     kv_unified: bool = Field(
         True, description="One KV cache shared unevenly by all sessions (false: n_ctx split evenly per sequence)"
     )

@@ -138,6 +138,7 @@ class LanguageModel(Protocol):
         messages: Sequence[ChatMessage],
         params: GenerationParams,
         on_end_of_message: Callable[[float | None], None] | None = None,
+        lead: Callable[[], float] | None = None,
     ) -> Iterator[str]:
         """Yield the reply's text pieces as they are generated.
 
@@ -146,6 +147,9 @@ class LanguageModel(Protocol):
         token | everything up to the last token of that text), read from this request's prefill;
         None where the engine cannot tell (it calls at once), or the request ended before the
         prefill reached that position. Keep it quick: it may run on the model's own thread.
+        ``lead``: if given, returns the seconds of this reply's speech written ahead of what its
+        listener has heard so far; an engine that shares its compute may let a reply that far ahead
+        wait while others need it (``llm.defer_ahead_s``). Called from any thread; quick, no blocking.
         """
         ...
 

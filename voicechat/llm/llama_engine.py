@@ -64,6 +64,7 @@ class LlamaCppEngine:
         n_gpu_layers: int = 0,
         n_batch: int = 512,
         prefill_chunk: int = 256,
+        defer_ahead_s: float = 0.0,
         kv_unified: bool = True,
         chat_template: str = "",
         on_event: Callable[[LlmEvent], None] | None = None,
@@ -88,7 +89,8 @@ class LlamaCppEngine:
         # Each session's latest request and the ``_previous`` entry it replaced (what a discard restores).
         self._latest: dict[str, tuple[GenRequest, tuple[GenRequest, str] | None]] = {}
         self._closed = False
-        self._scheduler = BatchScheduler(self._ctx, prefill_chunk=min(prefill_chunk, n_batch), on_event=on_event)
+        self._scheduler = BatchScheduler(
+            self._ctx, prefill_chunk=min(prefill_chunk, n_batch), defer_ahead_s=defer_ahead_s, on_event=on_event)
         log.info(
             "LLM %s: n_ctx %d (%d per sequence), %d sequences, batch %d, %d threads, template from %s",
             self._ctx.path, self._ctx.n_ctx, self._ctx.n_ctx_seq, self._ctx.n_seq_max, n_batch,
@@ -112,12 +114,14 @@ class LlamaCppEngine:
         messages: Sequence[ChatMessage],
         params: GenerationParams,
         on_end_of_message: ProbeCallback | None = None,
+        lead: Callable[[], float] | None = None,
     ) -> Iterator[str]:
         """Queue the reply now (so ``abort`` right after this call already applies) and stream it.
 
         ``on_end_of_message`` (see ``LanguageModel.stream``) gets the softmax of the logits of the
         user text's last token, which this request's prefill decodes anyway: one more logits row,
         no extra decode. None at once where the prompt has no such place (``probe.end_probe_at``).
+        ``lead``: see ``LanguageModel.stream``; read by the scheduler thread before each step.
         """
         try:
             with self._lock:
@@ -125,7 +129,7 @@ class LlamaCppEngine:
                     raise EngineError("the language model is shut down")
                 tokens, rendered = self._render(session_id, messages, params)
                 probe_at = self._probe_at(tokens, messages) if on_end_of_message is not None else None
-                req = GenRequest(session_id, tokens, params)
+                req = GenRequest(session_id, tokens, params, lead=lead)
                 if probe_at is not None:
                     req.probe_at, req.probe_token, req.on_probe = probe_at, tokens[probe_at + 1], on_end_of_message
                 self._latest[session_id] = (req, self._previous.get(session_id))

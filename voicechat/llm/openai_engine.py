@@ -197,10 +197,12 @@ class OpenAIChatEngine:
     def stream(
         self, session_id: str, messages: Sequence[ChatMessage], params: GenerationParams,
         on_end_of_message: ProbeCallback | None = None,
+        lead: Callable[[], float] | None = None,
     ) -> Iterator[str]:
         """Register the call now (so an abort before the first ``next`` counts) and return its iterator.
 
-        ``on_end_of_message`` gets None at once: the endpoint gives no prompt logits.
+        ``on_end_of_message`` gets None at once: the endpoint gives no prompt logits. ``lead`` is not
+        used: the server schedules its own batch.
         """
         report(on_end_of_message, None)
         call = _Call(session_id)

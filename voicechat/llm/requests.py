@@ -6,7 +6,9 @@ submitted (see ``scheduler.py``); the rest are frozen values.
 
 from __future__ import annotations
 
+import logging
 import queue
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -14,6 +16,8 @@ from voicechat.engines.protocols import EngineError, GenerationParams
 from voicechat.llm.llama_context import Sampler
 from voicechat.llm.probe import ProbeCallback, report
 from voicechat.llm.text import StopMatcher, Utf8Pieces
+
+log = logging.getLogger(__name__)
 
 EventKind = Literal["admitted", "token", "finished", "evicted", "discarded"]
 
@@ -43,6 +47,7 @@ class LlmStats:
     prefill_tokens: int
     steps: int
     tokens_per_s: float  # generated tokens per second of time spent decoding
+    deferred: int = 0  # times a generating sequence sat a step out, far ahead of its listener (``lead``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,10 @@ class GenRequest:
     probe_at: int | None = None
     probe_token: int = -1
     on_probe: ProbeCallback | None = None
+    # Seconds of this reply's speech written ahead of what its listener has heard, now (any thread may be
+    # asked; quick, no blocking). At or above the scheduler's ``defer_ahead_s`` the reply waits out steps
+    # that others need (``batching.plan_step``). None: never deferred.
+    lead: Callable[[], float] | None = None
     # Owned by the scheduler thread from here on.
     seq: int = -1
     kv: list[int] = field(default_factory=list)  # tokens in the sequence's KV, in order
@@ -87,3 +96,16 @@ class GenRequest:
         """Report the probe's value, the first time only (scheduler thread, or the caller's before submit)."""
         callback, self.on_probe = self.on_probe, None
         report(callback, value)
+
+    def ahead_by(self, seconds: float) -> bool:
+        """Whether ``lead`` says the reply is at least ``seconds`` ahead of its listener (scheduler thread).
+
+        A lead that fails is logged and dropped: its reply is never held back for it."""
+        if self.lead is None:
+            return False
+        try:
+            return self.lead() >= seconds
+        except Exception:
+            log.exception("session %s: its reply's lead could not be read", self.session_id)
+            self.lead = None
+            return False

@@ -6,7 +6,8 @@ on that condition while there is no work (no polling). Each step decodes the nex
 generating session plus a chunk of waiting prompts in one ``llama_decode`` (continuous
 batching), samples each sequence with its own sampler chain and pushes text pieces into each
 request's queue, where the caller's iterator blocks. The decisions (who decodes, prefill chunks,
-sequence ownership, KV reuse) come from ``llm_batching``.
+sequence ownership, KV reuse) come from ``llm_batching``. A request whose ``lead`` says its reply is
+``defer_ahead_s`` or more ahead of its listener sits out the steps another request needs.
 
 A request may carry the end-of-message probe (``probe.py``): the prefill chunk holding its token
 asks llama.cpp for that entry's logits too (an extra output row; sampling reads rows by batch
@@ -42,11 +43,11 @@ log = logging.getLogger(__name__)
 class BatchScheduler:
     """Continuous batching over one ``LlamaContext``; see the module docstring."""
 
-    def __init__(
-        self, ctx: LlamaContext, *, prefill_chunk: int, on_event: Callable[[LlmEvent], None] | None = None
-    ) -> None:
+    def __init__(self, ctx: LlamaContext, *, prefill_chunk: int, defer_ahead_s: float = 0.0,
+                 on_event: Callable[[LlmEvent], None] | None = None) -> None:
         self._ctx = ctx
         self._prefill_chunk = prefill_chunk
+        self._defer_ahead_s = defer_ahead_s  # a reply this far ahead of its listener waits for others; 0 = never
         self._on_event = on_event
         self._cond = threading.Condition()
         self._commands: list[tuple[str, str, GenRequest | None]] = []
@@ -59,7 +60,7 @@ class BatchScheduler:
         self._active: list[GenRequest] = []  # admission order = prefill order
         self._cache: dict[str, list[int]] = {}  # idle sessions' tokens in their sequence's KV
         self._last_prefill: dict[str, int] = {}
-        self._generated = self._prefilled = self._steps = 0
+        self._generated = self._prefilled = self._steps = self._deferred = 0
         self._decode_s = 0.0
         self._thread = threading.Thread(target=self._run, name="llm-scheduler", daemon=True)
         self._thread.start()
@@ -143,6 +144,7 @@ class BatchScheduler:
                 cached_sessions=len(self._cache),
                 generated_tokens=self._generated, prefill_tokens=self._prefilled, steps=self._steps,
                 tokens_per_s=self._generated / self._decode_s if self._decode_s else 0.0,
+                deferred=self._deferred,
             )
 
     def last_prefill_tokens(self, session_id: str) -> int | None:
@@ -264,11 +266,14 @@ class BatchScheduler:
     def _step(self) -> None:
         by_session = {r.session_id: r for r in self._active}  # one active request per session
         decoding = [r for r in self._active if r.next_token is not None]
-        plan = plan_step(
-            [r.session_id for r in decoding],
-            [PrefillWant(r.session_id, len(r.pending)) for r in self._active if r.pending],
-            batch_size=self._ctx.n_batch, prefill_budget=self._prefill_chunk,
-        )
+        prefilling = [PrefillWant(r.session_id, len(r.pending)) for r in self._active if r.pending]
+        ahead = set()  # asked only where deferring could help somebody
+        if self._defer_ahead_s > 0 and len(decoding) + bool(prefilling) > 1:
+            ahead = {r.session_id for r in decoding if r.ahead_by(self._defer_ahead_s)}
+        plan = plan_step([r.session_id for r in decoding], prefilling, batch_size=self._ctx.n_batch,
+                         prefill_budget=self._prefill_chunk, ahead=ahead)
+        if plan.deferred:
+            decoding = [by_session[key] for key in plan.decode]
         batch: list[BatchToken] = []
         outputs: list[tuple[GenRequest, int]] = []
         for req in decoding:
@@ -318,6 +323,8 @@ class BatchScheduler:
             self._decode_s += elapsed
             self._generated += sampled
             self._prefilled += sum(len(c) for _, c in chunks)
+            self._deferred += len(plan.deferred)
+
 
     def _on_token(self, req: GenRequest, token: int) -> None:
         req.generated += 1

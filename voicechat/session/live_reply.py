@@ -32,6 +32,7 @@ class LiveReply:
     held: list[Event] | None = None  # a prepared reply's output, kept until it is confirmed
     first_audio_at: float | None = None  # when its first audio went to the client
     played_samples: int = 0  # the player's report (samples at the output rate)
+    written_words: int = 0  # words of the sentences its LLM stage has handed to TTS
     synthesized: EndOfReply | None = None  # its synthesis ended while it was held: finish it on release
     # a prepared reply's prefill reports P(the user's message ends there) here (see LanguageModel.stream)
     on_end_of_message: Callable[[float | None], None] | None = None

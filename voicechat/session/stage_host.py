@@ -29,7 +29,7 @@ from voicechat.core.turn_state import Transition, TurnStateMachine
 from voicechat.engines.call_guard import error_code
 from voicechat.session.bounded_queue import BoundedLRUQueue
 from voicechat.session.live_reply import LiveReply
-from voicechat.tts.pacing import synthesis_wait_s
+from voicechat.tts.pacing import synthesis_wait_s, written_lead_s
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,26 @@ class ReplyStageHost:
             listener(p)
 
         return stamped
+
+    def reply_lead(self, job: ReplyJob) -> Callable[[], float]:
+        """For the LLM: seconds of reply ``job``'s speech written ahead of what the listener heard (0 once
+        stale). Played time is the client's report, else real time since the first audio (``_played_estimate``)."""
+        rid = job.generation
+
+        def lead() -> float:
+            with self._lock:
+                if (reply := self._live(rid)) is None:
+                    return 0.0
+                played_s = self._played_estimate(reply) / self.output_sample_rate
+                return written_lead_s(reply.written_words, played_s)
+
+        return lead
+
+    def sentence_written(self, rid: int, text: str) -> None:
+        """The LLM stage handed a sentence of reply ``rid`` to the TTS stage."""
+        with self._lock:
+            if (reply := self._live(rid)) is not None:
+                reply.written_words += len(text.split())
 
     def emit_text(self, rid: int, text: str) -> None:
         with self._lock:

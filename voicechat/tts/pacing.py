@@ -11,6 +11,8 @@ audio (an upper bound on what was played, so the wait is never too long).
 
 from __future__ import annotations
 
+from voicechat.core.reply_tracker import DEFAULT_WORDS_PER_SECOND
+
 
 def synthesis_wait_s(emitted_s: float, playing_for_s: float | None, max_ahead_s: float) -> float:
     """Seconds to wait before synthesizing a reply's next sentence (0: go on now).
@@ -21,3 +23,12 @@ def synthesis_wait_s(emitted_s: float, playing_for_s: float | None, max_ahead_s:
         return 0.0
     unplayed = emitted_s - min(emitted_s, max(0.0, playing_for_s))
     return max(0.0, unplayed - max_ahead_s)
+
+
+def written_lead_s(written_words: int, played_s: float, words_per_second: float = DEFAULT_WORDS_PER_SECOND) -> float:
+    """Seconds of a reply's speech written ahead of its listener (>= 0): the words of the sentences the
+    LLM has handed to the TTS stage, at ``words_per_second``, less the ``played_s`` seconds heard so far.
+
+    What the LLM scheduler reads to let a reply this far ahead wait while other users need the model
+    (``llm.defer_ahead_s``); a sentence still being written does not count (TTS cannot use it yet)."""
+    return max(0.0, written_words / words_per_second - max(0.0, played_s))

@@ -67,15 +67,20 @@ class ScriptedLLM(PacedEngine, LanguageModel):
         self.discard_calls: list[str] = []  # every discard asked for, by session id, in order (not in abort_calls)
         self.warm_calls: list[str] = []  # every warm-up asked for, by session id
         self.prompts: dict[str, list[Sequence[ChatMessage]]] = {}
+        self.leads: dict[str, Callable[[], float]] = {}  # each session's latest reply's ``lead``
 
     def stream(
         self, session_id: str, messages: Sequence[ChatMessage], params: GenerationParams,
         on_end_of_message: Callable[[float | None], None] | None = None,
+        lead: Callable[[], float] | None = None,
     ) -> Iterator[str]:
         """Stream the reply; ``on_end_of_message`` is called at once, on the caller's thread, with
-        ``self.end_of_message`` of the last message's text (None when the last message is not the user's)."""
+        ``self.end_of_message`` of the last message's text (None when the last message is not the user's).
+        ``lead`` is kept in ``leads`` (the latest per session) for tests to read; it never slows the reply."""
         with self._lock:
             self.prompts.setdefault(session_id, []).append(list(messages))
+            if lead is not None:
+                self.leads[session_id] = lead
         self._report_end_of_message(messages, on_end_of_message)
 
         def tokens() -> Iterator[str]:

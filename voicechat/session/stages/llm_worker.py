@@ -36,6 +36,10 @@ class LlmHost(StageHost, Protocol):
 
     def end_of_message_listener(self, job: ReplyJob) -> Callable[[float | None], None] | None: ...
 
+    def reply_lead(self, job: ReplyJob) -> Callable[[], float]: ...
+
+    def sentence_written(self, generation: int, text: str) -> None: ...
+
     def emit_text(self, generation: int, text: str) -> None: ...
 
     def stamp(self, generation: int, stage: str) -> None: ...
@@ -75,10 +79,11 @@ class LlmWorker(QueueWorker[ReplyJob]):
         failed = False
         session, messages, params = self.host.session_id, self.host.prompt_for(job), self.host.generation_params
         probe = self.host.end_of_message_listener(job)  # a prepared reply: its prefill judges the user's turn
+        lead = self.host.reply_lead(job)  # how far ahead of the listener: the model may let it wait for others
         stream: GuardedStream[str] | None = None
         try:
             stream = self.guard.open(
-                gen, lambda: self.llm.stream(session, messages, params, on_end_of_message=probe))
+                gen, lambda: self.llm.stream(session, messages, params, on_end_of_message=probe, lead=lead))
             for piece in stream:
                 if not self.host.is_current(gen) or self.stop_event.is_set():
                     return  # barge-in or shutdown: the TTS side is flushed already
@@ -115,5 +120,6 @@ class LlmWorker(QueueWorker[ReplyJob]):
         kept.append(admitted)
         if index == 0:
             self.host.stamp(gen, "first_sentence")
+        self.host.sentence_written(gen, admitted)
         self.sentences.put(SentenceJob(gen, index, admitted))
         return index + 1

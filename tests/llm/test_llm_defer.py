@@ -1,0 +1,98 @@
+"""A reply far ahead of its listener waits out the steps another session needs (``llm.defer_ahead_s``),
+on the shipped tiny random GGUF: who decodes when, and that waiting changes no reply."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from support.llm import Events
+
+from voicechat.core.history import ChatMessage
+from voicechat.engines.protocols import GenerationParams
+from voicechat.llm.llama_engine import LlamaCppEngine
+from voicechat.models.tiny import tiny_gguf_path
+
+LONG = GenerationParams(temperature=0.0, max_tokens=60, ignore_eos=True)
+SHORT = GenerationParams(temperature=0.0, max_tokens=12, ignore_eos=True)
+AHEAD = [ChatMessage("system", "You are a helpful voice assistant."), ChatMessage("user", "tell me a long story")]
+FRESH = [ChatMessage("system", "Be short."), ChatMessage("user", "what time is it?")]
+
+
+@pytest.fixture
+def make_engine() -> Iterator[Callable[..., tuple[LlamaCppEngine, Events]]]:
+    engines: list[LlamaCppEngine] = []
+
+    def make(defer_ahead_s: float = 1.0) -> tuple[LlamaCppEngine, Events]:
+        events = Events()
+        engine = LlamaCppEngine(tiny_gguf_path(), on_event=events, n_ctx=2048, n_seq_max=4, n_batch=128,
+                                prefill_chunk=32, defer_ahead_s=defer_ahead_s)
+        engines.append(engine)
+        return engine, events
+
+    yield make
+    for engine in engines:
+        engine.close()
+
+
+def tokens_while(events: Events, session: str, during: str) -> list[int]:
+    """``session``'s tokens generated between ``during``'s admission and its finish."""
+    kinds = [(e.kind, e.session_id) for e in events.items]
+    start = kinds.index(("admitted", during))
+    end = kinds.index(("finished", during))
+    return [i for i in range(start, end) if kinds[i] == ("token", session)]
+
+
+def run_side_by_side(engine: LlamaCppEngine, events: Events, lead: Callable[[], float]) -> str:
+    """``ahead`` starts a long reply with ``lead``; once it is under way ``fresh`` asks a short question."""
+    ahead = engine.stream("ahead", AHEAD, LONG, lead=lead)
+    events.wait(lambda: len(events.tokens("ahead")) >= 3, "ahead's first tokens")
+    assert "".join(engine.stream("fresh", FRESH, SHORT))
+    return "".join(ahead)
+
+
+def test_a_reply_far_ahead_waits_while_another_is_read_and_started_then_finishes_unchanged(make_engine):
+    engine, events = make_engine()
+    solo = "".join(engine.stream("solo", AHEAD, LONG))
+    calls = []
+
+    def lead() -> float:
+        calls.append(1)
+        return 5.0  # seconds of speech written ahead: well past defer_ahead_s
+
+    text = run_side_by_side(engine, events, lead)
+    assert tokens_while(events, "ahead", during="fresh") == []  # not one step shared with the fresh reply
+    finishes = [e.session_id for e in events.items if e.kind == "finished"]
+    assert finishes.index("fresh") < finishes.index("ahead")  # it was still going: it waited, then went on
+    assert events.finished("ahead").detail == "length" and len(events.tokens("ahead")) == LONG.max_tokens
+    assert text == solo  # waiting changes no token
+    assert calls and engine.stats().deferred >= SHORT.max_tokens
+
+
+def test_a_reply_close_to_its_listener_keeps_decoding_beside_others(make_engine):
+    engine, events = make_engine()
+    run_side_by_side(engine, events, lambda: 0.5)  # under defer_ahead_s: the listener needs it soon
+    assert len(tokens_while(events, "ahead", during="fresh")) >= SHORT.max_tokens - 1
+    assert engine.stats().deferred == 0
+
+
+def test_with_defer_ahead_s_zero_the_lead_is_never_asked(make_engine):
+    engine, events = make_engine(defer_ahead_s=0.0)
+
+    def lead() -> float:
+        raise AssertionError("asked")
+
+    run_side_by_side(engine, events, lead)
+    assert len(tokens_while(events, "ahead", during="fresh")) >= SHORT.max_tokens - 1
+
+
+def test_a_lead_that_fails_never_holds_its_reply_back(make_engine, caplog):
+    engine, events = make_engine()
+
+    def lead() -> float:
+        raise RuntimeError("bookkeeping broke")
+
+    text = run_side_by_side(engine, events, lead)
+    assert len(tokens_while(events, "ahead", during="fresh")) >= SHORT.max_tokens - 1
+    assert text and len(events.tokens("ahead")) == LONG.max_tokens
+    assert "lead could not be read" in caplog.text
