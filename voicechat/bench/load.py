@@ -308,7 +308,7 @@ def _variants(plan: LoadPlan, frontends: list[str], compare: tuple[str, list[str
 def _report(runs: list[dict[str, object]]) -> dict[str, object]:
     result = dict(runs[0])
     if len(runs) > 1:
-        result["sweep"] = [{k: v for k, v in r.items() if k not in SAMPLES} for r in runs]
+        result["sweep"] = list(runs)  # each with its own per-turn samples (in --json only)
         result["capacity"] = capacity(runs)
     return result
 
