@@ -26,7 +26,9 @@ from voicechat.tts.pool import TTSPool
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-SENTENCE = "Set a timer for twelve minutes."
+# Not "Set a timer...": tiny.en hears a sentence-initial "Set" as "at" in about one Piper draw in fifty (49 of 50
+# here; this sentence: 130 of 130).
+SENTENCE = "Please set a timer for twelve minutes."
 LONG = ("Once upon a time there was a lighthouse keeper who lived alone on a rocky island. "
         "Every night he climbed the stairs to light the great lamp for the ships at sea. "
         "One winter a storm broke the glass and he had to mend it with his own two hands. "
