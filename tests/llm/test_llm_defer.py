@@ -3,6 +3,7 @@ on the shipped tiny random GGUF: who decodes when, and that waiting changes no r
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -96,3 +97,17 @@ def test_a_lead_that_fails_never_holds_its_reply_back(make_engine, caplog):
     assert len(tokens_while(events, "ahead", during="fresh")) >= SHORT.max_tokens - 1
     assert text and len(events.tokens("ahead")) == LONG.max_tokens
     assert "lead could not be read" in caplog.text
+
+
+def test_a_reply_whose_listener_caught_up_decodes_again_while_others_still_need_the_model(make_engine):
+    engine, events = make_engine()
+    caught_up = threading.Event()
+    ahead = engine.stream("ahead", AHEAD, LONG, lead=lambda: 0.5 if caught_up.is_set() else 5.0)
+    events.wait(lambda: len(events.tokens("ahead")) >= 3, "ahead's first tokens")
+    fresh = engine.stream("fresh", FRESH, LONG)  # long too: it needs the model throughout
+    events.wait(lambda: len(events.tokens("fresh")) >= 5, "fresh under way")
+    held = len(events.tokens("ahead"))
+    caught_up.set()  # the listener has heard most of what was written
+    events.wait(lambda: len(events.tokens("ahead")) >= held + 5, "ahead decoding again")
+    assert not events.of("fresh", "finished")  # beside fresh, not after it
+    assert "".join(ahead) and "".join(fresh)
