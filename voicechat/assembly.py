@@ -384,6 +384,7 @@ def pipeline_options(settings: Settings, **overrides: object) -> PipelineOptions
         llm_call_timeout_s=llm.call_timeout_s,
         tts_call_timeout_s=settings.tts.call_timeout_s,
         tts_max_ahead_s=settings.tts.max_ahead_s,
+        prefill_while_speaking=llm.prefill_while_speaking and settings.stt.partials,
     )
     options.update(overrides)
     return PipelineOptions(**options)  # type: ignore[arg-type]

@@ -61,3 +61,23 @@ def test_a_turn_submitted_during_the_warm_up_takes_over(engine):
     assert llm.warm("eager", SYSTEM)
     eager = "".join(llm.stream("eager", TURN, REPLY))  # at once: the warm-up may not have run yet
     assert eager == cold
+
+
+@pytest.mark.parametrize("heard_so_far", ["How many legs does", "How many arms do"])
+def test_the_users_words_so_far_are_prefilled_and_the_turn_answers_as_a_cold_one(engine, heard_so_far):
+    llm, events = engine
+    first = [*SYSTEM, ChatMessage("user", "Hello there.")]
+    said = "".join(llm.stream("talk", first, REPLY))
+    assert "".join(llm.stream("cold", first, REPLY)) == said
+    turn = [*first, ChatMessage("assistant", said), ChatMessage("user", "How many legs does a spider have?")]
+    cold = "".join(llm.stream("cold", turn, REPLY))
+    cold_prefill = llm.last_prefill_tokens("cold")
+
+    assert llm.warm("talk", [*turn[:-1], ChatMessage("user", heard_so_far)])  # while the user speaks
+    events.wait(lambda: len(events.of("talk", "finished")) == 2, "the warm-up")
+    assert "".join(llm.stream("talk", turn, REPLY)) == cold  # whatever the words so far were
+    prefilled = llm.last_prefill_tokens("talk")
+    assert prefilled is not None and cold_prefill is not None
+    if turn[-1].content.startswith(heard_so_far):
+        assert prefilled <= cold_prefill - 6  # the turn's header and its first words were read already
+    assert prefilled < cold_prefill

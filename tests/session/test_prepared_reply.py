@@ -20,6 +20,7 @@ from voicechat.engines.scripted.llm import ScriptedLLM, scripted_reply
 from voicechat.engines.scripted.stt import ScriptedTranscriber
 from voicechat.engines.scripted.tts import ScriptedTTS
 from voicechat.session.pipeline import PipelineOptions, SpeechPipelineManager
+from voicechat.stt.partial_stabilizer import PartialStabilizer
 
 
 class ManualRecognizer:
@@ -39,8 +40,8 @@ class ManualRecognizer:
         self.finals.put(None)
 
 
-@pytest.fixture
-def session():
+def manual_session(**options):
+    """A started pipeline whose recognizer the test plays; yields (pipeline, recognizer, collector, llm)."""
     recognizers: list[ManualRecognizer] = []
 
     def factory(session_id, callbacks):
@@ -49,12 +50,22 @@ def session():
 
     llm = ScriptedLLM(reply_words=12)
     engines = Engines(ScriptedTranscriber({}), factory, llm, ScriptedTTS(sample_rate=16000, chunk_s=0.05))
-    pipeline = SpeechPipelineManager("s1", engines, PipelineOptions(output_sample_rate=16000))
+    pipeline = SpeechPipelineManager("s1", engines, PipelineOptions(output_sample_rate=16000, **options))
     pipeline.start()
     collector = EventCollector(pipeline)
     yield pipeline, recognizers[0], collector, llm
     pipeline.stop()
     engines.close()
+
+
+@pytest.fixture
+def session():
+    yield from manual_session()
+
+
+@pytest.fixture
+def reading_session():
+    yield from manual_session(prefill_while_speaking=True)
 
 
 def prepare(rec: ManualRecognizer, collector: EventCollector, llm: ScriptedLLM, text: str) -> None:
@@ -140,3 +151,35 @@ def test_an_error_of_the_turn_is_not_held_with_the_prepared_reply(session):
 def test_a_started_session_has_the_model_warm_its_system_prompt(session):
     pipeline, rec, collector, llm = session
     assert llm.warm_calls == ["s1"]  # in start(): before any turn (the engine decides whether it can)
+
+
+@pytest.mark.timeout(30)
+def test_the_model_reads_the_words_the_partials_agree_on_while_the_user_speaks(reading_session):
+    pipeline, rec, collector, llm = reading_session
+    rec.cb.on_speech_start()
+    hypotheses = ("What is", "What is the", "What is the capital of", "What is the capital of",
+                  "What is the capital of")
+    stabilizer, agreed = PartialStabilizer(), []
+    for hypothesis in hypotheses:
+        rec.cb.on_partial(hypothesis)
+        stable = stabilizer.update(hypothesis).stable
+        if stable and stable not in agreed:
+            agreed.append(stable)
+    read = [messages for session, messages in llm.warmed if session == "s1"][1:]  # [0]: start()'s system prompt
+    # Each time the agreed words grew, once: the history and the user's words so far.
+    assert len(agreed) >= 3  # (the stabilizer keeps the last word back)
+    assert [m[-1].content for m in read] == agreed
+    assert all(m[-1].role == "user" and m[:-1] == pipeline.history.messages() for m in read)
+
+    prepare(rec, collector, llm, "What is the capital of France?")  # a reply is live now (prepared)...
+    rec.cb.on_partial("What is the capital of France")
+    rec.cb.on_partial("What is the capital of France")
+    assert len([s for s, _ in llm.warmed if s == "s1"]) == 1 + len(agreed)  # ...so nothing more is read ahead
+
+
+def test_without_prefill_while_speaking_partials_only_reach_the_client(session):
+    pipeline, rec, collector, llm = session
+    rec.cb.on_speech_start()
+    for hypothesis in ("What is", "What is the", "What is the"):
+        rec.cb.on_partial(hypothesis)
+    assert llm.warm_calls == ["s1"]  # start()'s only

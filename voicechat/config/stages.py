@@ -249,6 +249,11 @@ class LlmSettings(_Section):
         256, ge=16, le=8192,
         description="Most prompt tokens prefilled per step, so a long prompt never stalls other sessions' replies",
     )
+    prefill_while_speaking: bool = Field(
+        True,
+        description="While the user speaks and the model is idle, it reads the words the interim transcripts agree "
+        "on, so the reply prefills only the rest when the turn ends (needs stt.partials)",
+    )
     defer_ahead_s: float = Field(
         1.5, ge=0, le=600,
         description="A reply whose written sentences are this many seconds of speech ahead of what its listener "

@@ -160,21 +160,32 @@ class LlamaCppEngine:
         return _ReplyStream(self._scheduler, req)
 
     def warm(self, session_id: str, messages: Sequence[ChatMessage]) -> bool:
-        """Prefill ``messages`` (the system prompt, a restored history) into the session's sequence now,
-        while the model is idle, so its first turn prefills only the user's words; False if skipped.
+        """Prefill what the session's next turn starts with, while the model is idle; False if skipped.
 
+        ``messages`` is either what a new session starts from (the system prompt, a restored history:
+        skipped for a session that has had a turn, which keeps its own KV), or the conversation and the
+        user's words so far, ending with that user message (said while the user is still speaking): the
+        prompt the turn will have is prefilled up to the words' last token, which is left out (the word
+        being said may still change), so the turn prefills only the rest of its words.
         A one-token request that nobody reads and no discard can name: a real turn submitted meanwhile
         replaces it, keeping what it prefilled. Skipped while other requests wait or run (warming never
-        delays anybody's reply) and for a session that already has a request.
+        delays anybody's reply).
         """
         with self._lock:
-            if self._closed or session_id in self._previous or not messages or not self._scheduler.idle():
+            if self._closed or not messages or not self._scheduler.idle():
                 return False
-            try:
-                rendered = self._template.render(messages, add_generation_prompt=False)
-            except ChatTemplateError as exc:
-                raise EngineError(str(exc)) from exc
-            tokens = self._ctx.tokenize(rendered)
+            if messages[-1].role == "user":
+                tokens, _ = self._render(session_id, messages, GenerationParams(max_tokens=1))
+                at = self._probe_at(tokens, messages)  # the user's last token
+                tokens = tokens[:at] if at is not None else []
+            elif session_id in self._previous:
+                return False
+            else:
+                try:
+                    rendered = self._template.render(messages, add_generation_prompt=False)
+                except ChatTemplateError as exc:
+                    raise EngineError(str(exc)) from exc
+                tokens = self._ctx.tokenize(rendered)
             if not tokens or len(tokens) > self._ctx.n_ctx_seq // 2:
                 return False
             self._scheduler.submit(GenRequest(session_id, tokens, GenerationParams(temperature=0.0, max_tokens=1)))

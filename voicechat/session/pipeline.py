@@ -44,7 +44,7 @@ from voicechat.core.events import (
     StateChanged,
     TurnState,
 )
-from voicechat.core.history import ConversationHistory
+from voicechat.core.history import ChatMessage, ConversationHistory
 from voicechat.core.jobs import EndOfReply, ReplyJob, SentenceJob
 from voicechat.core.reply_tracker import ReplyTracker
 from voicechat.core.turn_state import (
@@ -87,6 +87,7 @@ class PipelineOptions:
     llm_call_timeout_s: float = 30.0  # longest wait for the LLM's next piece before the turn ends with an error
     tts_call_timeout_s: float = 15.0  # the same for the next audio chunk of a sentence
     tts_max_ahead_s: float = 0.0  # a reply's next sentence waits while more audio than this is unplayed; 0 = never
+    prefill_while_speaking: bool = False  # the LLM reads the user's stable words while they speak (if it is idle)
     abort_grace_s: float = 2.0  # an abandoned call's thread that runs longer than this is counted as stuck
 
 
@@ -122,6 +123,7 @@ class SpeechPipelineManager(ReplyStageHost):
         self._lock = threading.Lock()
         self._turns = TurnStateMachine(barge_in=opts.barge_in)
         self._stabilizer = PartialStabilizer()
+        self._prefilled = ""  # the user's words last given to the model to read ahead (prefill_while_speaking)
         self._reply: LiveReply | None = None
         self._rids = itertools.count(1)
         self._last_rid = 0  # every reply id up to this one has been handed out
@@ -159,8 +161,12 @@ class SpeechPipelineManager(ReplyStageHost):
     def start(self) -> None:
         for worker in self.workers:
             worker.start()
-        try:  # the system prompt's KV ready before the first turn, where the model has nothing else to do
-            self.engines.llm.warm(self.session_id, self.history.messages())
+        self._warm(self.history.messages())  # the system prompt's KV ready before the first turn
+
+    def _warm(self, messages: list[ChatMessage]) -> None:
+        """Let the model prefill ``messages`` if it has nothing else to do (``LanguageModel.warm``); unlocked."""
+        try:
+            self.engines.llm.warm(self.session_id, messages)
         except Exception:
             log.exception("session %s: warming the language model failed", self.session_id)
 
@@ -259,9 +265,17 @@ class SpeechPipelineManager(ReplyStageHost):
         self._transition(self._turns.speech_ended)
 
     def _on_partial(self, text: str) -> None:
+        read_ahead: list[ChatMessage] | None = None
         with self._lock:
             partial = self._stabilizer.update(text)
             self._put(PartialTranscript(partial.text, self._turns.generation, partial.stable))
+            stable = partial.stable  # words no later partial takes back: the model may read them now
+            if (self.options.prefill_while_speaking and stable and stable != self._prefilled
+                    and self._reply is None and not self._stopped):  # no reply: the history is whole
+                self._prefilled = stable
+                read_ahead = [*self.history.messages(), ChatMessage("user", stable)]
+        if read_ahead is not None:
+            self._warm(read_ahead)
 
     def _on_transcript_early(self, text: str, on_end_of_message: Callable[[float | None], None] | None) -> None:
         """A transcript made inside a pause: the turn may end with these words, so prepare their reply.

@@ -66,6 +66,7 @@ class ScriptedLLM(PacedEngine, LanguageModel):
         self.released: list[str] = []
         self.discard_calls: list[str] = []  # every discard asked for, by session id, in order (not in abort_calls)
         self.warm_calls: list[str] = []  # every warm-up asked for, by session id
+        self.warmed: list[tuple[str, list[ChatMessage]]] = []  # ... and its messages
         self.prompts: dict[str, list[Sequence[ChatMessage]]] = {}
         self.leads: dict[str, Callable[[], float]] = {}  # each session's latest reply's ``lead``
 
@@ -102,9 +103,10 @@ class ScriptedLLM(PacedEngine, LanguageModel):
             log.exception("end-of-message callback failed")
 
     def warm(self, session_id: str, messages: Sequence[ChatMessage]) -> bool:
-        """Recorded in ``warm_calls``; the scripted model keeps nothing, so nothing is prepared."""
+        """Recorded in ``warm_calls`` (and the messages in ``warmed``); the scripted model keeps nothing."""
         with self._lock:
             self.warm_calls.append(session_id)
+            self.warmed.append((session_id, list(messages)))
         return False
 
     def discard(self, session_id: str) -> None:
