@@ -13,7 +13,7 @@ import asyncio
 import random
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -253,6 +253,13 @@ class SimulatedUser:
             return False
         return t < self.min_turns or self.deadline_s is None or time.monotonic() - started < self.deadline_s
 
+    async def _wait(self, client: VoiceClient, predicate: Callable[[Received], bool], turn: int, what: str) -> None:
+        """``client.wait_for`` whose timeout names the turn and what it waited for (the error sample says)."""
+        try:
+            await client.wait_for(predicate, self.turn_timeout_s)
+        except TimeoutError:
+            raise TimeoutError(f"turn {turn}: no {what} within {self.turn_timeout_s:.0f} s") from None
+
     async def _converse(self, client: VoiceClient, mic: Microphone) -> None:
         seen = Tracker(client.received)
         interrupting: TurnRecord | None = None  # the turn whose reply the next utterance cuts off
@@ -274,15 +281,15 @@ class SimulatedUser:
             self.result.turns.append(turn)
             if interrupting is not None:
                 stale = interrupting.generation or 0
-                await client.wait_for(lambda _, g=stale: seen.update().flush_after(g) is not None, self.turn_timeout_s)
+                await self._wait(client, lambda _, g=stale: seen.update().flush_after(g) is not None, t, "flush")
                 # The outbox is in order: no stale frame follows the flush.
                 interrupting.stale_until = max(seen.flush_after(stale) or 0.0, seen.last_audio.get(stale, 0.0))
                 interrupting = None
-            await client.wait_for(lambda _, n=finals0: len(seen.update().finals) > n, self.turn_timeout_s)
+            await self._wait(client, lambda _, n=finals0: len(seen.update().finals) > n, t, "final transcript")
             turn.transcript = seen.finals[finals0]
             if self.check_text and turn.transcript != speech.text:
                 self.result.errors.append(f"session {self.index} turn {t}: heard {turn.transcript!r}")
-            await client.wait_for(lambda _, g=gen0: seen.update().first_audio_after(g) is not None, self.turn_timeout_s)
+            await self._wait(client, lambda _, g=gen0: seen.update().first_audio_after(g) is not None, t, "reply audio")
             turn.first_audio, gen = seen.first_audio_after(gen0)  # type: ignore[misc]
             turn.generation = gen
             t += 1
@@ -295,8 +302,8 @@ class SimulatedUser:
                 turn.completed = True
                 interrupting = turn
                 continue
-            await client.wait_for(lambda _, g=gen: g in seen.update().metrics, self.turn_timeout_s)
+            await self._wait(client, lambda _, g=gen: g in seen.update().metrics, t, "turn metrics")
             turn.stamps = seen.metrics[gen]
             turn.completed = True
-            await client.wait_for(lambda _, g=gen: seen.update().listening_after(g), self.turn_timeout_s)
+            await self._wait(client, lambda _, g=gen: seen.update().listening_after(g), t, "end of the reply")
             await asyncio.sleep(self._rng.uniform(0.5, 1.5) * self.pause_s)  # the user's own pause, not in step
