@@ -57,7 +57,7 @@ def plan_step(
     ``ahead``: decoding sequences whose reply is far enough ahead of its listener to wait. They sit
     the step out (``deferred``) while anybody else is in it (another sequence decoding, a prompt being
     prefilled: somebody is waiting for a reply), because on a CPU a step's cost grows with its tokens
-    (SmolLM2-135M, one thread: 14 ms for one, 42 ms for four). Alone, they decode: no step is wasted.
+    (docs/benchmarks.md). Alone, they decode: no step is wasted.
     """
     if len(decoding) > batch_size:
         raise ValueError(f"{len(decoding)} decoding sequences exceed the batch size {batch_size}")

@@ -325,7 +325,6 @@ class BatchScheduler:
             self._prefilled += sum(len(c) for _, c in chunks)
             self._deferred += len(plan.deferred)
 
-
     def _on_token(self, req: GenRequest, token: int) -> None:
         req.generated += 1
         req.last_token = token

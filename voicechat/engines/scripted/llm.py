@@ -65,8 +65,7 @@ class ScriptedLLM(PacedEngine, LanguageModel):
         self._lock = threading.Lock()
         self.released: list[str] = []
         self.discard_calls: list[str] = []  # every discard asked for, by session id, in order (not in abort_calls)
-        self.warm_calls: list[str] = []  # every warm-up asked for, by session id
-        self.warmed: list[tuple[str, list[ChatMessage]]] = []  # ... and its messages
+        self.warmed: list[tuple[str, list[ChatMessage]]] = []  # every warm-up asked for: session id, messages
         self.prompts: dict[str, list[Sequence[ChatMessage]]] = {}
         self.leads: dict[str, Callable[[], float]] = {}  # each session's latest reply's ``lead``
 
@@ -103,11 +102,16 @@ class ScriptedLLM(PacedEngine, LanguageModel):
             log.exception("end-of-message callback failed")
 
     def warm(self, session_id: str, messages: Sequence[ChatMessage]) -> bool:
-        """Recorded in ``warm_calls`` (and the messages in ``warmed``); the scripted model keeps nothing."""
+        """Recorded in ``warmed``; the scripted model keeps nothing, so nothing is prepared."""
         with self._lock:
-            self.warm_calls.append(session_id)
             self.warmed.append((session_id, list(messages)))
         return False
+
+    @property
+    def warm_calls(self) -> list[str]:
+        """The session id of every warm-up asked for, in order."""
+        with self._lock:
+            return [session_id for session_id, _ in self.warmed]
 
     def discard(self, session_id: str) -> None:
         """End the session's stream at once, like abort, and record it in ``discard_calls``.
