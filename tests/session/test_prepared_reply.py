@@ -177,6 +177,16 @@ def test_the_model_reads_the_words_the_partials_agree_on_while_the_user_speaks(r
     assert len([s for s, _ in llm.warmed if s == "s1"]) == 1 + len(agreed)  # ...so nothing more is read ahead
 
 
+def test_the_same_words_in_a_new_utterance_are_read_again(reading_session):
+    pipeline, rec, collector, llm = reading_session
+    for _ in range(2):  # e.g. the user said "Yes please" twice; the KV of the first may be gone
+        rec.cb.on_speech_start()
+        for hypothesis in ("Yes please do", "Yes please do"):
+            rec.cb.on_partial(hypothesis)
+    read = [m[-1].content for s, m in llm.warmed if s == "s1"][1:]
+    assert len(read) == 2 and read[0] == read[1]
+
+
 def test_without_prefill_while_speaking_partials_only_reach_the_client(session):
     pipeline, rec, collector, llm = session
     rec.cb.on_speech_start()

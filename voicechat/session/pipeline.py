@@ -123,7 +123,7 @@ class SpeechPipelineManager(ReplyStageHost):
         self._lock = threading.Lock()
         self._turns = TurnStateMachine(barge_in=opts.barge_in)
         self._stabilizer = PartialStabilizer()
-        self._prefilled = ""  # the user's words last given to the model to read ahead (prefill_while_speaking)
+        self._prefilled = ""  # this utterance's words last given to the model to read ahead (prefill_while_speaking)
         self._reply: LiveReply | None = None
         self._rids = itertools.count(1)
         self._last_rid = 0  # every reply id up to this one has been handed out
@@ -255,6 +255,7 @@ class SpeechPipelineManager(ReplyStageHost):
         self.last_activity = time.monotonic()
         with self._lock:
             self._stabilizer.reset()
+            self._prefilled = ""
         self._transition(self._turns.speech_started)
 
     def _on_speech_end(self, voice_ended_at: float | None = None) -> None:
