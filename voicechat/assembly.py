@@ -199,7 +199,7 @@ def listening_rules(settings: Settings) -> ListeningRules:
         onset_probability=1.0 - vad.silero_sensitivity, post_speech_silence_s=vad.post_speech_silence_s,
         min_utterance_s=vad.min_utterance_s, pre_roll_s=vad.pre_roll_s, partials=stt.partials,
         partial_interval_s=stt.partial_interval_s, quiet_dbfs=vad.quiet_dbfs,
-        pause_s=0.1 if vad.early_transcript else None,
+        pause_s=0.1 if vad.early_transcript else None, probe_onsets=vad.probe_onsets,
     )
 
 

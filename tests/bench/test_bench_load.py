@@ -131,3 +131,35 @@ def test_cpu_is_split_by_thread_group_and_what_ended_is_counted_apart() -> None:
     after = {1: ("vc-stt", 14.0), 2: ("tts-pool-0", 2.0), 4: ("tts-pool-1", 1.0)}  # 3 ended, 4 is new
     assert cpu_by_group(before, after, process_cpu_s=7.0, wall_s=10.0) == {
         "vc-stt": 40.0, "tts-pool-": 20.0, "ended threads": 10.0}
+
+
+def test_a_server_group_spreads_clients_round_robin_and_sums_what_it_observes() -> None:
+    from voicechat.bench.load_server import ServerGroup
+
+    class Server:
+        def __init__(self, k: int) -> None:
+            self.k = k
+
+        def address(self, client: int) -> tuple[str, str]:
+            return f"ws://shard{self.k}/ws", f"token{self.k}"
+
+        def metrics(self) -> dict[str, float]:
+            return {"voicechat_sessions_active": 1.0, f"only_on_{self.k}": 2.0}
+
+        def settled_threads(self) -> dict[str, int]:
+            return {"vc-stt": 2}
+
+    group = ServerGroup([Server(0), Server(1)])  # type: ignore[list-item]
+    assert [group.address(i) for i in range(3)] == [("ws://shard0/ws", "token0"), ("ws://shard1/ws", "token1"),
+                                                    ("ws://shard0/ws", "token0")]
+    assert group.metrics() == {"voicechat_sessions_active": 2.0, "only_on_0": 2.0, "only_on_1": 2.0}
+    assert group.settled_threads() == {"vc-stt": 4}
+
+
+@pytest.mark.timeout(240)
+def test_sessions_sharded_over_two_server_processes_are_all_served() -> None:
+    plan = load.LoadPlan(seconds=0.0, min_turns=3, barge_every=2, shards=2)
+    result = load.run_one(plan, 4, churn=0, speech=load.script())
+    assert result["errors"] == 0, result["error_samples"]
+    assert result["turns"] == result["turns_started"] == 12 and result["barge_ins"] == 4
+    assert result["leaked_threads"] == 0 and result["dropped_frames"] == 0

@@ -25,3 +25,12 @@ def test_speech_the_detector_never_hears_gives_no_floor() -> None:
     hum = np.full(16000, 3000, np.int16)  # loud, but a constant is no speech to Silero
     said = utterance("hum", hum)
     assert onset_floor_ms([said], 0.6, -55.0) == []
+
+
+@pytest.mark.timeout(120)
+def test_probes_between_chunks_call_speech_no_later_and_sometimes_a_frame_sooner() -> None:
+    speech = [utterance(text, speech_16k(text)) for text in SAMPLE_SENTENCES[:4]]
+    chunks_only, probed = onset_floor_ms(speech, 0.6, -55.0, probes=False), onset_floor_ms(speech, 0.6, -55.0)
+    assert len(chunks_only) == len(probed) == 4 * PHASES
+    assert all(p <= c for c, p in zip(chunks_only, probed, strict=True))
+    assert sum(probed) < sum(chunks_only)

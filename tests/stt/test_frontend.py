@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -257,6 +257,33 @@ def test_the_silence_ends_the_turn_on_the_frame_that_completes_it_between_ticks(
     waiter.join(10)
     assert final == ["text"] and ears.ended.is_set()
     assert regular_ticks(rig.frontend) == 1  # every decision came from a pass the session asked for
+
+
+@pytest.mark.parametrize("probes", [True, False])
+@pytest.mark.timeout(30)
+def test_speech_starting_inside_a_chunk_is_heard_on_its_first_loud_frame_with_probes(rig, probes):
+    ears = Ears()
+    analysed_at_start: list[int] = []
+
+    def started() -> None:  # in the front end's thread: how much of the stream was chunked when speech started
+        analysed_at_start.append(recognizer._state.analysed)
+        ears.started.set()
+
+    recognizer = BatchedRecognizer("s", FixedTextModel("text"), RecognizerCallbacks(started), rig.frontend,
+                                   rules=replace(RULES, probe_onsets=probes))
+    rig.made.append(recognizer)
+    feed(recognizer, quiet(32 * 512 / 16000))  # exactly 32 chunks of room noise
+    assert wait_until(lambda: recognizer.stream.skipped is False and recognizer.backlog.waiting() == 0)
+    ticks = rig.frontend.stats.ticks
+    feed(recognizer, loud(0.02))  # one frame: 320 samples, no whole chunk
+    if probes:
+        assert ears.started.wait(5) and analysed_at_start == [32 * 512]  # before its chunk was complete
+        assert rig.frontend.stats.probes >= 1
+        return
+    assert wait_until(lambda: rig.frontend.stats.ticks >= ticks + 2)  # passes went by: no chunk, no onset
+    assert not ears.started.is_set() and rig.frontend.stats.probes == 0
+    feed(recognizer, loud(0.02))  # the frame that completes the chunk
+    assert ears.started.wait(5) and analysed_at_start == [33 * 512]
 
 
 def wait_until(predicate, timeout: float = 5.0) -> bool:

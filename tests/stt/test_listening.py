@@ -181,3 +181,17 @@ def test_where_the_level_never_settles_the_pause_opens_a_longest_release_later()
     assert len(pauses) == 1
     after_release = len(pauses[0].audio) - (5 + 10) * CHUNK  # Silero let go at the end of chunk 16
     assert 0.3 * 16000 - CHUNK <= after_release <= 0.3 * 16000 + 2 * CHUNK
+
+
+def test_a_probe_between_chunks_starts_speech_where_its_window_began_and_the_chunks_record_it():
+    state = ListeningState(ListeningRules(onset_probability=0.6, partials=False, min_utterance_s=0.0,
+                                          post_speech_silence_s=0.2))
+    run(state, [0.0] * 4)
+    assert state.probed(320, 0.5) == [] and not state.recording  # under the onset threshold
+    assert state.probed(320, None) == []  # no verdict
+    assert state.probed(320, 0.7) == [SpeechStarted(1, 4 * CHUNK + 320 - CHUNK)] and state.recording
+    assert state.probed(480, 0.9) == []  # already speaking
+    events = run(state, [0.9] * 6 + [0.0] * 10)  # the chunks are recorded and judged as after any onset
+    ends = [e for e in events if isinstance(e, UtteranceEnded)]
+    assert not any(isinstance(e, SpeechStarted) for e in events) and len(ends) == 1
+    assert ends[0].last_voiced_sample == 10 * CHUNK and len(ends[0].audio) == ends[0].decided_sample

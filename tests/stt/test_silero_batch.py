@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from support.helpers import SENTENCES, utterance
 
-from voicechat.stt.silero_batch import CHUNK, SileroBatch, SileroStream
+from voicechat.stt.silero_batch import CHUNK, SileroBatch, SileroStream, probe
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +47,22 @@ def test_a_session_joining_later_starts_from_a_fresh_state(silero):
 def test_chunks_of_the_wrong_shape_are_refused(silero):
     with pytest.raises(ValueError, match=r"\[2, 512\]"):
         silero.run([SileroStream(), SileroStream()], np.zeros((1, CHUNK), np.float32))
+
+
+def test_a_probe_looks_at_the_newest_32_ms_and_changes_nothing(silero):
+    audio = chunks_of(utterance(SENTENCES[1], before_s=0.3), 40)
+    stream = SileroStream()
+    for k in range(20):
+        silero.run([stream], audio[k : k + 1])
+    state, context = stream.state.copy(), stream.context.copy()
+    waiting = audio[20][:320]  # a 20 ms frame of the next chunk
+    look, window = probe(stream, audio[19], waiting)
+    np.testing.assert_array_equal(window, np.concatenate([audio[19][320:], waiting]))
+    np.testing.assert_array_equal(look.context, audio[19][320 - 64 : 320])
+    silero.run([look], window[None, :])
+    np.testing.assert_array_equal(stream.state, state)  # the stream's own state and context are untouched
+    np.testing.assert_array_equal(stream.context, context)
+    stream.skip(audio[19])
+    assert not probe(stream, audio[19], waiting)[0].state.any()  # after a quiet chunk: a fresh state, as its chunk
+    assert probe(stream, audio[19], waiting[:100]) is None  # under 10 ms of new audio: nothing to look at
+    assert probe(stream, np.zeros(0, np.float32), waiting) is None  # no chunk before it

@@ -26,7 +26,7 @@ from voicechat.bench.accuracy import accuracy
 from voicechat.bench.echo_scenes import RATE, Scene, build_scenes, erle_db, noise_for, room_grid
 from voicechat.local.echo_cancel import EchoStage
 from voicechat.stt.listening import CHUNK, ListeningRules, ListeningState, SpeechStarted, UtteranceEnded
-from voicechat.stt.silero_batch import SileroBatch, SileroStream
+from voicechat.stt.silero_batch import SileroBatch, SileroStream, probe
 
 BLOCK = 320  # the capture block: 20 ms at 16 kHz
 MODES = ("aec", "aec+gate", "gate", "off")
@@ -56,6 +56,7 @@ class _Listener:
         self.vad, self.state, self.stream = vad, ListeningState(rules), SileroStream()
         self._quiet = 10 ** (rules.quiet_dbfs / 20)
         self._pending = np.zeros(0, np.int16)
+        self._last = np.zeros(0, np.float32)  # the last chunk analysed (a probe's window starts in it)
 
     @property
     def position(self) -> int:
@@ -67,23 +68,34 @@ class _Listener:
         events: list[object] = []
         while len(self._pending) >= CHUNK:
             chunk, self._pending = self._pending[:CHUNK], self._pending[CHUNK:]
-            x = chunk.astype(np.float32) / 32768.0
-            if self.state.recording or float(np.sqrt(np.mean(x * x))) >= self._quiet:
+            x = self._last = chunk.astype(np.float32) / 32768.0
+            if self.state.recording or _rms(x) >= self._quiet:
                 probability: float | None = float(self.vad.run([self.stream], x[None, :])[0])
             else:
                 self.stream.skip(x)
                 probability = 0.0
             events.extend(self.state.chunk(chunk.tobytes(), probability))
+        if self.state.rules.probe_onsets and not self.state.recording and _rms(pcm / 32768.0) >= self._quiet:
+            look = probe(self.stream, self._last, self._pending.astype(np.float32) / 32768.0)
+            if look is not None:  # the front end's probe of a loud block's 32 ms (``vad.probe_onsets``)
+                p = float(self.vad.run([look[0]], look[1][None, :])[0])
+                events.extend(self.state.probed(len(self._pending), p))
         return events
 
 
-def run_scene(scene: Scene, mode: str, vad: SileroBatch, outcome: Outcome, flush_ms: float = 40.0) -> None:
-    """Play one room's stream through one mode; add what happened to ``outcome``."""
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+
+def run_scene(scene: Scene, mode: str, vad: SileroBatch, outcome: Outcome, flush_ms: float = 40.0,
+              probes: bool = True) -> None:
+    """Play one room's stream through one mode; add what happened to ``outcome``. ``probes``: the listening
+    rules look for onsets between chunks too (``vad.probe_onsets``)."""
     base = "aec" if mode.startswith("aec") else mode
     stage = EchoStage(base, RATE, gate_after=mode == "aec+gate")  # type: ignore[arg-type]
     if stage.mode != base:
         raise SystemExit("bench echo needs pywebrtc-audio: pip install pywebrtc-audio")
-    listener = _Listener(vad, ListeningRules())
+    listener = _Listener(vad, ListeningRules(probe_onsets=probes))
     history = np.zeros(int(0.5 * RATE), np.int16)  # the speaker's recent timeline (the gate's reference)
     erle_echo: list[np.ndarray] = []
     erle_out: list[np.ndarray] = []
@@ -181,6 +193,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--voice-dir", default="models/piper")
     parser.add_argument("--whisper", default="models/faster-whisper-tiny.en")
+    parser.add_argument("--probes", choices=["on", "off", "both"], default="on",
+                        help="onsets looked for between chunks too (vad.probe_onsets); both: each mode twice")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
     from voicechat.speech_samples import SAMPLE_QUESTIONS, SAMPLE_SENTENCES, piper_speech_16k, speech_16k
@@ -200,10 +214,11 @@ def main(argv: list[str]) -> int:
     clean = [(text, audio.astype(np.float32) / 32768.0) for _, text, audio in users]
     clean_exact, clean_count = transcripts(whisper, clean)
     rows = []
-    for mode in args.modes.split(","):
-        outcome = Outcome(mode)
+    probing = {"on": [True], "off": [False], "both": [True, False]}[args.probes]
+    for mode, probes in [(m, p) for m in args.modes.split(",") for p in probing]:
+        outcome = Outcome(mode if probes or args.probes == "off" else f"{mode}, chunks only")
         for scene in scenes:
-            run_scene(scene, mode, vad, outcome)
+            run_scene(scene, mode, vad, outcome, probes=probes)
         rows.append(summary(outcome, *transcripts(whisper, outcome.heard)))
         print(json.dumps(rows[-1]), flush=True)
     for row in rows:

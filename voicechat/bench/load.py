@@ -8,7 +8,8 @@ Reports v2v, overhead and barge-in latency (definitions in load_stats.py),
 transcript accuracy, dropped frames, queue evictions, the server's CPU (per
 thread group), memory per session and threads; ``--churn`` adds
 connect/speak/leave cycles and reports what they left behind. Several
-``--sessions`` values (``10,30,50``) give the capacity curve.
+``--sessions`` values (``10,30,50``) give the capacity curve; ``--shards 1,2`` spreads
+the sessions over one and two server processes in turn.
 
 Engines: ``scripted`` (test doubles, the framework's own cost: espeak-ng sentences),
 ``tiny`` (the shipped random models), ``starter`` (the real starter model set,
@@ -31,7 +32,7 @@ from pathlib import Path
 import psutil
 
 from voicechat.bench.load_client import ClientResult, MicrophoneBank, SimulatedUser, Utterance, utterance
-from voicechat.bench.load_server import BenchServer, evictions
+from voicechat.bench.load_server import BenchServer, ServerGroup, evictions
 from voicechat.bench.load_stats import Delays, capacity, cpu_by_group, quantiles, summarise_turns
 from voicechat.bench.onset_floor import onset_floor_ms
 from voicechat.models.store import PROJECT_ROOT
@@ -56,6 +57,7 @@ class LoadPlan:
     tts_delay_s: float = 0.0
     silence_s: float = 0.6  # vad.post_speech_silence_s
     extra: tuple[str, ...] = ()  # more KEY=VALUE settings for the server
+    shards: int = 1  # server processes the sessions are spread over (``load_server.ServerGroup``)
     frontend: str = "batched"  # vad.frontend
 
     def server_settings(self, max_sessions: int) -> dict[str, str]:
@@ -87,9 +89,11 @@ class LoadPlan:
         return Delays(self.end_of_turn_silence_s, self.stt_delay_s, self.llm_delay_s, self.tts_delay_s)
 
     @property
-    def onset_rules(self) -> tuple[float, float]:
-        """The batched front end's onset probability and quiet gate (dBFS) under these settings."""
-        return 1.0 - float(self._vad("silero_sensitivity")), float(self._vad("quiet_dbfs"))
+    def onset_rules(self) -> tuple[float, float, bool]:
+        """The batched front end's onset probability, quiet gate (dBFS) and whether it probes between chunks,
+        under these settings."""
+        probes = str(self._vad("probe_onsets")).lower() not in ("false", "0", "no", "off")
+        return 1.0 - float(self._vad("silero_sensitivity")), float(self._vad("quiet_dbfs")), probes
 
     @property
     def end_of_turn_silence_s(self) -> float:
@@ -117,12 +121,13 @@ def script(engines: str = "scripted", gains: int = 4) -> list[Utterance]:
     return [utterance(text, pcm, 1.0 - 0.12 * (i % gains)) for i, (text, pcm) in enumerate(speech.items())]
 
 
-async def _load_phase(server: BenchServer, plan: LoadPlan, n: int, speech: list[Utterance]) -> dict[str, object]:
+async def _load_phase(server: BenchServer | ServerGroup, plan: LoadPlan, n: int,
+                      speech: list[Utterance]) -> dict[str, object]:
     connected = [asyncio.Event() for _ in range(n)]
     go = asyncio.Event()
     users = [
         SimulatedUser(
-            i, server.ws_url, server.token, speech, turns=max(plan.min_turns, 1000), min_turns=plan.min_turns,
+            i, *server.address(i), speech, turns=max(plan.min_turns, 1000), min_turns=plan.min_turns,
             barge_every=plan.barge_every, start_delay_s=(i / max(n, 1)) * START_SPREAD_S,
             deadline_s=plan.seconds, check_text=plan.engines == "scripted",
         )
@@ -163,7 +168,7 @@ def stt_work(metrics: dict[str, float]) -> dict[str, float]:
     return found
 
 
-async def _churn(server: BenchServer, cycles: int, speech: list[Utterance],
+async def _churn(server: BenchServer | ServerGroup, cycles: int, speech: list[Utterance],
                  parallel: int = CHURN_PARALLEL) -> list[str]:
     """``cycles`` times: connect, speak, leave as soon as the reply starts; ``parallel`` at once."""
     errors: list[str] = []
@@ -171,7 +176,7 @@ async def _churn(server: BenchServer, cycles: int, speech: list[Utterance],
 
     async def cycler() -> None:
         for i in counter:
-            user = SimulatedUser(i, server.ws_url, server.token, speech, turns=1, barge_every=0, leave_mid_reply=True,
+            user = SimulatedUser(i, *server.address(i), speech, turns=1, barge_every=0, leave_mid_reply=True,
                                  check_text=False)
             errors.extend((await user.run()).errors)
 
@@ -180,10 +185,8 @@ async def _churn(server: BenchServer, cycles: int, speech: list[Utterance],
 
 
 def run_one(plan: LoadPlan, n: int, churn: int, speech: list[Utterance]) -> dict[str, object]:
-    """One fresh server: warm-up, N sessions under load, churn, then what is left."""
-    with tempfile.TemporaryDirectory(prefix="voicechat-bench-") as tmp, BenchServer(
-        Path(tmp), plan.server_settings(n + CHURN_PARALLEL + 2), scripted=plan.engines == "scripted"
-    ) as server:
+    """One fresh server (or ``plan.shards`` of them): warm-up, N sessions under load, churn, then what is left."""
+    with tempfile.TemporaryDirectory(prefix="voicechat-bench-") as tmp, _servers(plan, n, Path(tmp)) as server:
         # Imports, first-use costs and the server's bounded worker pools are not per session: one
         # round of parallel sessions first, then the baseline.
         warm = CHURN_PARALLEL if plan.engines == "scripted" else WARM_PARALLEL_REAL
@@ -264,7 +267,8 @@ def run_one(plan: LoadPlan, n: int, churn: int, speech: list[Utterance]) -> dict
 
 
 def run(plan: LoadPlan, sessions: list[int], churn: int, frontends: list[str] | None = None,
-        compare: tuple[str, list[str]] | None = None, remote: dict[str, str] | None = None) -> dict[str, object]:
+        compare: tuple[str, list[str]] | None = None, remote: dict[str, str] | None = None,
+        shards: list[int] | None = None) -> dict[str, object]:
     """The first N with churn (the headline figures), then the rest of the capacity sweep.
 
     With several variants (front ends, and/or the values of one setting to ``compare``), each N runs
@@ -274,7 +278,7 @@ def run(plan: LoadPlan, sessions: list[int], churn: int, frontends: list[str] | 
     in-process and remote.
     """
     speech = script(plan.engines)
-    variants = _variants(plan, frontends or [plan.frontend], compare)
+    variants = _variants(plan, frontends or [plan.frontend], compare, shards)
     if remote is not None:
         extra = tuple(f"{k}={v}" for k, v in remote.items())
         variants = {f"{label} {where}".strip(): replace(v, extra=(*v.extra, *extra) if where == "remote" else v.extra)
@@ -292,9 +296,25 @@ def run(plan: LoadPlan, sessions: list[int], churn: int, frontends: list[str] | 
     return {"frontends": reports, "errors": sum(int(r["errors"]) for r in reports.values())}  # type: ignore[call-overload]
 
 
-def _variants(plan: LoadPlan, frontends: list[str], compare: tuple[str, list[str]] | None) -> dict[str, LoadPlan]:
-    """Label -> plan, for every front end times every value of the compared setting."""
+def _servers(plan: LoadPlan, n: int, tmp: Path) -> BenchServer | ServerGroup:
+    settings, scripted = plan.server_settings(n + CHURN_PARALLEL + 2), plan.engines == "scripted"
+    if plan.shards == 1:
+        return BenchServer(tmp, settings, scripted=scripted)
+    dirs = [tmp / f"shard{k}" for k in range(plan.shards)]
+    for d in dirs:
+        d.mkdir()
+    return ServerGroup([BenchServer(d, settings, scripted=scripted) for d in dirs])
+
+
+def _variants(plan: LoadPlan, frontends: list[str], compare: tuple[str, list[str]] | None,
+              shards: list[int] | None = None) -> dict[str, LoadPlan]:
+    """Label -> plan, for every front end times every process count times every value of the compared
+    setting."""
     variants = {fe: replace(plan, frontend=fe) for fe in frontends}
+    if shards and len(shards) > 1:
+        variants = {f"{label} {k} proc": replace(v, shards=k) for label, v in variants.items() for k in shards}
+    elif shards:
+        variants = {label: replace(v, shards=shards[0]) for label, v in variants.items()}
     if compare is None:
         return variants
     key, values = compare
@@ -313,13 +333,13 @@ def _report(runs: list[dict[str, object]]) -> dict[str, object]:
     return result
 
 
-def _sessions(text: str) -> list[int]:
+def _counts(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         values = []
     if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"--sessions takes positive integers separated by commas, not {text!r}")
+        raise argparse.ArgumentTypeError(f"takes positive integers separated by commas, not {text!r}")
     return values
 
 
@@ -343,7 +363,7 @@ def main(argv: list[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engines", choices=["scripted", "tiny", "starter"], default="scripted",
                         help="scripted test doubles, the shipped tiny random models, or the real starter set")
-    parser.add_argument("--sessions", type=_sessions, default=[30], help="N, or N1,N2,... for the capacity curve")
+    parser.add_argument("--sessions", type=_counts, default=[30], help="N, or N1,N2,... for the capacity curve")
     parser.add_argument("--seconds", type=float, default=20.0, help="clients start new turns for this long")
     parser.add_argument("--turns", type=int, default=3, help="turns each client speaks at least")
     parser.add_argument("--churn", type=int, default=0, help="connect/speak/leave cycles after the load phase")
@@ -361,6 +381,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--remote", action="store_true",
                         help="also run the engines in their own servers (llama_cpp.server, faster-whisper-server, "
                         "wyoming-piper: deploy/engine_servers.py), alternating with in-process (--engines starter)")
+    parser.add_argument("--shards", type=_counts, default=[1], metavar="K[,K2...]",
+                        help="server processes the sessions are spread over (client i -> process i mod K), each "
+                        "with its own engines; several values alternate like --frontend")
     parser.add_argument("--json", help="write the result to this file")
     parser.add_argument("--plot", help="write a PNG: latency distribution and the capacity curve")
     args = parser.parse_args(argv)
@@ -372,9 +395,10 @@ def main(argv: list[str]) -> int:
         from voicechat.deploy.engine_servers import engine_servers, settings_of
 
         with tempfile.TemporaryDirectory(prefix="voicechat-engines-") as tmp, engine_servers(Path(tmp)) as servers:
-            result = run(plan, args.sessions, args.churn, args.frontend, args.compare, settings_of(servers))
+            result = run(plan, args.sessions, args.churn, args.frontend, args.compare, settings_of(servers),
+                         args.shards)
     else:
-        result = run(plan, args.sessions, args.churn, args.frontend, args.compare)
+        result = run(plan, args.sessions, args.churn, args.frontend, args.compare, shards=args.shards)
     reports = result.get("frontends", {args.frontend[0]: result})  # type: ignore[union-attr]
     for label, report in reports.items():  # type: ignore[union-attr]
         printable = {k: v for k, v in report.items() if k not in SAMPLES and k != "sweep"}

@@ -14,6 +14,7 @@ import secrets
 import threading
 import time
 import urllib.request
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -47,6 +48,10 @@ class BenchServer(ServerProcess):
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+    def address(self, client: int) -> tuple[str, str]:
+        """Where client number ``client`` connects: (WebSocket URL, token)."""
+        return self.ws_url, self.token
 
     # -- observation -------------------------------------------------------------
     def stderr_tail(self, lines: int = 30) -> str:
@@ -117,6 +122,69 @@ class BenchServer(ServerProcess):
             if open_now == count or time.monotonic() > deadline:
                 return open_now
             stop.wait(interval)  # an external process: asking again is the only way to learn
+
+
+class ServerGroup:
+    """Several bench servers observed as one: the sessions sharded over worker processes (``bench load
+    --shards K``). Client ``i`` goes to server ``i mod K``; every figure is the sum over the servers (CPU,
+    memory, threads, counters), so the report reads as one server's. Each server loads its own engines: with
+    the scripted ones this measures what sharding the per-frame work (event loop, listening front end) gives."""
+
+    def __init__(self, servers: list[BenchServer]) -> None:
+        self.servers = servers
+
+    def __enter__(self) -> ServerGroup:
+        started: list[BenchServer] = []
+        try:
+            for server in self.servers:
+                started.append(server.__enter__())
+        except BaseException:
+            for server in started:
+                server.stop()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        for server in self.servers:
+            server.stop()
+
+    def address(self, client: int) -> tuple[str, str]:
+        return self.servers[client % len(self.servers)].address(client)
+
+    def stderr_tail(self, lines: int = 30) -> str:
+        return "\n".join(server.stderr_tail(lines) for server in self.servers)
+
+    def rss_mb(self) -> float:
+        return sum(server.rss_mb() for server in self.servers)
+
+    def threads(self) -> int:
+        return sum(server.threads() for server in self.servers)
+
+    def cpu_seconds(self) -> float:
+        return sum(server.cpu_seconds() for server in self.servers)
+
+    def thread_cpu(self) -> dict[int, tuple[str, float]]:
+        return {tid: found for server in self.servers for tid, found in server.thread_cpu().items()}
+
+    def metrics(self) -> dict[str, float]:
+        return _summed(server.metrics() for server in self.servers)
+
+    def settled_threads(self) -> dict[str, int]:
+        return {k: int(v) for k, v in _summed(server.settled_threads() for server in self.servers).items()}
+
+    def wait_sessions(self, count: int) -> int:
+        """Wait until the servers report ``count`` open sessions in all (0: each of them none)."""
+        if count:
+            raise ValueError("a server group waits only for no sessions")
+        return sum(server.wait_sessions(0) for server in self.servers)
+
+
+def _summed(dicts: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for found in dicts:
+        for key, value in found.items():
+            total[key] = total.get(key, 0.0) + value
+    return total
 
 
 def evictions(metrics: dict[str, float]) -> dict[str, int]:

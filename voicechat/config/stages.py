@@ -92,6 +92,11 @@ class VadSettings(_Section):
         description="frontend batched: while nobody speaks, audio quieter than this (dBFS) is silence without "
         "running Silero; -120 = run Silero on everything",
     )
+    probe_onsets: bool = Field(
+        True,
+        description="frontend batched: while nobody speaks, look for speech in every loud frame (Silero over "
+        "the 32 ms ending there), not only at whole chunks: barge-in up to 32 ms sooner",
+    )
     silero_sensitivity: float = Field(
         0.4, ge=0, le=1, description="Silero VAD sensitivity; higher detects speech more eagerly"
     )

@@ -31,7 +31,7 @@ from typing import Protocol
 
 import numpy as np
 
-from voicechat.audio import frame_rms, pcm16_samples
+from voicechat.audio import frame_rms, pcm16_samples, pcm16_to_float
 from voicechat.engines.protocols import RecognizerCallbacks, TranscriptionModel
 from voicechat.session.bounded_queue import BoundedLRUQueue, QueueClosed
 from voicechat.stt.frontend import ListeningFrontEnd
@@ -45,7 +45,7 @@ from voicechat.stt.listening import (
     SpeechStarted,
     TurnEndJudge,
 )
-from voicechat.stt.silero_batch import CHUNK, SileroStream
+from voicechat.stt.silero_batch import CHUNK, SileroStream, probe
 
 CHUNK_BYTES = CHUNK * 2
 ARRIVALS_KEPT = 512  # feed() calls remembered for dating samples: 10 s of 20 ms frames
@@ -184,6 +184,10 @@ class BatchedRecognizer:
         self._state = ListeningState(rules or ListeningRules(), self._signals.judge)  # front-end thread only
         self._quiet_rms = 10 ** (self._state.rules.quiet_dbfs / 20)
         self._recording = self._urgent_silence = False  # the state's, as of the last pass (hints for ``feed``)
+        self._probe_onsets = self._state.rules.probe_onsets
+        self._probe_due = False  # a loud frame came in: the next pass may look for an onset in what waits of it
+        self._last_chunk: bytes = b""  # the last chunk analysed, the start of a probe's window (front-end thread)
+        self._probed = 0  # samples waiting when the last probe looked (front-end thread)
         self._finals: BoundedLRUQueue[_Final | _Early] = BoundedLRUQueue(8, "finals")
         self._lock = threading.Lock()
         self._pause = 0  # the pause being transcribed early, 0 when none (guarded by _lock)
@@ -198,9 +202,13 @@ class BatchedRecognizer:
             return
         completed = self.backlog.write(pcm16, time.monotonic())
         # Urgent, so the front end serves it before its next tick: any audio while the speaker is silent (it
-        # may end the turn), a loud chunk while nobody speaks (a barge-in may start). ``_urgent_silence`` is
-        # set by the front end's thread and read here as a hint: a stale value costs a pass, or waits a tick.
-        if self._urgent_silence or (completed and not self._recording and self._loud(pcm16)):
+        # may end the turn), a loud frame while nobody speaks (a barge-in may start: its chunk, or a probe of
+        # the frame where it completes none). ``_urgent_silence`` and ``_recording`` are set by the front end's
+        # thread and read here as hints: a stale value costs a pass, or waits a tick.
+        if self._urgent_silence:
+            self._frontend.wake(self)
+        elif not self._recording and (completed or self._probe_onsets) and self._loud(pcm16):
+            self._probe_due = self._probe_onsets  # after its chunk's verdict, the rest of the frame, if 10 ms or more
             self._frontend.wake(self)
 
     def _loud(self, pcm16: bytes) -> bool:
@@ -215,7 +223,24 @@ class BatchedRecognizer:
         return self._state.recording or rms >= self._quiet_rms
 
     def on_verdict(self, chunk: bytes, probability: float | None) -> None:
+        self._last_chunk, self._probed = chunk, 0
         for event in self._state.chunk(chunk, probability):
+            self._handle(event)
+
+    def onset_probe(self) -> tuple[SileroStream, np.ndarray] | None:
+        if not self._probe_due:
+            return None
+        self._probe_due = False
+        if self._state.recording or not self._last_chunk:
+            return None
+        waiting = self.backlog.peek()
+        if len(waiting) // 2 <= self._probed:  # nothing new since the last look (or a whole chunk: the round's)
+            return None
+        self._probed = len(waiting) // 2
+        return probe(self.stream, pcm16_to_float(self._last_chunk), pcm16_to_float(waiting))
+
+    def on_probe(self, probability: float | None) -> None:
+        for event in self._state.probed(self._probed, probability):
             self._handle(event)
 
     def on_tick(self) -> None:

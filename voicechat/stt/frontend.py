@@ -16,6 +16,12 @@ that arrive within the interval share one batch (Silero costs about 0.075 ms a
 call plus 0.058 ms a row here). A quiet room and the middle of an utterance
 wait for the tick, as before.
 
+Onsets need not wait for the chunk grid either: while nobody speaks, a session
+whose newest frame is loud but completes no chunk asks for a probe
+(``Listener.onset_probe``), Silero over the 32 ms ending at that frame with a
+copy of the stream's state, kept nowhere. Speech may thus start (a barge-in) up
+to a chunk sooner; the chunks' own verdicts are unchanged.
+
 Sessions' own threads are not woken for audio at all, only by what their
 listener reports (speech started, partial due, utterance ended).
 
@@ -60,6 +66,15 @@ class Listener(Protocol):
 
     def on_verdict(self, chunk: bytes, probability: float | None) -> None: ...
 
+    def onset_probe(self) -> tuple[SileroStream, np.ndarray] | None:
+        """Where speech may start in the audio waiting between chunks: a throwaway stream and the 512-sample
+        window to look at (``silero_batch.probe``); None when no look is due (cheap: called every pass)."""
+        ...
+
+    def on_probe(self, probability: float | None) -> None:
+        """Silero's verdict on the window ``onset_probe`` gave (None: the call failed)."""
+        ...
+
     def on_tick(self) -> None:
         """After this pass's chunks: apply the signals in, and end the utterance if the audio waiting completes
         its silence."""
@@ -72,6 +87,7 @@ class FrontEndStats:
     urgent: int = 0  # passes between ticks, for listeners that woke the thread
     batches: int = 0
     chunks: int = 0
+    probes: int = 0  # looks between chunks where speech may start (``Listener.onset_probe``)
     skipped: int = 0  # chunks too quiet to need the model (nobody speaking)
     vad_errors: int = 0
     overruns: int = 0  # ticks that started late because the last pass ran over
@@ -222,8 +238,24 @@ class ListeningFrontEnd:
             for (listener, chunk), p in zip(batch, probabilities, strict=True):
                 self._call(listener, listener.on_verdict, chunk, p)
             serving = [listener for listener, _ in batch]  # only these may have another chunk
+        self._probe(listeners)
         for listener in listeners:
             self._call(listener, listener.on_tick)
+
+    def _probe(self, listeners: list[Listener]) -> None:
+        """One batch over the windows that listeners ask to look at between chunks (onsets only)."""
+        looks = []
+        for listener in listeners:
+            look = self._call(listener, listener.onset_probe)
+            if look is not None:
+                looks.append((listener, look))
+        if not looks:
+            return
+        self.stats.probes += len(looks)
+        streams = [stream for _, (stream, _) in looks]
+        probabilities = self._run_vad(streams, np.stack([window for _, (_, window) in looks]))
+        for (listener, _), p in zip(looks, probabilities, strict=True):
+            self._call(listener, listener.on_probe, p)
 
     def _verdicts(self, batch: list[tuple[Listener, bytes]]) -> list[float | None]:
         """Silero's verdicts; a chunk its listener calls too quiet for speech gets 0 without the model."""
@@ -244,18 +276,23 @@ class ListeningFrontEnd:
         self.stats.skipped += len(batch) - len(rows)
         if not rows:
             return verdicts
-        self.stats.batches += 1
         self.stats.max_batch = max(self.stats.max_batch, len(rows))
+        probabilities = self._run_vad([batch[i][0].stream for i in rows], chunks[rows])
+        for i, p in zip(rows, probabilities, strict=True):
+            verdicts[i] = p
+        return verdicts
+
+    def _run_vad(self, streams: list[SileroStream], chunks: np.ndarray) -> list[float | None]:
+        """One Silero batch; a failed call is counted and gives no verdict (None) to any row."""
+        assert self._vad is not None
+        self.stats.batches += 1
         try:
-            probabilities = self._vad.run([batch[i][0].stream for i in rows], chunks[rows])
+            return [float(p) for p in self._vad.run(streams, chunks)]
         except Exception:
             self.stats.vad_errors += 1
             if self.stats.vad_errors == 1 or self.stats.vad_errors % 1000 == 0:
                 log.exception("voice activity detection failed (%d so far)", self.stats.vad_errors)
-            probabilities = [None] * len(rows)
-        for i, p in zip(rows, probabilities, strict=True):
-            verdicts[i] = None if p is None else float(p)
-        return verdicts
+            return [None] * len(streams)
 
     def _call(self, listener: Listener, method: Callable[..., object], *args: object) -> object:
         """One call into a listener, unless it was detached; one that raises is counted, never the end of the

@@ -50,12 +50,13 @@ class ListeningRules:
     partial_min_s: float = 0.3
     quiet_dbfs: float = -55.0  # while nobody speaks, quieter chunks are silence without asking the model
     pause_s: float | None = 0.1  # report a pause (for a transcript inside the silence) after this; None: never
+    probe_onsets: bool = True  # look for an onset in every loud frame, not only at whole chunks (front end's)
 
 
 @dataclass(frozen=True, slots=True)
 class SpeechStarted:
     utterance: int
-    sample: int  # first sample of the chunk that showed speech
+    sample: int  # first sample of the chunk (or the probe's window) that showed speech
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +171,14 @@ class ListeningState:
         if silence is None or not self._may_end(silence):
             return []
         return [self._finish(silence, self.analysed + waiting_samples)]
+
+    def probed(self, waiting_samples: int, probability: float | None) -> list[Event]:
+        """Silero's verdict on the 32 ms ending ``waiting_samples`` into the audio not yet given to ``chunk``
+        (a probe between chunks): speech starts now where it reaches the onset threshold. The samples stay
+        the next chunks' to record, judge and count, as after any onset."""
+        if self.recording or probability is None or probability < self.rules.onset_probability:
+            return []
+        return self._start(b"", max(0, self.analysed + waiting_samples - CHUNK))
 
     # -- internals ---------------------------------------------------------------------
     def _start(self, pcm16: bytes, start: int) -> list[Event]:

@@ -48,6 +48,27 @@ class SileroStream:
         self.skipped = True
 
 
+PROBE_MIN = 160  # samples (10 ms): the least new audio a probe looks at
+
+
+def probe(stream: SileroStream, last_chunk: np.ndarray, waiting: np.ndarray) -> tuple[SileroStream, np.ndarray] | None:
+    """A look at the newest 512 samples before the next chunk is complete, changing nothing.
+
+    ``last_chunk`` is the stream's last analysed chunk and ``waiting`` the samples after it (fewer than a
+    chunk, float32 -1..1). The window is the chunk's tail and ``waiting``: the 32 ms ending at the newest
+    sample, so Silero can call speech up to a chunk sooner than the chunk grid allows. Returns a throwaway
+    stream (a copy of the state, or a fresh one where the last chunk was skipped as quiet, as the next chunk
+    would get; the context the window follows) and the window, for ``SileroBatch.run``; None when there is
+    too little new audio (under ``PROBE_MIN``) or no chunk before it.
+    """
+    new = len(waiting)
+    if new < PROBE_MIN or new >= CHUNK or len(last_chunk) != CHUNK:
+        return None
+    state = np.zeros(STATE_SHAPE, np.float32) if stream.skipped else stream.state.copy()
+    look = SileroStream(state=state, context=last_chunk[new - CONTEXT : new].copy())
+    return look, np.concatenate([last_chunk[new:], waiting]).astype(np.float32, copy=False)
+
+
 class SileroBatch:
     """Runs the model over a batch of streams' next chunks."""
 
