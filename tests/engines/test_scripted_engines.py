@@ -94,3 +94,17 @@ def test_hang_blocks_until_released():
     faults.release()
     assert done.wait(5)
     t.join(5)
+
+
+def test_a_long_scripted_run_keeps_bounded_records_and_a_closed_session_no_lead():
+    from voicechat.engines.scripted.base import KEPT_SESSIONS
+
+    llm = ScriptedLLM(reply_words=4)
+    params = GenerationParams(max_tokens=8)
+    for i in range(KEPT_SESSIONS + 10):
+        list(llm.stream(f"s{i}", [ChatMessage("user", "hi")], params, lead=lambda: 0.0))
+        llm.release(f"s{i}")
+    assert len(llm.prompts) == KEPT_SESSIONS and "s0" not in llm.prompts and f"s{KEPT_SESSIONS + 9}" in llm.prompts
+    assert llm.leads == {}  # a lead holds its session's objects: released with the session
+    list(llm.stream("open", [ChatMessage("user", "hi")], params, lead=lambda: 1.5))
+    assert llm.leads["open"]() == 1.5

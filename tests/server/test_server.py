@@ -277,6 +277,7 @@ def test_metrics_count_what_happened(make_manager, tmp_path):
     if isinstance(getattr(manager.engines.recognizer_factory, "frontend", None), ListeningFrontEnd):
         assert samples[("voicechat_vad_passes_total", (("kind", "tick"),))] > 0  # the front end heard the silence
         assert samples[("voicechat_vad_chunks_total", ())] >= 2  # 5 frames of 20 ms: at least 2 chunks of 32 ms
+        assert samples[("voicechat_vad_probes_total", ())] == 0  # silence: no onset to look for between chunks
         assert samples[("voicechat_vad_errors_total", ())] == 0
 
 

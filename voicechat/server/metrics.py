@@ -140,6 +140,8 @@ def _listening_metrics(frontend: object) -> Iterator[CounterMetricFamily]:
     yield passes
     yield from _counters((
         ("voicechat_vad_chunks", "32 ms chunks judged (Silero, or silence under the quiet gate)", stats.chunks),
+        ("voicechat_vad_probes", "Looks for an onset between chunks (Silero over the 32 ms ending at a loud frame)",
+         stats.probes),
         ("voicechat_vad_errors", "Silero calls that failed (no verdict for that round)", stats.vad_errors),
         ("voicechat_vad_overruns", "Ticks that started late because a pass ran over", stats.overruns),
         ("voicechat_vad_listener_errors", "Session listener calls that raised", stats.listener_errors),

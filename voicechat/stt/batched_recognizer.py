@@ -202,13 +202,13 @@ class BatchedRecognizer:
             return
         completed = self.backlog.write(pcm16, time.monotonic())
         # Urgent, so the front end serves it before its next tick: any audio while the speaker is silent (it
-        # may end the turn), a loud frame while nobody speaks (a barge-in may start: its chunk, or a probe of
-        # the frame where it completes none). ``_urgent_silence`` and ``_recording`` are set by the front end's
-        # thread and read here as hints: a stale value costs a pass, or waits a tick.
+        # may end the turn), a loud frame while nobody speaks (a barge-in may start: the verdict on a chunk it
+        # completes, and a probe of the 32 ms ending with it). ``_urgent_silence`` and ``_recording`` are set by
+        # the front end's thread and read here as hints: a stale value costs a pass, or waits a tick.
         if self._urgent_silence:
             self._frontend.wake(self)
         elif not self._recording and (completed or self._probe_onsets) and self._loud(pcm16):
-            self._probe_due = self._probe_onsets  # after its chunk's verdict, the rest of the frame, if 10 ms or more
+            self._probe_due = self._probe_onsets  # looked at after any chunk's verdict, if 10 ms or more waits
             self._frontend.wake(self)
 
     def _loud(self, pcm16: bytes) -> bool:

@@ -103,6 +103,19 @@ class AbortRegistry:
 
 T = TypeVar("T")
 
+KEPT_SESSIONS = 256  # sessions whose calls a scripted engine remembers for tests (the oldest forgotten first)
+
+
+def remember(book: dict[str, list[T]], session_id: str, item: T) -> None:
+    """Add ``item`` to what ``book`` keeps for the session; past ``KEPT_SESSIONS`` sessions the oldest
+    session's records go, so a long scripted run (``bench load`` with churn) holds bounded memory."""
+    items = book.get(session_id)
+    if items is None:
+        if len(book) >= KEPT_SESSIONS:
+            del book[next(iter(book))]
+        items = book[session_id] = []
+    items.append(item)
+
 
 class PacedEngine:
     """Base of the scripted LLM and TTS: a paced, abortable, faultable stream per call.

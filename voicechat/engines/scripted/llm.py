@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 
 from voicechat.core.history import ChatMessage
 from voicechat.engines.circuit_breaker import CircuitBreaker
 from voicechat.engines.protocols import GenerationParams, LanguageModel
-from voicechat.engines.scripted.base import FaultPlan, PacedEngine
+from voicechat.engines.scripted.base import FaultPlan, PacedEngine, remember
 
 log = logging.getLogger(__name__)
+
+WARMS_KEPT = 4096
 
 
 def scripted_reply(user_text: str, reply_words: int) -> str:
@@ -65,9 +68,10 @@ class ScriptedLLM(PacedEngine, LanguageModel):
         self._lock = threading.Lock()
         self.released: list[str] = []
         self.discard_calls: list[str] = []  # every discard asked for, by session id, in order (not in abort_calls)
-        self.warmed: list[tuple[str, list[ChatMessage]]] = []  # every warm-up asked for: session id, messages
-        self.prompts: dict[str, list[Sequence[ChatMessage]]] = {}
-        self.leads: dict[str, Callable[[], float]] = {}  # each session's latest reply's ``lead``
+        # every warm-up asked for (session id, messages), the latest WARMS_KEPT
+        self.warmed: deque[tuple[str, list[ChatMessage]]] = deque(maxlen=WARMS_KEPT)
+        self.prompts: dict[str, list[Sequence[ChatMessage]]] = {}  # per session (``base.remember``)
+        self.leads: dict[str, Callable[[], float]] = {}  # each open session's latest reply's ``lead``
 
     def stream(
         self, session_id: str, messages: Sequence[ChatMessage], params: GenerationParams,
@@ -78,7 +82,7 @@ class ScriptedLLM(PacedEngine, LanguageModel):
         ``self.end_of_message`` of the last message's text (None when the last message is not the user's).
         ``lead`` is kept in ``leads`` (the latest per session) for tests to read; it never slows the reply."""
         with self._lock:
-            self.prompts.setdefault(session_id, []).append(list(messages))
+            remember(self.prompts, session_id, list(messages))
             if lead is not None:
                 self.leads[session_id] = lead
         self._report_end_of_message(messages, on_end_of_message)
@@ -126,3 +130,4 @@ class ScriptedLLM(PacedEngine, LanguageModel):
         self.abort(session_id)
         with self._lock:
             self.released.append(session_id)
+            self.leads.pop(session_id, None)  # it holds the session's objects: a closed session keeps none here

@@ -15,7 +15,7 @@ import numpy as np
 
 from voicechat.engines.circuit_breaker import CircuitBreaker
 from voicechat.engines.protocols import SpeechSynthesizer, VoiceSettings
-from voicechat.engines.scripted.base import FaultPlan, PacedEngine
+from voicechat.engines.scripted.base import FaultPlan, PacedEngine, remember
 
 
 def tone_for(text: str, start: int, count: int, sample_rate: int) -> np.ndarray:
@@ -52,7 +52,7 @@ class ScriptedTTS(PacedEngine, SpeechSynthesizer):
         self, session_id: str, text: str, voice: VoiceSettings, *, first_in_reply: bool = False
     ) -> Iterator[bytes]:
         with self._lock:
-            self.texts.setdefault(session_id, []).append(text)
+            remember(self.texts, session_id, text)
 
         def chunks() -> Iterator[bytes]:
             seconds = self.seconds_per_word * max(1, len(text.split())) / voice.speed
