@@ -113,3 +113,9 @@ def test_pool_of_piper_engines_shares_loaded_voices_and_keeps_sessions_apart(voi
     assert got == solo
     assert len(voices._loaded) == 1  # one ONNX session for both workers
     assert pool.close()
+
+
+def test_a_voices_threads_sleep_between_operators_instead_of_spinning(voice_dir: Path) -> None:
+    """Synthesis runs beside the language model on the same cores: spinning threads would take them."""
+    voice = PiperVoices(voice_dir).get(make_piper.TINY_VOICE)
+    assert voice.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"

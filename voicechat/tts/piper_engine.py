@@ -76,12 +76,34 @@ class PiperVoices:
             message = f"tts.engine = 'piper' needs the piper-tts package: pip install piper-tts ({exc})"
             raise EngineError(message) from exc
         try:
-            return PiperVoice.load(model, config_path=config, use_cuda=self.use_cuda)
+            return _voice(PiperVoice, model, config, self.use_cuda)
         except Exception as exc:  # corrupt ONNX or JSON: say which file, not a stack trace
             raise EngineError(
                 f"Piper voice {model} could not be loaded ({type(exc).__name__}: {exc}); "
                 f"download it again with `python run.py models download piper-{model.stem}`"
             ) from exc
+
+
+def _voice(voice_class: type[PiperVoice], model: Path, config: Path, use_cuda: bool) -> PiperVoice:
+    """The voice on an onnxruntime session whose idle threads sleep instead of spinning.
+
+    A synthesis runs beside the language model's decoding (the reply's next sentences) on the
+    same cores, and onnxruntime's worker threads spin between operators by default: measured
+    here on 2 cores, a first piece took 81 ms alone and 152-182 ms beside one llama.cpp thread;
+    without spinning 69-82 ms alone and 107-123 ms beside it (docs/benchmarks.md).
+    """
+    import json
+
+    import onnxruntime
+    from piper.config import PiperConfig
+
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers: list[str | tuple[str, dict[str, str]]] = (
+        [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"})] if use_cuda else ["CPUExecutionProvider"]
+    )
+    session = onnxruntime.InferenceSession(str(model), sess_options=options, providers=providers)
+    return voice_class(config=PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8"))), session=session)
 
 
 class PiperEngine:
