@@ -163,3 +163,17 @@ def test_sessions_sharded_over_two_server_processes_are_all_served() -> None:
     assert result["errors"] == 0, result["error_samples"]
     assert result["turns"] == result["turns_started"] == 12 and result["barge_ins"] == 4
     assert result["leaked_threads"] == 0 and result["dropped_frames"] == 0
+
+
+def test_variants_alternate_process_counts_and_compared_values() -> None:
+    from voicechat.bench.load_plan import plan_variants
+
+    found = plan_variants(load.LoadPlan(), ["batched"], ("vad.probe_onsets", ["false", "true"]), [1, 2])
+    assert {label: (v.shards, v.extra) for label, v in found.items()} == {
+        "batched 1 proc vad.probe_onsets=false": (1, ("vad.probe_onsets=false",)),
+        "batched 1 proc vad.probe_onsets=true": (1, ("vad.probe_onsets=true",)),
+        "batched 2 proc vad.probe_onsets=false": (2, ("vad.probe_onsets=false",)),
+        "batched 2 proc vad.probe_onsets=true": (2, ("vad.probe_onsets=true",)),
+    }
+    assert list(plan_variants(load.LoadPlan(), ["batched"], None, [2])) == ["batched"]  # one count: no label
+    assert load.LoadPlan(extra=("vad.probe_onsets=false",)).onset_rules[2] is False

@@ -26,14 +26,15 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
 
 from voicechat.bench.load_client import ClientResult, MicrophoneBank, SimulatedUser, Utterance, utterance
+from voicechat.bench.load_plan import LoadPlan, plan_variants
 from voicechat.bench.load_server import BenchServer, ServerGroup, evictions
-from voicechat.bench.load_stats import Delays, capacity, cpu_by_group, quantiles, summarise_turns
+from voicechat.bench.load_stats import capacity, cpu_by_group, quantiles, summarise_turns
 from voicechat.bench.onset_floor import onset_floor_ms
 from voicechat.models.store import PROJECT_ROOT
 from voicechat.speech_samples import SAMPLE_QUESTIONS, SAMPLE_SENTENCES, piper_speech_16k, speech_16k
@@ -44,70 +45,6 @@ WARM_PARALLEL_REAL = 2
 # Users start over this many seconds (about one turn), so that their turns do not all end in step.
 START_SPREAD_S = 4.0
 SAMPLES = ("v2v_samples_ms", "barge_in_samples_ms", "turn_samples")  # per-turn data: in --json, not printed
-
-
-@dataclass(frozen=True)
-class LoadPlan:
-    engines: str = "scripted"
-    seconds: float = 20.0  # each client starts new turns until this much time has passed...
-    min_turns: int = 3  # ...but speaks at least this many
-    barge_every: int = 2  # every second reply is interrupted
-    stt_delay_s: float = 0.0
-    llm_delay_s: float = 0.0
-    tts_delay_s: float = 0.0
-    silence_s: float = 0.6  # vad.post_speech_silence_s
-    extra: tuple[str, ...] = ()  # more KEY=VALUE settings for the server
-    shards: int = 1  # server processes the sessions are spread over (``load_server.ServerGroup``)
-    frontend: str = "batched"  # vad.frontend
-
-    def server_settings(self, max_sessions: int) -> dict[str, str]:
-        settings = {
-            "sessions.max_sessions": str(max_sessions), "sessions.resume_grace_s": "0",
-            # Every simulated browser comes from 127.0.0.1: the per-address cap is for the LAN.
-            "server.max_connections_per_address": str(max_sessions + 8),
-            "vad.post_speech_silence_s": str(self.silence_s),
-            "vad.frontend": self.frontend,
-        }
-        if self.engines == "scripted":
-            settings |= {
-                "stt.scripted_delay_s": str(self.stt_delay_s), "llm.scripted_first_token_s": str(self.llm_delay_s),
-                "tts.scripted_first_chunk_s": str(self.tts_delay_s),
-            }
-        elif self.engines == "starter":
-            settings["models.set"] = "starter"
-        else:
-            from voicechat.selftest import tiny_overrides
-
-            settings |= tiny_overrides()
-        for item in self.extra:
-            key, _, value = item.partition("=")
-            settings[key] = value
-        return settings
-
-    @property
-    def delays(self) -> Delays:
-        return Delays(self.end_of_turn_silence_s, self.stt_delay_s, self.llm_delay_s, self.tts_delay_s)
-
-    @property
-    def onset_rules(self) -> tuple[float, float, bool]:
-        """The batched front end's onset probability, quiet gate (dBFS) and whether it probes between chunks,
-        under these settings."""
-        probes = str(self._vad("probe_onsets")).lower() not in ("false", "0", "no", "off")
-        return 1.0 - float(self._vad("silero_sensitivity")), float(self._vad("quiet_dbfs")), probes
-
-    @property
-    def end_of_turn_silence_s(self) -> float:
-        """The least silence the server's end-of-turn rule waits: ``vad.min_silence_s`` where the batched
-        front end ends turns on the signals (``vad.end_of_turn = smart``), else the fixed silence."""
-        if self.frontend == "batched" and self._vad("end_of_turn") == "smart":
-            return float(self._vad("min_silence_s"))
-        return float(self._vad("post_speech_silence_s"))
-
-    def _vad(self, name: str) -> object:
-        """The server's ``vad.<name>``: as these settings give it, else the schema's default."""
-        from voicechat.config.stages import VadSettings
-
-        return self.server_settings(1).get(f"vad.{name}", VadSettings.model_fields[name].default)
 
 
 def script(engines: str = "scripted", gains: int = 4) -> list[Utterance]:
@@ -278,7 +215,7 @@ def run(plan: LoadPlan, sessions: list[int], churn: int, frontends: list[str] | 
     in-process and remote.
     """
     speech = script(plan.engines)
-    variants = _variants(plan, frontends or [plan.frontend], compare, shards)
+    variants = plan_variants(plan, frontends or [plan.frontend], compare, shards)
     if remote is not None:
         extra = tuple(f"{k}={v}" for k, v in remote.items())
         variants = {f"{label} {where}".strip(): replace(v, extra=(*v.extra, *extra) if where == "remote" else v.extra)
@@ -304,25 +241,6 @@ def _servers(plan: LoadPlan, n: int, tmp: Path) -> BenchServer | ServerGroup:
     for d in dirs:
         d.mkdir()
     return ServerGroup([BenchServer(d, settings, scripted=scripted) for d in dirs])
-
-
-def _variants(plan: LoadPlan, frontends: list[str], compare: tuple[str, list[str]] | None,
-              shards: list[int] | None = None) -> dict[str, LoadPlan]:
-    """Label -> plan, for every front end times every process count times every value of the compared
-    setting."""
-    variants = {fe: replace(plan, frontend=fe) for fe in frontends}
-    if shards and len(shards) > 1:
-        variants = {f"{label} {k} proc": replace(v, shards=k) for label, v in variants.items() for k in shards}
-    elif shards:
-        variants = {label: replace(v, shards=shards[0]) for label, v in variants.items()}
-    if compare is None:
-        return variants
-    key, values = compare
-    return {
-        (f"{label} {key}={value}" if len(variants) > 1 else f"{key}={value}"):
-            replace(variant, extra=(*variant.extra, f"{key}={value}"))
-        for label, variant in variants.items() for value in values
-    }
 
 
 def _report(runs: list[dict[str, object]]) -> dict[str, object]:

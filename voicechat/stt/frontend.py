@@ -17,8 +17,8 @@ call plus 0.058 ms a row here). A quiet room and the middle of an utterance
 wait for the tick, as before.
 
 Onsets need not wait for the chunk grid either: while nobody speaks, a session
-whose newest frame is loud but completes no chunk asks for a probe
-(``Listener.onset_probe``), Silero over the 32 ms ending at that frame with a
+whose newest frame is loud asks for a probe (``Listener.onset_probe``): after
+any whole chunk it completed, Silero over the 32 ms ending at that frame, with a
 copy of the stream's state, kept nowhere. Speech may thus start (a barge-in) up
 to a chunk sooner; the chunks' own verdicts are unchanged.
 
