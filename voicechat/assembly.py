@@ -15,6 +15,7 @@ from voicechat.config.loading import Settings
 from voicechat.config.schema import LlmSettings, SttSettings, TtsSettings
 from voicechat.engines import thread_names
 from voicechat.engines.circuit_breaker import CircuitBreaker
+from voicechat.engines.first_audio import FirstAudio
 from voicechat.engines.protocols import (
     BatchTranscriber,
     EngineError,
@@ -67,8 +68,9 @@ def build_engines(settings: Settings) -> Engines:
     built: list[object] = []
     try:
         transcriber = _timed(loads, "stt", lambda: _build_stt(settings), built)
-        llm = _timed(loads, "llm", lambda: _build_llm(settings), built)
-        tts = _timed(loads, "tts", lambda: _build_tts(settings), built)
+        first_audio = _first_audio(settings)
+        llm = _timed(loads, "llm", lambda: _build_llm(settings, first_audio), built)
+        tts = _timed(loads, "tts", lambda: _build_tts(settings, first_audio), built)
     except BaseException:
         for engine in reversed(built):
             close = getattr(engine, "close", None)
@@ -237,7 +239,14 @@ def turn_signals(settings: Settings) -> TurnSignals:
     return TurnSignals(judge, audio, words_score if use_words else None, llm_words=vad.turn_words == "llm")
 
 
-def _build_llm(settings: Settings) -> LanguageModel:
+def _first_audio(settings: Settings) -> FirstAudio | None:
+    """What lets the LLM make way for a reply's first audio: only where both compute on the same CPU."""
+    llm, tts = settings.llm, settings.tts
+    on_cpu = llm.backend == "llama_cpp" and llm.n_gpu_layers == 0 and tts.engine in ("piper", "kokoro", "espeak")
+    return FirstAudio() if on_cpu and llm.yield_to_first_audio and llm.defer_ahead_s > 0 else None
+
+
+def _build_llm(settings: Settings, first_audio: FirstAudio | None = None) -> LanguageModel:
     llm = settings.llm
     if llm.backend == "scripted":
         from voicechat.engines.scripted.llm import ScriptedLLM
@@ -263,12 +272,13 @@ def _build_llm(settings: Settings) -> LanguageModel:
     return LlamaCppEngine(
         resolve_llm_model(settings), n_ctx=llm.n_ctx, n_seq_max=llm.n_seq_max, n_threads=llm.n_threads,
         n_gpu_layers=llm.n_gpu_layers, n_batch=llm.n_batch, prefill_chunk=llm.prefill_chunk,
-        defer_ahead_s=llm.defer_ahead_s, kv_unified=llm.kv_unified, chat_template=llm.chat_template,
+        defer_ahead_s=llm.defer_ahead_s, first_audio=first_audio, kv_unified=llm.kv_unified,
+        chat_template=llm.chat_template,
         breaker=_breaker("language model", llm),
     )
 
 
-def _build_tts(settings: Settings) -> SpeechSynthesizer:
+def _build_tts(settings: Settings, first_audio: FirstAudio | None = None) -> SpeechSynthesizer:
     t = settings.tts
     if t.engine == "scripted":
         from voicechat.engines.scripted.tts import ScriptedTTS
@@ -287,7 +297,7 @@ def _build_tts(settings: Settings) -> SpeechSynthesizer:
 
         return TTSPool(
             lambda: EspeakEngine(t.voice, t.speed, chunk_ms=t.chunk_ms), workers=t.workers,
-            breaker=_breaker("speech synthesizer", t),
+            breaker=_breaker("speech synthesizer", t), first_audio=first_audio,
         )
     if t.engine == "piper":
         from voicechat.tts.piper_engine import PiperEngine, PiperVoices
@@ -296,7 +306,7 @@ def _build_tts(settings: Settings) -> SpeechSynthesizer:
         voices = PiperVoices(voice_dir)
         return TTSPool(
             lambda: PiperEngine(t.voice, voice_dir, t.speed, t.chunk_ms, voices=voices), workers=t.workers,
-            breaker=_breaker("speech synthesizer", t),
+            breaker=_breaker("speech synthesizer", t), first_audio=first_audio,
         )
     from voicechat.tts.kokoro_engine import KokoroEngine
 
@@ -305,7 +315,7 @@ def _build_tts(settings: Settings) -> SpeechSynthesizer:
     made = iter([first])  # the pool's first worker takes this one; the others share its model
     return TTSPool(
         lambda: next(made, None) or KokoroEngine(t.voice, kokoro_dir, t.speed, t.chunk_ms, model=first.model),
-        workers=t.workers, breaker=_breaker("speech synthesizer", t),
+        workers=t.workers, breaker=_breaker("speech synthesizer", t), first_audio=first_audio,
     )
 
 

@@ -54,6 +54,14 @@ def test_replies_ahead_still_decode_when_nobody_else_needs_the_step():
     assert plan.decode == ("a", "b") and plan.deferred == ()
 
 
+def test_replies_ahead_make_way_even_alone_while_a_first_audio_is_synthesized():
+    plan = plan_step(["a", "b"], [], batch_size=512, prefill_budget=256, ahead={"a", "b"}, make_way=True)
+    assert plan.decode == () and plan.deferred == ("a", "b") and plan.n_tokens == 0  # the scheduler waits
+    plan = plan_step(["a", "b"], [PrefillWant("p", 8)], batch_size=512, prefill_budget=256, ahead={"a"},
+                     make_way=True)
+    assert plan.decode == ("b",) and plan.prefill == (("p", 8),) and plan.deferred == ("a",)
+
+
 def test_plan_step_rejects_impossible_batches():
     with pytest.raises(ValueError):
         plan_step(["a", "b"], [], batch_size=1, prefill_budget=8)

@@ -10,6 +10,7 @@ import pytest
 from support.llm import Events
 
 from voicechat.core.history import ChatMessage
+from voicechat.engines.first_audio import FirstAudio
 from voicechat.engines.protocols import GenerationParams
 from voicechat.llm.llama_engine import LlamaCppEngine
 from voicechat.models.tiny import tiny_gguf_path
@@ -24,10 +25,10 @@ FRESH = [ChatMessage("system", "Be short."), ChatMessage("user", "what time is i
 def make_engine() -> Iterator[Callable[..., tuple[LlamaCppEngine, Events]]]:
     engines: list[LlamaCppEngine] = []
 
-    def make(defer_ahead_s: float = 1.0) -> tuple[LlamaCppEngine, Events]:
+    def make(defer_ahead_s: float = 1.0, first_audio: FirstAudio | None = None) -> tuple[LlamaCppEngine, Events]:
         events = Events()
         engine = LlamaCppEngine(tiny_gguf_path(), on_event=events, n_ctx=2048, n_seq_max=4, n_batch=128,
-                                prefill_chunk=32, defer_ahead_s=defer_ahead_s)
+                                prefill_chunk=32, defer_ahead_s=defer_ahead_s, first_audio=first_audio)
         engines.append(engine)
         return engine, events
 
@@ -111,3 +112,31 @@ def test_a_reply_whose_listener_caught_up_decodes_again_while_others_still_need_
     events.wait(lambda: len(events.tokens("ahead")) >= held + 5, "ahead decoding again")
     assert not events.of("fresh", "finished")  # beside fresh, not after it
     assert "".join(ahead) and "".join(fresh)
+
+
+def test_a_reply_far_ahead_makes_way_while_a_first_audio_is_synthesized_then_finishes_unchanged(make_engine):
+    first_audio = FirstAudio(max_age_s=60.0)
+    engine, events = make_engine(first_audio=first_audio)
+    solo = "".join(engine.stream("solo", AHEAD, LONG))
+    ahead = engine.stream("ahead", AHEAD, LONG, lead=lambda: 5.0)
+    events.wait(lambda: len(events.tokens("ahead")) >= 3, "ahead's first tokens")  # alone, it decodes
+    token = first_audio.begin()  # another reply's first piece is being synthesized: the cores are its
+    events.wait(lambda: engine.stats().deferred >= 1, "ahead making way")
+    held = len(events.tokens("ahead"))
+    events.wait(lambda: engine.stats().deferred >= 3, "two more waits")  # each wait lasts until a wake
+    assert len(events.tokens("ahead")) == held  # not a token meanwhile
+    first_audio.end(token)
+    assert "".join(ahead) == solo  # making way changes no token
+    assert len(events.tokens("ahead")) == LONG.max_tokens
+
+
+def test_a_reply_close_to_its_listener_does_not_make_way_and_a_stuck_synthesis_holds_nobody(make_engine):
+    now = [0.0]
+    first_audio = FirstAudio(max_age_s=1.0, clock=lambda: now[0])
+    engine, events = make_engine(first_audio=first_audio)
+    first_audio.begin()  # never ended
+    assert "".join(engine.stream("close", AHEAD, SHORT, lead=lambda: 0.5))  # the listener needs it soon
+    assert engine.stats().deferred == 0
+    now[0] = 5.0  # the synthesis has been going for 5 s: stuck, it no longer counts
+    assert "".join(engine.stream("ahead", AHEAD, SHORT, lead=lambda: 5.0))
+    assert engine.stats().deferred == 0

@@ -253,3 +253,27 @@ def test_sessions_speak_through_the_pool(make_manager) -> None:
         assert pool.stats().failed == 0 and pool.stats().done >= 2
     finally:
         assert pool.close()
+
+
+def test_a_first_piece_is_marked_as_awaited_audio_until_its_first_chunk() -> None:
+    from voicechat.engines.first_audio import FirstAudio
+
+    order: list[str] = []
+    started, gate = threading.Event(), threading.Event()
+    first_audio = FirstAudio(max_age_s=60.0)
+    idle = threading.Event()
+    first_audio.on_idle(idle.set)
+    pool = TTSPool(lambda: GatedEngine(order, started, gate), workers=1, first_audio=first_audio)
+    try:
+        stream = pool.synthesize("a", "hold", VoiceSettings(), first_in_reply=True)
+        assert started.wait(10) and first_audio.busy()  # synthesizing a reply's first piece: a listener waits
+        gate.set()
+        next(stream)  # its first chunk is out
+        assert idle.wait(10) and not first_audio.busy()
+        list(stream)
+        idle.clear()
+        later = list(pool.synthesize("a", "A later sentence.", VoiceSettings()))
+        assert later and not idle.is_set()  # a later sentence is nobody's first audio: never marked
+    finally:
+        gate.set()
+        assert pool.close()

@@ -265,6 +265,11 @@ class LlmSettings(_Section):
         "has heard sits out decoding steps while other sessions need the model (a reply starting, a prompt being "
         "read), so their first words come sooner; 0 = never",
     )
+    yield_to_first_audio: bool = Field(
+        True,
+        description="llama.cpp on the CPU with a local TTS engine: replies defer_ahead_s or more ahead of their "
+        "listener also sit out while any reply's first piece is being synthesized (they share the cores)",
+    )
     kv_unified: bool = Field(
         True, description="One KV cache shared unevenly by all sessions (false: n_ctx split evenly per sequence)"
     )

@@ -46,6 +46,7 @@ def plan_step(
     batch_size: int,
     prefill_budget: int,
     ahead: Collection[str] = (),
+    make_way: bool = False,
 ) -> StepPlan:
     """Every generating sequence decodes its next token; prompts share what is left of the batch.
 
@@ -57,7 +58,9 @@ def plan_step(
     ``ahead``: decoding sequences whose reply is far enough ahead of its listener to wait. They sit
     the step out (``deferred``) while anybody else is in it (another sequence decoding, a prompt being
     prefilled: somebody is waiting for a reply), because on a CPU a step's cost grows with its tokens
-    (docs/benchmarks.md). Alone, they decode: no step is wasted.
+    (docs/benchmarks.md). Alone, they decode: no step is wasted. With ``make_way`` (the cores are
+    wanted outside the model: a reply's first audio being synthesized) they sit out alone too, so the
+    plan may be empty.
     """
     if len(decoding) > batch_size:
         raise ValueError(f"{len(decoding)} decoding sequences exceed the batch size {batch_size}")
@@ -66,7 +69,7 @@ def plan_step(
     deferred: tuple[str, ...] = ()
     if ahead:
         waiting = [key for key in decoding if key not in ahead]
-        if waiting or prefilling:
+        if waiting or prefilling or make_way:
             deferred = tuple(key for key in decoding if key in ahead)
             decoding = waiting
     room = min(prefill_budget, batch_size - len(decoding))

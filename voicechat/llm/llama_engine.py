@@ -16,6 +16,7 @@ from pathlib import Path
 
 from voicechat.core.history import ChatMessage
 from voicechat.engines.circuit_breaker import CircuitBreaker
+from voicechat.engines.first_audio import FirstAudio
 from voicechat.engines.protocols import EngineError, GenerationParams
 from voicechat.llm.batching import drop_oldest_turn, reply_room, text_aligned_prefix
 from voicechat.llm.chat_template import CHATML_TEMPLATE, ChatTemplate, ChatTemplateError
@@ -65,6 +66,7 @@ class LlamaCppEngine:
         n_batch: int = 512,
         prefill_chunk: int = 256,
         defer_ahead_s: float = 0.0,
+        first_audio: FirstAudio | None = None,
         kv_unified: bool = True,
         chat_template: str = "",
         on_event: Callable[[LlmEvent], None] | None = None,
@@ -90,7 +92,8 @@ class LlamaCppEngine:
         self._latest: dict[str, tuple[GenRequest, tuple[GenRequest, str] | None]] = {}
         self._closed = False
         self._scheduler = BatchScheduler(
-            self._ctx, prefill_chunk=min(prefill_chunk, n_batch), defer_ahead_s=defer_ahead_s, on_event=on_event)
+            self._ctx, prefill_chunk=min(prefill_chunk, n_batch), defer_ahead_s=defer_ahead_s,
+            first_audio=first_audio, on_event=on_event)
         log.info(
             "LLM %s: n_ctx %d (%d per sequence), %d sequences, batch %d, %d threads, template from %s",
             self._ctx.path, self._ctx.n_ctx, self._ctx.n_ctx_seq, self._ctx.n_seq_max, n_batch,

@@ -7,7 +7,8 @@ generating session plus a chunk of waiting prompts in one ``llama_decode`` (cont
 batching), samples each sequence with its own sampler chain and pushes text pieces into each
 request's queue, where the caller's iterator blocks. The decisions (who decodes, prefill chunks,
 sequence ownership, KV reuse) come from ``llm_batching``. A request whose ``lead`` says its reply is
-``defer_ahead_s`` or more ahead of its listener sits out the steps another request needs.
+``defer_ahead_s`` or more ahead of its listener sits out the steps another request needs, and every
+step while a reply's first audio is being synthesized (``first_audio``: the cores are the listener's).
 
 A request may carry the end-of-message probe (``probe.py``): the prefill chunk holding its token
 asks llama.cpp for that entry's logits too (an extra output row; sampling reads rows by batch
@@ -21,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from voicechat.engines.first_audio import FirstAudio
 from voicechat.engines.protocols import EngineError
 from voicechat.llm.batching import (
     AdmissionQueue,
@@ -39,15 +41,21 @@ __all__ = ["BatchScheduler", "GenRequest", "LlmEvent", "LlmStats", "StreamEnd"]
 
 log = logging.getLogger(__name__)
 
+MAKE_WAY_S = 0.5  # the longest the replies sit out for one first audio
+
 
 class BatchScheduler:
     """Continuous batching over one ``LlamaContext``; see the module docstring."""
 
     def __init__(self, ctx: LlamaContext, *, prefill_chunk: int, defer_ahead_s: float = 0.0,
+                 first_audio: FirstAudio | None = None,
                  on_event: Callable[[LlmEvent], None] | None = None) -> None:
         self._ctx = ctx
         self._prefill_chunk = prefill_chunk
         self._defer_ahead_s = defer_ahead_s  # a reply this far ahead of its listener waits for others; 0 = never
+        self._first_audio = first_audio
+        if first_audio is not None:
+            first_audio.on_idle(self._wake)
         self._on_event = on_event
         self._cond = threading.Condition()
         self._commands: list[tuple[str, str, GenRequest | None]] = []
@@ -268,10 +276,14 @@ class BatchScheduler:
         decoding = [r for r in self._active if r.next_token is not None]
         prefilling = [PrefillWant(r.session_id, len(r.pending)) for r in self._active if r.pending]
         ahead = set()  # asked only where deferring could help somebody
-        if self._defer_ahead_s > 0 and len(decoding) + bool(prefilling) > 1:
+        make_way = self._first_audio is not None and self._first_audio.busy()
+        if self._defer_ahead_s > 0 and (len(decoding) + bool(prefilling) > 1 or make_way):
             ahead = {r.session_id for r in decoding if r.ahead_by(self._defer_ahead_s)}
         plan = plan_step([r.session_id for r in decoding], prefilling, batch_size=self._ctx.n_batch,
-                         prefill_budget=self._prefill_chunk, ahead=ahead)
+                         prefill_budget=self._prefill_chunk, ahead=ahead, make_way=make_way)
+        if not plan.n_tokens:  # every reply is ahead and a first audio is being made: wait until it is
+            self._wait_for_first_audio(len(plan.deferred))
+            return
         if plan.deferred:
             decoding = [by_session[key] for key in plan.decode]
         batch: list[BatchToken] = []
@@ -324,6 +336,19 @@ class BatchScheduler:
             self._generated += sampled
             self._prefilled += sum(len(c) for _, c in chunks)
             self._deferred += len(plan.deferred)
+
+    def _wait_for_first_audio(self, deferred: int) -> None:
+        """Sleep until the synthesis ends (``FirstAudio.on_idle`` notifies), a command comes, or at most
+        ``MAKE_WAY_S`` (a stuck synthesis must not hold the replies)."""
+        with self._cond:
+            self._deferred += deferred
+            if not self._commands and not self._closing and self._first_audio is not None:
+                self._cond.wait_for(lambda: self._commands or self._closing or not self._first_audio.busy(),
+                                    MAKE_WAY_S)
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
 
     def _on_token(self, req: GenRequest, token: int) -> None:
         req.generated += 1

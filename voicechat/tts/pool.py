@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from voicechat.engines.circuit_breaker import CircuitBreaker
+from voicechat.engines.first_audio import FirstAudio
 from voicechat.engines.protocols import EngineError, SpeechSynthesizer, VoiceSettings
 from voicechat.engines.stuck_calls import STUCK_CALLS, GiveUp, StuckCalls
 from voicechat.tts.priority import PriorityJobQueue
@@ -143,9 +144,11 @@ class TTSPool(SpeechSynthesizer):
         stop_grace_s: float = 2.0,
         stuck: StuckCalls = STUCK_CALLS,
         remote: RemoteClient | None = None,
+        first_audio: FirstAudio | None = None,
     ) -> None:
         """``remote``: the shared client of a remote backend (its ``health()`` goes to /health/detailed, and
-        it is closed with the pool)."""
+        it is closed with the pool). ``first_audio``: marked while a reply's first piece is synthesized, up to
+        its first chunk (the language model makes way meanwhile)."""
         if workers < 1:
             raise ValueError("a TTS pool needs at least one worker (tts.workers >= 1)")
         self._engines: list[PoolEngine] = []
@@ -164,6 +167,7 @@ class TTSPool(SpeechSynthesizer):
         self.breaker = breaker or CircuitBreaker("speech synthesizer")
         self.stop_grace_s = stop_grace_s
         self.remote = remote
+        self._first_audio = first_audio
         self._factory = engine_factory
         self._stuck = stuck
         self._stopping: dict[int, GiveUp] = {}  # worker index -> grace period of its stopped job
@@ -324,6 +328,8 @@ class TTSPool(SpeechSynthesizer):
         """Stream one job into its queue; returns done, cancelled or failed."""
         first = True
         chunks: Iterator[bytes] = iter(())
+        urgent = self._first_audio if job.first_in_reply else None  # a listener waits for this one
+        token = urgent.begin() if urgent is not None else 0
         try:
             chunks = engine.stream(job.text, job.voice, job.cancel)
             for chunk in chunks:
@@ -333,6 +339,9 @@ class TTSPool(SpeechSynthesizer):
                     first = False
                     with self._cond:
                         self._first_chunk_s.append(time.monotonic() - job.enqueued_at)
+                    if urgent is not None:
+                        urgent.end(token)
+                        urgent = None
                 job.out.put(chunk)
         except Exception as exc:
             if job.cancel.is_set():
@@ -341,6 +350,8 @@ class TTSPool(SpeechSynthesizer):
             job.out.put(exc if isinstance(exc, EngineError) else EngineError(f"text to speech failed: {exc}"))
             return "failed"
         finally:
+            if urgent is not None:
+                urgent.end(token)
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
