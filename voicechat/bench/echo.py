@@ -25,6 +25,7 @@ import numpy as np
 from voicechat.bench.accuracy import accuracy
 from voicechat.bench.echo_scenes import RATE, Scene, build_scenes, erle_db, noise_for, room_grid
 from voicechat.local.echo_cancel import EchoStage
+from voicechat.local.room import rms
 from voicechat.stt.listening import CHUNK, ListeningRules, ListeningState, SpeechStarted, UtteranceEnded
 from voicechat.stt.silero_batch import SileroBatch, SileroStream, probe
 
@@ -69,22 +70,18 @@ class _Listener:
         while len(self._pending) >= CHUNK:
             chunk, self._pending = self._pending[:CHUNK], self._pending[CHUNK:]
             x = self._last = chunk.astype(np.float32) / 32768.0
-            if self.state.recording or _rms(x) >= self._quiet:
+            if self.state.recording or rms(x) >= self._quiet:
                 probability: float | None = float(self.vad.run([self.stream], x[None, :])[0])
             else:
                 self.stream.skip(x)
                 probability = 0.0
             events.extend(self.state.chunk(chunk.tobytes(), probability))
-        if self.state.rules.probe_onsets and not self.state.recording and _rms(pcm / 32768.0) >= self._quiet:
+        if self.state.rules.probe_onsets and not self.state.recording and rms(pcm / 32768.0) >= self._quiet:
             look = probe(self.stream, self._last, self._pending.astype(np.float32) / 32768.0)
             if look is not None:  # the front end's probe of a loud block's 32 ms (``vad.probe_onsets``)
                 p = float(self.vad.run([look[0]], look[1][None, :])[0])
                 events.extend(self.state.probed(len(self._pending), p))
         return events
-
-
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
 
 
 def run_scene(scene: Scene, mode: str, vad: SileroBatch, outcome: Outcome, flush_ms: float = 40.0,

@@ -4,6 +4,7 @@ a run alternates (front ends, process counts, values of one compared setting).""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from voicechat.bench.load_stats import Delays
 
@@ -56,22 +57,26 @@ class LoadPlan:
     def onset_rules(self) -> tuple[float, float, bool]:
         """The batched front end's onset probability, quiet gate (dBFS) and whether it probes between chunks,
         under these settings."""
-        probes = str(self._vad("probe_onsets")).lower() not in ("false", "0", "no", "off")
-        return 1.0 - float(self._vad("silero_sensitivity")), float(self._vad("quiet_dbfs")), probes
+        return 1.0 - self._vad("silero_sensitivity"), self._vad("quiet_dbfs"), self._vad("probe_onsets")
 
     @property
     def end_of_turn_silence_s(self) -> float:
         """The least silence the server's end-of-turn rule waits: ``vad.min_silence_s`` where the batched
         front end ends turns on the signals (``vad.end_of_turn = smart``), else the fixed silence."""
         if self.frontend == "batched" and self._vad("end_of_turn") == "smart":
-            return float(self._vad("min_silence_s"))
-        return float(self._vad("post_speech_silence_s"))
+            return self._vad("min_silence_s")
+        return self._vad("post_speech_silence_s")
 
-    def _vad(self, name: str) -> object:
-        """The server's ``vad.<name>``: as these settings give it, else the schema's default."""
+    def _vad(self, name: str) -> Any:
+        """The server's ``vad.<name>``: as these settings give it (read as the schema reads it), else the
+        schema's default."""
+        from pydantic import TypeAdapter
+
         from voicechat.config.stages import VadSettings
 
-        return self.server_settings(1).get(f"vad.{name}", VadSettings.model_fields[name].default)
+        field = VadSettings.model_fields[name]
+        raw = self.server_settings(1).get(f"vad.{name}")
+        return field.default if raw is None else TypeAdapter(field.annotation).validate_python(raw)
 
 
 def plan_variants(plan: LoadPlan, frontends: list[str], compare: tuple[str, list[str]] | None,

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from voicechat.bench.load_client import FRAME, Utterance
+from voicechat.local.room import rms
 from voicechat.stt.silero_batch import CHUNK, SileroBatch, SileroStream, probe
 
 PHASES = 5  # 20 ms frames start at 5 distinct offsets within the 32 ms chunk grid (320 k mod 512)
@@ -45,10 +46,6 @@ def onset_floor_ms(speech: Sequence[Utterance], onset_probability: float, quiet_
     return floors
 
 
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(x * x)))
-
-
 def _first_onset(vad: SileroBatch, audio: np.ndarray, onset: float, quiet_rms: float, probes: bool) -> int | None:
     """The end of the frame on which the front end's rules first call speech, as samples into ``audio``."""
     stream, last, analysed = SileroStream(), np.zeros(0, np.float32), 0
@@ -56,7 +53,7 @@ def _first_onset(vad: SileroBatch, audio: np.ndarray, onset: float, quiet_rms: f
         while analysed + CHUNK <= end:
             chunk, analysed = audio[analysed : analysed + CHUNK], analysed + CHUNK
             last = chunk
-            if _rms(chunk) < quiet_rms:
+            if rms(chunk) < quiet_rms:
                 stream.skip(chunk)
                 continue
             if stream.skipped:
@@ -64,7 +61,7 @@ def _first_onset(vad: SileroBatch, audio: np.ndarray, onset: float, quiet_rms: f
                 stream.skipped = False
             if float(vad.run([stream], chunk[None, :])[0]) >= onset:
                 return end
-        if probes and _rms(audio[end - FRAME : end]) >= quiet_rms:
+        if probes and rms(audio[end - FRAME : end]) >= quiet_rms:
             look = probe(stream, last, audio[analysed:end])
             if look is not None and float(vad.run([look[0]], look[1][None, :])[0]) >= onset:
                 return end

@@ -71,12 +71,10 @@ class PiperVoices:
             if not path.is_file():
                 raise EngineError(missing_voice_message(voice, path, self.voice_dir))
         try:
-            from piper import PiperVoice
+            return _voice(model, config, self.use_cuda)
         except ImportError as exc:
             message = f"tts.engine = 'piper' needs the piper-tts package: pip install piper-tts ({exc})"
             raise EngineError(message) from exc
-        try:
-            return _voice(PiperVoice, model, config, self.use_cuda)
         except Exception as exc:  # corrupt ONNX or JSON: say which file, not a stack trace
             raise EngineError(
                 f"Piper voice {model} could not be loaded ({type(exc).__name__}: {exc}); "
@@ -84,7 +82,7 @@ class PiperVoices:
             ) from exc
 
 
-def _voice(voice_class: type[PiperVoice], model: Path, config: Path, use_cuda: bool) -> PiperVoice:
+def _voice(model: Path, config: Path, use_cuda: bool) -> PiperVoice:
     """The voice on an onnxruntime session whose idle threads sleep instead of spinning.
 
     A synthesis runs beside the language model's decoding (the reply's next sentences) on the
@@ -95,6 +93,7 @@ def _voice(voice_class: type[PiperVoice], model: Path, config: Path, use_cuda: b
     import json
 
     import onnxruntime
+    from piper import PiperVoice
     from piper.config import PiperConfig
 
     options = onnxruntime.SessionOptions()
@@ -103,7 +102,7 @@ def _voice(voice_class: type[PiperVoice], model: Path, config: Path, use_cuda: b
         [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"})] if use_cuda else ["CPUExecutionProvider"]
     )
     session = onnxruntime.InferenceSession(str(model), sess_options=options, providers=providers)
-    return voice_class(config=PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8"))), session=session)
+    return PiperVoice(config=PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8"))), session=session)
 
 
 class PiperEngine:
