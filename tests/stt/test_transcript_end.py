@@ -1,12 +1,10 @@
 """The words' signal: trailing punctuation and the last word say whether a transcript ends a turn."""
 
-import numpy as np
 import pytest
 
 from voicechat.stt.transcript_end import (
     DEFAULT,
     end_mark,
-    end_of_message,
     words,
     words_score,
 )
@@ -48,9 +46,3 @@ def test_marks_and_words():
 def test_question_beats_full_stop_beats_no_mark_beats_trailing_off():
     assert words_score("Go home?") > words_score("Go home.") > words_score("Go home") > words_score("Go home,")
     assert words_score("Yes I can.") == DEFAULT.auxiliary
-
-
-def test_end_of_message_is_the_softmax_of_the_end_token():
-    logits = np.array([0.0, np.log(3.0), 0.0])
-    assert end_of_message(logits, 1) == pytest.approx(0.6)
-    assert end_of_message(np.array([1000.0, 0.0]), 0) == pytest.approx(1.0)

@@ -106,7 +106,7 @@ def summarize(rules: TurnEndRules, items: Iterable[Observed], words_key: str = "
 
 def sweep(base: TurnEndRules) -> list[TurnEndRules]:
     """Candidate rules around ``base``: each combination with a grid of thresholds."""
-    grid = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    grid = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 ... 0.95
     out = [replace(base, combine="audio", audio_threshold=t) for t in grid]
     out += [replace(base, combine="words", words_threshold=t) for t in grid]
     for a in grid:

@@ -10,8 +10,9 @@ and is in only once computed:
 * audio: Smart Turn on the utterance (1 s pre-roll) up to ``min_silence_s`` of silence, asked then;
 * words: Whisper tiny.en (``stt.window`` utterance) on the audio up to Silero's report, asked
   then (the transcription made inside the silence), scored by ``transcript_end.words_score``;
-* llm (``--llm``): SmolLM2's probability of ``<|im_end|>`` right after that transcript as the
-  user's message (read from a prefill the early reply would run anyway).
+* llm (``--llm``): SmolLM2's end-of-message probe on that transcript as the user's message
+  (``llm.probe``: the mean of P(``<|im_end|>``) after the text and P(a sentence ends) after its last
+  word; read from a prefill the early reply would run anyway).
 
 ``turn_scoring`` replays the rules over each silence. Rules are chosen on one voice and checked
 on the other (``--choose-on``). Also Whisper's WER on the whole utterances, window utterance vs full.
@@ -30,10 +31,11 @@ import numpy as np
 from voicechat.bench.accuracy import accuracy
 from voicechat.bench.turn_evidence import RATE, VOICES, Utterance, load
 from voicechat.bench.turn_scoring import Observed, Signal, choose, describe, percentile, summarize, sweep
+from voicechat.llm.probe import EndProbe, end_of_turn, last_word_at, sentence_end_tokens
 from voicechat.models.registry import SMOLLM2_FILE
 from voicechat.stt.listening import ListeningRules, ListeningState, SpeechStarted
 from voicechat.stt.silero_batch import SileroBatch, SileroStream
-from voicechat.stt.transcript_end import end_of_message, words_score
+from voicechat.stt.transcript_end import words_score
 from voicechat.stt.turn_end import AUDIO_AND_WORDS, FIXED, LLM_WORDS, TurnEndRules
 
 PRE_ROLL_S = 1.0
@@ -109,14 +111,16 @@ class Signals:
 
 
 class _EndOfMessage:
-    """P(<|im_end|>) right after the user's text, from SmolLM2's logits (llama-cpp-python), with the
-    product's default system prompt (``llm.system_prompt``) and attention, as the session's prefill reads it.
+    """The LLM engine's end-of-message probe (``llm.probe``: the mean of P(<|im_end|>) after the user's text
+    and P(a sentence ends) after its last word) from SmolLM2's logits (llama-cpp-python), with the product's
+    default system prompt (``llm.system_prompt``) and attention, as the session's prefill reads it.
 
     The system prompt stays in the KV cache between calls (llama-cpp-python's prefix reuse), as a
     session's context keeps it, so the time is that of the user's words only, as in the product.
     """
 
     def __init__(self, path: Path, threads: int) -> None:
+        import llama_cpp
         from llama_cpp import Llama
 
         from voicechat.config.stages import LlmSettings
@@ -125,17 +129,29 @@ class _EndOfMessage:
         self.model = Llama(str(path), n_ctx=1024, n_threads=threads, logits_all=True, verbose=False, seed=7,
                            flash_attn=True)
         self.end = self.model.tokenize(b"<|im_end|>", add_bos=False, special=True)[0]
+        vocab = llama_cpp.llama_model_get_vocab(self.model.model)
+        self.sentence_ends = sentence_end_tokens([self._piece(t) for t in range(self.model.n_vocab())],
+                                                 lambda t: bool(llama_cpp.llama_vocab_is_eog(vocab, t)))
         self("Hello.")  # the system prompt into the cache, as a session's first turn puts it there
 
-    def __call__(self, text: str) -> tuple[float, float]:
+    def _piece(self, token: int) -> bytes:
+        return self.model.detokenize([token], special=True)
+
+    def __call__(self, text: str) -> tuple[float | None, float]:
         started = time.perf_counter()
         prompt = f"<|im_start|>system\n{self.system}<|im_end|>\n<|im_start|>user\n{text.strip()}"
         tokens = self.model.tokenize(prompt.encode(), add_bos=False, special=True)
         steps = self.model.generate(tokens, reset=True, temp=0.0)  # reuses the cached prefix, evaluates the rest
         next(steps)  # (and samples one token, which is not used)
         steps.close()
-        p = end_of_message(self.model.scores[len(tokens) - 1], self.end)
-        return p, (time.perf_counter() - started) * 1000
+        word_at = last_word_at(tokens, len(tokens) - 1, self._piece, text)
+        if word_at is None:
+            return None, (time.perf_counter() - started) * 1000
+        probe = EndProbe(word_at, len(tokens) - 1, self.end, self.sentence_ends)
+        parts: dict[str, float] = {}
+        for at in probe.rows():
+            parts.update(probe.read(at, np.asarray(self.model.scores[at])))
+        return end_of_turn(parts), (time.perf_counter() - started) * 1000
 
 
 def observe(item: Utterance, signals: Signals, vad: SileroBatch, rules: TurnEndRules) -> tuple[Observed, dict]:

@@ -125,13 +125,14 @@ class VadSettings(_Section):
         "weighted mean against turn_mean_threshold)",
     )
     turn_words: Literal["llm", "rules"] = Field(
-        "llm", description="end_of_turn smart: how the words are judged: llm = the language model's probability "
-        "that the message ends there, read from the prepared reply's prefill (llama.cpp; other backends fall "
+        "llm", description="end_of_turn smart: how the words are judged: llm = the language model's view that "
+        "the message ends there (the mean of P(end of message) and P(a sentence ends after the last word)), read "
+        "from the prepared reply's prefill (llama.cpp; other backends fall "
         "back to rules); rules = Whisper's end mark and whether the last word can end a sentence",
     )
     turn_audio_threshold: float = Field(0.9, ge=0, le=1, description="end_of_turn smart: Smart Turn's "
                                         "probability of a finished turn at or above which the sound says finished")
-    turn_words_threshold: float = Field(0.4, ge=0, le=1, description="end_of_turn smart: the words' probability "
+    turn_words_threshold: float = Field(0.35, ge=0, le=1, description="end_of_turn smart: the words' probability "
                                         "at or above which the transcript says finished")
     turn_mean_threshold: float = Field(0.6, ge=0, le=1, description="turn_combine mean: the threshold")
     turn_model: str = Field("", description="end_of_turn smart: the Smart Turn v3.2 ONNX file; empty = "

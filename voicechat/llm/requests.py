@@ -12,9 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
+
 from voicechat.engines.protocols import EngineError, GenerationParams
 from voicechat.llm.llama_context import Sampler
-from voicechat.llm.probe import ProbeCallback, report
+from voicechat.llm.probe import EndProbe, ProbeCallback, end_of_turn, report
 from voicechat.llm.text import StopMatcher, Utf8Pieces
 
 log = logging.getLogger(__name__)
@@ -64,12 +66,12 @@ class GenRequest:
     params: GenerationParams
     out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     aborted: bool = False
-    # The end-of-message probe (``probe.py``): the scheduler reads the logits of ``prompt[probe_at]``
-    # in this request's prefill and calls ``on_probe(P(probe_token))``, or ``on_probe(None)`` if the
-    # request ends before that; exactly once either way.
-    probe_at: int | None = None
-    probe_token: int = -1
+    # The end-of-message probe (``probe.py``): the scheduler reads the logits of ``probe.rows()`` in this
+    # request's prefill and calls ``on_probe(end_of_turn(parts))``, or ``on_probe(None)`` if the request
+    # ends before that; exactly once either way.
+    probe: EndProbe | None = None
     on_probe: ProbeCallback | None = None
+    probe_parts: dict[str, float] = field(default_factory=dict)
     # Seconds of this reply's speech written ahead of what its listener has heard, now (any thread may be
     # asked; quick, no blocking). At or above the scheduler's ``defer_ahead_s`` the reply waits out steps
     # that others need (``batching.plan_step``). None: never deferred.
@@ -90,7 +92,20 @@ class GenRequest:
     @property
     def probing(self) -> bool:
         """The probe is still to be read (and reported)."""
-        return self.on_probe is not None and self.probe_at is not None
+        return self.on_probe is not None and self.probe is not None
+
+    def read_probe(self, index: int, logits: np.ndarray | None) -> None:
+        """Take the logits of prompt index ``index`` (one of ``probe.rows()``; None: llama.cpp had none, which
+        reports None); reports once every part is in (scheduler thread)."""
+        if not self.probing or self.probe is None:
+            return
+        if logits is None:
+            self.report_probe(None)
+            return
+        self.probe_parts.update(self.probe.read(index, logits))
+        value = end_of_turn(self.probe_parts)
+        if value is not None:
+            self.report_probe(value)
 
     def report_probe(self, value: float | None) -> None:
         """Report the probe's value, the first time only (scheduler thread, or the caller's before submit)."""

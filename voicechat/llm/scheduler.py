@@ -10,9 +10,9 @@ sequence ownership, KV reuse) come from ``llm_batching``. A request whose ``lead
 ``defer_ahead_s`` or more ahead of its listener sits out the steps another request needs, and every
 step while a reply's first audio is being synthesized (``first_audio``: the cores are the listener's).
 
-A request may carry the end-of-message probe (``probe.py``): the prefill chunk holding its token
-asks llama.cpp for that entry's logits too (an extra output row; sampling reads rows by batch
-index, so nothing shifts), and the request reports P(end token) once, or None if it ends first.
+A request may carry the end-of-message probe (``probe.py``): the prefill chunks holding its tokens
+ask llama.cpp for those entries' logits too (extra output rows; sampling reads rows by batch
+index, so nothing shifts), and the request reports the probe once, or None if it ends first.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from voicechat.llm.batching import (
     reusable_prefix,
 )
 from voicechat.llm.llama_context import BatchToken, LlamaContext, Sampler
-from voicechat.llm.probe import token_probability
 from voicechat.llm.requests import EventKind, GenRequest, LlmEvent, LlmStats, StreamEnd
 from voicechat.llm.text import StopMatcher
 
@@ -258,7 +257,8 @@ class BatchScheduler:
                 self._cache.pop(grant.evicted, None)
                 self._emit("evicted", grant.evicted)
             cached = self._cache.pop(req.session_id, [])
-            keep = reusable_prefix(cached, req.prompt, decode_from=req.probe_at if req.probing else None)
+            first_probe_row = req.probe.word_at if req.probing and req.probe is not None else None
+            keep = reusable_prefix(cached, req.prompt, decode_from=first_probe_row)
             if keep < len(cached) and not self._ctx.seq_rm(grant.seq, keep):
                 self._ctx.seq_rm(grant.seq)
                 keep, cached = 0, []
@@ -293,17 +293,18 @@ class BatchScheduler:
             outputs.append((req, len(batch)))
             batch.append(BatchToken(req.next_token, len(req.kv), req.seq, logits=True))
         chunks: list[tuple[GenRequest, list[int]]] = []
-        probes: list[tuple[GenRequest, int]] = []  # (request, batch index of its probe token)
+        probes: list[tuple[GenRequest, int, int]] = []  # (request, prompt index, batch index) of probe rows
         for session_id, n in plan.prefill:
             req = by_session[session_id]
             chunk = req.pending[:n]
             last = n == len(req.pending)  # the prompt's final chunk: its last token gives the logits
             # The prompt index of chunk[i] is len(req.kv) + i (the KV holds the prompt's first tokens).
-            probe = req.probe_at - len(req.kv) if req.probing and req.probe_at is not None else -1
+            rows = req.probe.rows() if req.probing and req.probe is not None else ()
             for i, token in enumerate(chunk):
-                if i == probe:
-                    probes.append((req, len(batch)))
-                batch.append(BatchToken(token, len(req.kv) + i, req.seq, logits=(last and i == n - 1) or i == probe))
+                read = len(req.kv) + i in rows
+                if read:
+                    probes.append((req, len(req.kv) + i, len(batch)))
+                batch.append(BatchToken(token, len(req.kv) + i, req.seq, logits=(last and i == n - 1) or read))
             if last:
                 outputs.append((req, len(batch) - 1))
             chunks.append((req, chunk))
@@ -313,9 +314,8 @@ class BatchScheduler:
         if rc != 0:
             self._decode_failed(rc, [r for r, _ in outputs] + [r for r, _ in chunks])
             return
-        for req, index in probes:  # before sampling: a reply that ends now must not report None first
-            row = self._ctx.logits(index)
-            req.report_probe(None if row is None else token_probability(row, req.probe_token))
+        for req, at, index in probes:  # before sampling: a reply that ends now must not report None first
+            req.read_probe(at, self._ctx.logits(index))
         for req in decoding:
             req.kv.append(req.next_token)  # type: ignore[arg-type]
             req.next_token = None

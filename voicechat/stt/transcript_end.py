@@ -13,15 +13,13 @@ Pure: plain strings in, a score in [0, 1] out (not a calibrated probability, a r
 The last word overrides the punctuation: Whisper often closes a fragment with "." anyway.
 Its weakness (``bench turns``): Whisper often completes a fragment it hears cut off ("Please remind
 me to buy" -> "Please remind me to buy it."), which no rule on the text can see. The LLM's own
-probability that the message ends there (``end_of_message``) measured better.
+view that the turn is over there (``llm.probe``) measured better.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-
-import numpy as np
 
 # Words after which an English sentence goes on (the last word of a fragment, never of a turn).
 NEVER_LAST = frozenset("""
@@ -104,11 +102,3 @@ def words_score(text: str, scores: WordsEnd = DEFAULT) -> float | None:
 def _stranded(said: list[str], mark: str) -> bool:
     """A question that ends on its preposition: "Where are you from?", "What is this for?"."""
     return mark == "?" and len(said) >= 3 and said[0] in QUESTION_WORDS
-
-
-def end_of_message(logits: np.ndarray, end_token: int) -> float:
-    """P(``end_token``) from the LLM's next-token ``logits`` right after the user's text, before the
-    chat template closes the message (ChatML: ``<|im_end|>``): the LLM's own view that the user is done."""
-    x = np.asarray(logits, dtype=np.float64).reshape(-1)
-    e = np.exp(x - x.max())
-    return float(e[end_token] / e.sum())
