@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from voicechat.bench import load
-from voicechat.bench.load_client import Tracker, audio_gaps, utterance
+from voicechat.bench.load_client import SimulatedUser, Tracker, audio_gaps, utterance
 from voicechat.bench.load_stats import Delays, TurnRecord, capacity, quantiles, summarise_turns
 from voicechat.server.client import Received
 from voicechat.server.protocol import ServerAudio
@@ -81,6 +81,35 @@ def test_tracker_digests_only_what_is_new() -> None:
     assert seen.flush_after(2) == 1.5 and seen.flush_after(3) is None
     assert seen.last_audio[2] == 1.3 and seen.listening_after(3) and not seen.listening_after(4)
     assert seen.finals == ["hello"]  # nothing counted twice
+
+
+def test_a_barge_in_is_settled_by_the_flush_or_by_a_reply_that_had_played_out() -> None:
+    """The client waits for the flush of the reply it spoke into; without one, the turn's final transcript
+    settles it only where the reply's audio had played out before the barge-in began (nothing to flush)."""
+
+    def case(onset: float, flush: bool, final: bool) -> tuple[SimulatedUser, TurnRecord, TurnRecord, bool]:
+        received = Received()
+        seen = Tracker(received)
+        received.audio += [(1.0 + i * 0.02, ServerAudio(2, 0, i * 320, 16000, b"\0\0" * 320)) for i in range(50)]
+        if flush:
+            received.messages.append({"type": "flush_playback", "generation": 3})
+            received.message_times.append(onset + 0.1)
+        if final:
+            received.messages.append({"type": "final_transcript", "text": "hi", "generation": 3})
+            received.message_times.append(onset + 1.0)
+        user = SimulatedUser(0, "ws://x", "t", [], turns=1)
+        reply = TurnRecord(0, 0, "q", 0.0, 0.5, generation=2, interrupted_at=onset)
+        barge = TurnRecord(0, 1, "q", onset, onset + 1.0, barged=True)
+        return user, reply, barge, user._barged(seen, reply, barge, 0)
+
+    # The reply: 50 frames of 20 ms from 1.0 s, so it plays until 2.0 s.
+    user, reply, barge, settled = case(onset=1.3, flush=True, final=True)
+    assert settled and reply.stale_until == 1.98 and reply.interrupted_at == 1.3 and barge.barged
+    assert not case(onset=1.3, flush=False, final=False)[3]  # still waiting
+    user, reply, barge, settled = case(onset=1.9, flush=False, final=True)  # within the slack of its end
+    assert settled and reply.interrupted_at is None and not barge.barged and user.result.late_barges == 1
+    with pytest.raises(AssertionError, match="no flush"):
+        case(onset=1.3, flush=False, final=True)  # the reply was playing: the barge-in went unanswered
 
 
 def test_audio_gaps_count_holes_except_in_flushed_replies() -> None:

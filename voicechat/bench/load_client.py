@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import websockets
@@ -26,6 +27,8 @@ from voicechat.server.protocol import encode_client_audio
 
 RATE = 16000
 FRAME = RATE // 50  # 20 ms
+# A barge-in that begins this close to (or after) the end of the reply's audio may find the reply already over.
+LATE_BARGE_SLACK_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,7 @@ class ClientResult:
     turns: list[TurnRecord] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     audio_gaps: int = 0  # reply audio frames missing within a generation that was not flushed
+    late_barges: int = 0  # planned barge-ins that began after the reply had played out: nothing to flush
 
 
 def audio_gaps(received: Received) -> int:
@@ -157,6 +161,7 @@ class Tracker:
         self.finals: list[str] = []
         self.first_audio: dict[int, float] = {}  # generation -> arrival of its first frame
         self.last_audio: dict[int, float] = {}
+        self.audio_s: dict[int, float] = {}  # generation -> seconds of audio received
         self.flushes: list[tuple[float, int]] = []  # (arrival, generation)
         self.metrics: dict[int, dict[str, float]] = {}
         self.state: tuple[str, int] = ("", 0)
@@ -177,6 +182,7 @@ class Tracker:
         for at, frame in r.audio[self._audio :]:
             self.first_audio.setdefault(frame.generation, at)
             self.last_audio[frame.generation] = at
+            self.audio_s[frame.generation] = self.audio_s.get(frame.generation, 0.0) + len(frame.pcm) / 2 / RATE
         self._audio = len(r.audio)
         return self
 
@@ -186,6 +192,12 @@ class Tracker:
 
     def flush_after(self, generation: int) -> float | None:
         return next((at for at, gen in self.flushes if gen > generation), None)
+
+    def played_out_by(self, generation: int) -> float | None:
+        """When the reply ``generation`` ends playing at real time from its first frame (None: no audio)."""
+        if generation not in self.first_audio:
+            return None
+        return max(self.first_audio[generation] + self.audio_s[generation], self.last_audio[generation])
 
     def listening_after(self, generation: int) -> bool:
         return self.state[0] == "listening" and self.state[1] >= generation
@@ -260,6 +272,30 @@ class SimulatedUser:
         except TimeoutError:
             raise TimeoutError(f"turn {turn}: no {what} within {self.turn_timeout_s:.0f} s") from None
 
+    def _barged(self, seen: Tracker, interrupted: TurnRecord, turn: TurnRecord, finals0: int) -> bool:
+        """Whether the barge-in of ``turn`` into ``interrupted``'s reply is settled; records how when it is.
+
+        Settled by the server's flush (the outbox is in order: no stale frame follows it), or, without one,
+        by the turn's final transcript where the reply had played out (its audio at real time from its first
+        frame, with ``LATE_BARGE_SLACK_S`` for the server's own estimate) before the barge-in began: then
+        there was nothing to interrupt and the turn counts as an ordinary one. A final transcript with no
+        flush while the reply was still playing is an error: the interruption was never acknowledged.
+        """
+        seen.update()
+        stale = interrupted.generation or 0
+        flushed = seen.flush_after(stale)
+        if flushed is not None:
+            interrupted.stale_until = max(flushed, seen.last_audio.get(stale, 0.0))
+            return True
+        if len(seen.finals) <= finals0:
+            return False
+        ended = seen.played_out_by(stale)
+        if ended is None or turn.onset < ended - LATE_BARGE_SLACK_S:
+            raise AssertionError(f"turn {turn.index}: the reply was playing and no flush came before the transcript")
+        interrupted.interrupted_at, turn.barged = None, False
+        self.result.late_barges += 1
+        return True
+
     async def _converse(self, client: VoiceClient, mic: Microphone) -> None:
         seen = Tracker(client.received)
         interrupting: TurnRecord | None = None  # the turn whose reply the next utterance cuts off
@@ -280,10 +316,8 @@ class SimulatedUser:
             turn = TurnRecord(self.index, t, speech.text, onset, end, barged=interrupting is not None)
             self.result.turns.append(turn)
             if interrupting is not None:
-                stale = interrupting.generation or 0
-                await self._wait(client, lambda _, g=stale: seen.update().flush_after(g) is not None, t, "flush")
-                # The outbox is in order: no stale frame follows the flush.
-                interrupting.stale_until = max(seen.flush_after(stale) or 0.0, seen.last_audio.get(stale, 0.0))
+                settled = partial(self._barged, seen, interrupting, turn, finals0)
+                await self._wait(client, lambda _, settled=settled: settled(), t, "flush")
                 interrupting = None
             await self._wait(client, lambda _, n=finals0: len(seen.update().finals) > n, t, "final transcript")
             turn.transcript = seen.finals[finals0]
