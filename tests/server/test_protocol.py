@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from voicechat.core.events import (
     AudioChunk,
+    EndOfTurn,
     FlushPlayback,
     PartialTranscript,
     StateChanged,
@@ -161,7 +162,9 @@ def test_events_encode_audio_as_binary_and_the_rest_as_json() -> None:
     assert partial == {"type": "partial_transcript", "text": "hello wor", "generation": 1, "stable": "hello"}
     assert json.loads(encode_event(FlushPlayback(4))) == {"type": "flush_playback", "generation": 4}
     metrics = json.loads(encode_event(TurnMetrics(2, {"speech_end": 1.0, "transcript_final": 1.25})))
-    assert metrics["latency_ms"] == {"stt": 250.0}
+    assert metrics["latency_ms"] == {"stt": 250.0} and metrics["end_of_turn"] is None
+    judged = json.loads(encode_event(TurnMetrics(3, {}, end_of_turn=EndOfTurn(215.0, audio=None, words=0.76))))
+    assert judged["end_of_turn"] == {"silence_ms": 215.0, "audio": None, "words": 0.76}
 
 
 @given(st.text(max_size=300))

@@ -8,6 +8,7 @@ from support.helpers import EventCollector, count
 from voicechat.core.events import (
     AssistantTextDelta,
     AudioChunk,
+    EndOfTurn,
     ErrorEvent,
     FinalTranscript,
     ReplyDone,
@@ -87,7 +88,7 @@ def test_a_confirmed_reply_was_made_before_the_turn_ended_and_went_out_after_it(
     assert reply_events(collector.events) == []  # ...but nothing of it reaches the client
     assert pipeline.state is TurnState.USER_SPEAKING
     assert len(pipeline.history.messages()) == 1  # the system prompt only
-    rec.cb.on_speech_end(None)
+    rec.cb.on_speech_end(None, EndOfTurn(231.5, audio=None, words=0.9))
     rec.finals.put("What time is it?")
     events = collector.wait_for(count(TurnMetrics))
     final_at = next(i for i, e in enumerate(events) if isinstance(e, FinalTranscript))
@@ -100,6 +101,7 @@ def test_a_confirmed_reply_was_made_before_the_turn_ended_and_went_out_after_it(
     assert done.generation == 1 and done.text == scripted_reply("What time is it?", 12)
     metrics = next(e for e in events if isinstance(e, TurnMetrics))
     assert metrics.prepared and metrics.stamps["prepared"] <= metrics.stamps["speech_end"]
+    assert metrics.end_of_turn == EndOfTurn(231.5, audio=None, words=0.9)  # how the recognizer decided
     assert len(llm.prompts["s1"]) == 1  # the prepared reply was used, not made again
     collector.wait_for(lambda ev: [m.role for m in pipeline.history.messages()] == ["system", "user", "assistant"])
 
@@ -110,7 +112,7 @@ def test_speech_after_the_pause_drops_the_prepared_reply_without_a_trace(session
     prepare(rec, collector, llm, "I would like to")
     rec.cb.on_speech_resumed()
     assert "s1" in llm.discard_calls
-    rec.cb.on_speech_end(None)
+    rec.cb.on_speech_end(None, EndOfTurn(1500.0, audio=0.2, words=0.05))
     rec.finals.put("I would like to order a pizza.")
     events = collector.wait_for(count(ReplyDone))
     texts = [e.text for e in events if isinstance(e, ReplyDone)]
@@ -121,7 +123,7 @@ def test_speech_after_the_pause_drops_the_prepared_reply_without_a_trace(session
     second_prompt = llm.prompts["s1"][1]
     assert [m.content for m in second_prompt if m.role == "user"] == ["I would like to order a pizza."]
     metrics = next(e for e in events if isinstance(e, TurnMetrics))
-    assert not metrics.prepared
+    assert not metrics.prepared and metrics.end_of_turn == EndOfTurn(1500.0, audio=0.2, words=0.05)
 
 
 @pytest.mark.timeout(30)

@@ -11,6 +11,7 @@ import pytest
 from support.engines import recognizer_factory
 from support.helpers import SENTENCES, FixedTextModel, speech, utterance
 
+from voicechat.core.events import EndOfTurn
 from voicechat.engines.protocols import RecognizerCallbacks
 from voicechat.engines.scripted.stt import ScriptedTranscriber
 from voicechat.stt.batched_recognizer import BatchedRecognizer
@@ -50,10 +51,12 @@ class Ears:
         self.started = threading.Event()
         self.ended = threading.Event()
         self.voice_ended_at: list[float | None] = []
+        self.ends: list[EndOfTurn | None] = []
 
     def callbacks(self) -> RecognizerCallbacks:
-        def end(at: float | None) -> None:
+        def end(at: float | None, end_of_turn: EndOfTurn | None = None) -> None:
             self.voice_ended_at.append(at)
+            self.ends.append(end_of_turn)
             self.ended.set()
 
         return RecognizerCallbacks(self.started.set, end, lambda _: None)
@@ -104,6 +107,10 @@ def test_sessions_share_one_batch_and_each_hears_only_its_own_speech():
     assert [finals[i] for i in range(len(texts))] == texts
     assert factory.frontend.stats.max_batch >= 2 and factory.frontend.stats.vad_errors == 0
     assert all(e.voice_ended_at and e.voice_ended_at[0] is not None for e in ears)
+    # The fixed silence ended each: no judge was asked (post_speech_silence_s is 0.4 here; decided on the tick grid)
+    for e in ears:
+        end = e.ends[0]
+        assert end is not None and end.audio is None and end.words is None and 400 <= end.silence_ms < 500
     for r in recognizers:
         r.close()
     factory.close()

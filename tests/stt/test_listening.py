@@ -43,6 +43,26 @@ def test_the_turn_ends_the_silence_setting_after_the_last_voiced_sample():
     assert ends[0].decided_sample - ends[0].last_voiced_sample == round(0.32 * 16000)
     # the pre-roll (the 5 quiet chunks), 10 chunks of speech, then the silence up to the end
     assert len(ends[0].audio) == ends[0].decided_sample and not state.recording
+    assert abs(ends[0].silence_s - 0.32) < 1e-9 and ends[0].signals == (None, None)  # the fixed silence: no judge
+
+
+def test_a_turn_ended_by_the_judges_says_what_they_said_and_after_how_much_silence():
+    rules = ListeningRules(post_speech_silence_s=1.0, min_utterance_s=0.0, partials=False, pause_s=0.1)
+    asked = []
+
+    def judge(silence_s: float, audio: float | None, words: float | None) -> bool:
+        asked.append((silence_s, audio, words))
+        return silence_s >= 0.2 and words is not None and words >= 0.5
+
+    state = ListeningState(rules, judge)
+    events = run(state, [0.0] * 5 + [0.9] * 10 + [0.0] * 4)  # 0.128 s of silence: the pause opens
+    pause = next(e for e in events if isinstance(e, PauseStarted)).pause
+    state.signal(pause, words=0.3)
+    assert not [e for e in run(state, [0.0] * 3) if isinstance(e, UtteranceEnded)]  # 0.224 s: unfinished
+    state.signal(pause, audio=0.7, words=0.8)
+    ends = [e for e in run(state, [0.0]) if isinstance(e, UtteranceEnded)]
+    assert len(ends) == 1 and ends[0].pause == pause
+    assert ends[0].signals == (0.7, 0.8) and abs(ends[0].silence_s - 8 * CHUNK / 16000) < 1e-9
 
 
 def test_the_tail_ends_the_turn_between_chunks():

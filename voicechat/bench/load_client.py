@@ -164,6 +164,7 @@ class Tracker:
         self.audio_s: dict[int, float] = {}  # generation -> seconds of audio received
         self.flushes: list[tuple[float, int]] = []  # (arrival, generation)
         self.metrics: dict[int, dict[str, float]] = {}
+        self.ends: dict[int, dict[str, float | None]] = {}  # generation -> its turn_metrics' end_of_turn
         self.state: tuple[str, int] = ("", 0)
 
     def update(self, _: Received | None = None) -> Tracker:
@@ -176,6 +177,8 @@ class Tracker:
                 self.flushes.append((at, gen))
             elif kind == "turn_metrics":
                 self.metrics[gen] = dict(message.get("stamps") or {})
+                if message.get("end_of_turn"):
+                    self.ends[gen] = dict(message["end_of_turn"])
             elif kind == "state_changed":
                 self.state = (message.get("state", ""), gen)
         self._messages = len(r.messages)
@@ -337,7 +340,7 @@ class SimulatedUser:
                 interrupting = turn
                 continue
             await self._wait(client, lambda _, g=gen: g in seen.update().metrics, t, "turn metrics")
-            turn.stamps = seen.metrics[gen]
+            turn.stamps, turn.end_of_turn = seen.metrics[gen], seen.ends.get(gen)
             turn.completed = True
             await self._wait(client, lambda _, g=gen: seen.update().listening_after(g), t, "end of the reply")
             await asyncio.sleep(self._rng.uniform(0.5, 1.5) * self.pause_s)  # the user's own pause, not in step

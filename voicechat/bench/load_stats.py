@@ -48,6 +48,7 @@ class TurnRecord:
     stale_until: float | None = None  # last stale audio frame or flush_playback received
     stamps: dict[str, float] = field(default_factory=dict)  # the server's turn_metrics stamps
     barged: bool = False  # this utterance itself interrupted a reply
+    end_of_turn: dict[str, float | None] | None = None  # the server's turn_metrics end_of_turn
 
     @property
     def v2v_ms(self) -> float | None:

@@ -85,6 +85,18 @@ class ReplyDone:
 
 
 @dataclass(frozen=True, slots=True)
+class EndOfTurn:
+    """How a spoken turn's end was decided: ``silence_ms`` of silence after its last voiced sample, and what
+    the judges said then (``vad.end_of_turn = "smart"``): ``audio`` Smart Turn's P(finished), ``words`` the
+    words' (the language model's end-of-message probe, or the rule on the transcript); None where a judge
+    was not asked, not in yet or not used (the fixed silence: both None)."""
+
+    silence_ms: float
+    audio: float | None = None
+    words: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TurnMetrics:
     """Monotonic timestamps (seconds) of one turn's stages, and their deltas.
 
@@ -97,11 +109,13 @@ class TurnMetrics:
     user's pause, stamp ``prepared``) and held until the turn ended, so its
     stages may precede ``speech_end``; ``end_of_message`` dates when its prefill
     said whether the user's message ends there (the words' end-of-turn signal).
+    ``end_of_turn``: how the end was decided (a spoken turn, where the recognizer says).
     """
 
     generation: int
     stamps: dict[str, float] = field(default_factory=dict)
     prepared: bool = False
+    end_of_turn: EndOfTurn | None = None
 
     def latency_ms(self, start: str, end: str) -> float | None:
         if start in self.stamps and end in self.stamps:

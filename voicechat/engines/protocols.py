@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from voicechat.core.events import EndOfTurn
 from voicechat.core.history import ChatMessage
 
 
@@ -77,13 +78,23 @@ class TranscriptionModel(Protocol):
         ...
 
 
+class SpeechEndCallback(Protocol):
+    """The utterance ended: ``voice_ended_at`` is when its last voiced sample reached the server (monotonic s),
+    ``end_of_turn`` how the end was decided; each None where the recognizer does not know."""
+
+    def __call__(self, voice_ended_at: float | None, end_of_turn: EndOfTurn | None = None) -> None: ...
+
+
+def _ignore_speech_end(voice_ended_at: float | None, end_of_turn: EndOfTurn | None = None) -> None:
+    return None
+
+
 @dataclass(slots=True)
 class RecognizerCallbacks:
     """What a recognizer reports while audio streams in (called from its threads)."""
 
     on_speech_start: Callable[[], None] = lambda: None
-    # ``voice_ended_at``: when the last voiced sample reached the server (monotonic s), if the recognizer knows
-    on_speech_end: Callable[[float | None], None] = lambda voice_ended_at: None
+    on_speech_end: SpeechEndCallback = _ignore_speech_end
     on_partial: Callable[[str], None] = lambda text: None
     # A transcript made inside a pause of the utterance (the turn may end there, or the user go on), and
     # where to report the language model's probability that the user's message ends there (None: not known;

@@ -204,7 +204,11 @@ def encode_event(event: Event) -> str | bytes:
     body: dict[str, object] = {"type": _event_type(event)}
     for f in dataclasses.fields(event):  # type: ignore[arg-type]
         value = getattr(event, f.name)
-        body[f.name] = value.value if isinstance(value, enum.Enum) else value
+        if isinstance(value, enum.Enum):
+            value = value.value
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        body[f.name] = value
     if isinstance(event, TurnMetrics):
         body["latency_ms"] = turn_latencies_ms(event)
     return json.dumps(body, separators=(",", ":"))

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from voicechat.core.events import Event
+from voicechat.core.events import EndOfTurn, Event
 from voicechat.core.jobs import EndOfReply
 from voicechat.core.reply_tracker import ReplyTracker
 
@@ -29,6 +29,7 @@ class LiveReply:
     user_text: str
     tracker: ReplyTracker
     stamps: dict[str, float] = field(default_factory=dict)  # monotonic s of each stage (TurnMetrics)
+    end_of_turn: EndOfTurn | None = None  # how the turn it answers ended (TurnMetrics)
     held: list[Event] | None = None  # a prepared reply's output, kept until it is confirmed
     first_audio_at: float | None = None  # when its first audio went to the client
     played_samples: int = 0  # the player's report (samples at the output rate)

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from voicechat.audio import AudioFrame
 from voicechat.core.events import (
     AudioChunk,
+    EndOfTurn,
     Event,
     FinalTranscript,
     FlushPlayback,
@@ -128,6 +129,7 @@ class SpeechPipelineManager(ReplyStageHost):
         self._rids = itertools.count(1)
         self._last_rid = 0  # every reply id up to this one has been handed out
         self._utterance_stamps: dict[str, float] = {}
+        self._end_of_turn: EndOfTurn | None = None  # how the latest spoken turn ended
         self._stopped = False
 
         self.reply_q: BoundedLRUQueue[ReplyJob] = BoundedLRUQueue(4, "reply")
@@ -214,6 +216,7 @@ class SpeechPipelineManager(ReplyStageHost):
         self.last_activity = time.monotonic()
         with self._lock:
             self._utterance_stamps = {"transcript_final": time.monotonic()}
+            self._end_of_turn = None
             aborted = self._apply(self._turns.text_input(text))
             self._put(FinalTranscript(text, self._turns.generation))  # before any delta: the lock is held
         self._abort_engines(aborted)
@@ -258,9 +261,10 @@ class SpeechPipelineManager(ReplyStageHost):
             self._prefilled = ""
         self._transition(self._turns.speech_started)
 
-    def _on_speech_end(self, voice_ended_at: float | None = None) -> None:
+    def _on_speech_end(self, voice_ended_at: float | None = None, end_of_turn: EndOfTurn | None = None) -> None:
         with self._lock:
             self._utterance_stamps = {"speech_end": time.monotonic()}
+            self._end_of_turn = end_of_turn
             if voice_ended_at is not None:
                 self._utterance_stamps["voice_end"] = voice_ended_at
         self._transition(self._turns.speech_ended)
@@ -342,7 +346,7 @@ class SpeechPipelineManager(ReplyStageHost):
         rid = self._last_rid = next(self._rids)
         stamps = {"prepared": time.monotonic()} if held else dict(self._utterance_stamps)
         self._reply = LiveReply(rid, generation, user_text, ReplyTracker(generation, self.output_sample_rate),
-                                stamps, held=[] if held else None)
+                                stamps, None if held else self._end_of_turn, held=[] if held else None)
         self.reply_q.put(ReplyJob(rid, user_text))
 
     def _confirm_reply(self, action: ConfirmReply) -> None:
@@ -351,6 +355,7 @@ class SpeechPipelineManager(ReplyStageHost):
         assert reply is not None and reply.prepared and reply.generation == action.generation
         self.history.add_user(action.user_text)
         reply.stamps.update(self._utterance_stamps)
+        reply.end_of_turn = self._end_of_turn
         for event in reply.release():
             if isinstance(event, AudioChunk):
                 self._send_audio(reply, event)

@@ -197,7 +197,8 @@ class ReplyStageHost:
             if failed and not text:
                 self.history.discard_last_user()
             self._put(ReplyDone(reply.generation, text, tracker.total_samples))
-            self._put(TurnMetrics(reply.generation, dict(reply.stamps), prepared="prepared" in reply.stamps))
+            self._put(TurnMetrics(reply.generation, dict(reply.stamps), prepared="prepared" in reply.stamps,
+                                  end_of_turn=reply.end_of_turn))
             if tracker.total_samples and reply.first_audio_at is not None:
                 end = reply.first_audio_at + tracker.total_samples / self.output_sample_rate
                 return end + PLAYBACK_REPORT_GRACE_S if self.options.playback_reports else end

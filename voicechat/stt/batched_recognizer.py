@@ -32,6 +32,7 @@ from typing import Protocol
 import numpy as np
 
 from voicechat.audio import frame_rms, pcm16_samples, pcm16_to_float
+from voicechat.core.events import EndOfTurn
 from voicechat.engines.protocols import RecognizerCallbacks, TranscriptionModel
 from voicechat.session.bounded_queue import BoundedLRUQueue, QueueClosed
 from voicechat.stt.frontend import ListeningFrontEnd
@@ -269,7 +270,8 @@ class BatchedRecognizer:
         else:
             self._model.cancel(self.session_id, partials_only=True)
             self._finals.put(_Final(event.audio, event.pause))
-            self._callbacks.on_speech_end(self.backlog.arrived_at(event.last_voiced_sample))
+            end = EndOfTurn(round(event.silence_s * 1000, 1), *event.signals)
+            self._callbacks.on_speech_end(self.backlog.arrived_at(event.last_voiced_sample), end)
 
     def _pause_started(self, event: PauseStarted) -> None:
         with self._lock:

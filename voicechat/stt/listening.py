@@ -72,6 +72,8 @@ class UtteranceEnded:
     last_voiced_sample: int  # where the speech ended, on the stream's clock
     decided_sample: int  # how much of the stream had arrived when the end was decided
     pause: int = 0  # the pause it ended in (its ``PauseStarted``), 0 if none was reported
+    silence_s: float = 0.0  # the silence after the speech when the end was decided
+    signals: tuple[float | None, float | None] = (None, None)  # (audio, words) in by then (none in a pause: None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +224,7 @@ class ListeningState:
     def _finish(self, silence_s: float, decided: int) -> UtteranceEnded:
         audio = pcm16_to_float(bytes(self._audio))
         event = UtteranceEnded(self.utterance, audio, max(0, decided - round(silence_s * SAMPLE_RATE)), decided,
-                               self.pause)
+                               self.pause, silence_s, self._signals if self.pause else (None, None))
         self._close_pause()
         self.recording = False
         self._recorded = 0
