@@ -9,6 +9,7 @@ from rich.console import Console
 
 from voicechat.core.events import (
     AssistantTextDelta,
+    EndOfTurn,
     FinalTranscript,
     FlushPlayback,
     PartialTranscript,
@@ -68,6 +69,15 @@ def test_transcript_reply_and_per_turn_latency() -> None:
     assert "assistant It is sunny and warm." in text
     # voice to voice from the last voiced sample (0.4), through the end-of-turn decision (1.0)
     assert "end 600 · stt 212 · llm 288 · sentence 100 · tts 100 · voice→voice 1300 ms" in text
+
+
+def test_a_judged_end_of_turn_says_what_the_judges_said() -> None:
+    model = conversation()
+    model.apply(FinalTranscript("Thanks.", 1))
+    model.apply(ReplyDone(2, "You are welcome.", 100))
+    model.apply(TurnMetrics(2, {"voice_end": 2.0, "speech_end": 2.25, "first_audio": 2.6},
+                            end_of_turn=EndOfTurn(250.0, audio=None, words=0.41)))
+    assert "end 250 (words 0.41) · voice→voice 600 ms" in screen(model)
 
 
 def test_status_line_state_level_latency_and_keys() -> None:

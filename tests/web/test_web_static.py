@@ -247,6 +247,9 @@ process.stdout.write(JSON.stringify({
               [1006, null, true], [1000, null, false], [1013, 'server_full', false]]
     .map((a) => p.shouldReconnect(...a)),
   tokens: cfg.urls.map(extractToken),
+  latency: [p.latencyParts({ voice_to_voice: 612.4, endpointing: 215.2, stt: 0 },
+                           { silence_ms: 215, audio: null, words: 0.764 }),
+            p.latencyParts({ voice_to_voice: 900, endpointing: 600 }, null)],
 }));
 """
 
@@ -518,6 +521,8 @@ def test_protocol_js_matches_the_python_codec(node) -> None:
     assert max(max(row) for row in result["delays"]["1013"]) <= 60000
     assert min(result["delays"]["1013"][0]) >= 2500, "a full server is left alone longer"
     assert result["reconnect"] == [False, True, True, False, False, True]
+    assert result["latency"] == [["voice→voice 612 ms", "end 215 ms (words 0.76)", "stt 0 ms"],
+                                 ["voice→voice 900 ms", "end 600 ms"]]
 
     assert [t["token"] for t in result["tokens"]] == ["a+b/c", "q", "t", None]
     assert [t["cleanUrl"] for t in result["tokens"]] == [

@@ -139,7 +139,7 @@ function handleMessage(msg) {
       break;
     case 'turn_metrics': {
       const latency = msg.latency_ms || {};
-      view.metrics(msg.generation, latency);
+      view.metrics(msg.generation, latency, msg.end_of_turn);
       ui.setLatency(latency.voice_to_voice);
       break;
     }

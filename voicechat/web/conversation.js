@@ -105,11 +105,11 @@ export class ConversationView {
     }
   }
 
-  /** Puts the turn's latencies (turn_metrics.latency_ms) under its reply. */
-  metrics(generation, latencyMs) {
+  /** Puts the turn's latencies (turn_metrics.latency_ms, end_of_turn) under its reply. */
+  metrics(generation, latencyMs, endOfTurn) {
     const bubble = this.replies.get(generation);
     if (!bubble) return;
-    const parts = latencyParts(latencyMs);
+    const parts = latencyParts(latencyMs, endOfTurn);
     const line = bubble.querySelector('.latency');
     line.textContent = parts.join(' · ');
     line.hidden = parts.length === 0;

@@ -112,16 +112,24 @@ export function shouldReconnect(code, lastErrorCode, userClosed) {
   return true;
 }
 
-/** Latency line of a turn: the stages the server measured, in a fixed order, rounded to whole ms. */
-export function latencyParts(latencyMs) {
+/**
+ * Latency line of a turn: the stages the server measured, in a fixed order, rounded to whole ms; the
+ * end-of-turn stage says what the judges said where they were asked (turn_metrics.end_of_turn).
+ */
+export function latencyParts(latencyMs, endOfTurn) {
   const names = [
-    ['voice_to_voice', 'voice→voice'], ['stt', 'stt'], ['llm_first_token', 'llm'],
+    ['voice_to_voice', 'voice→voice'], ['endpointing', 'end'], ['stt', 'stt'], ['llm_first_token', 'llm'],
     ['first_sentence', 'sentence'], ['tts_first_audio', 'tts'],
   ];
+  const judged = [['words', 'words'], ['audio', 'sound']]
+    .filter(([key]) => endOfTurn && typeof endOfTurn[key] === 'number')
+    .map(([key, label]) => `${label} ${endOfTurn[key].toFixed(2)}`);
   const parts = [];
   for (const [key, label] of names) {
     const value = latencyMs ? latencyMs[key] : undefined;
-    if (typeof value === 'number' && Number.isFinite(value)) parts.push(`${label} ${Math.round(value)} ms`);
+    if (typeof value !== 'number' || !Number.isFinite(value)) continue;
+    const why = key === 'endpointing' && judged.length ? ` (${judged.join(', ')})` : '';
+    parts.push(`${label} ${Math.round(value)} ms${why}`);
   }
   return parts;
 }

@@ -14,6 +14,7 @@ from typing import Literal
 
 from voicechat.core.events import (
     AssistantTextDelta,
+    EndOfTurn,
     ErrorEvent,
     Event,
     FinalTranscript,
@@ -50,6 +51,7 @@ class Line:
     final: bool = True
     stable: str = ""
     latency: dict[str, float] | None = None
+    end_of_turn: EndOfTurn | None = None  # how the user's turn it answers ended
     interrupted: bool = False
 
 
@@ -168,7 +170,7 @@ class TuiModel:
             return
         line = self._assistant(event.generation)
         if line is not None:
-            line.latency = latency
+            line.latency, line.end_of_turn = latency, event.end_of_turn
         self._turns.append(latency)
 
     # -- owner inputs --------------------------------------------------------------

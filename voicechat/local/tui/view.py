@@ -19,7 +19,7 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from voicechat.core.events import TurnState
+from voicechat.core.events import EndOfTurn, TurnState
 from voicechat.local.tui.model import LATENCY_STAGES, HeaderInfo, Line, TuiModel
 
 STATE_LOOK: dict[TurnState, tuple[str, str]] = {
@@ -171,12 +171,17 @@ def _line(line: Line, first: bool) -> RenderableType:
     grid.add_column(ratio=1, overflow="fold")
     grid.add_row(Text(label, label_style), body)
     if line.latency:
-        grid.add_row(Text(""), Text(_latency_text(line.latency), "dim"))
+        grid.add_row(Text(""), Text(_latency_text(line.latency, line.end_of_turn), "dim"))
     return grid if first or line.role != "user" else Padding(grid, (1, 0, 0, 0))
 
 
-def _latency_text(latency: dict[str, float]) -> str:
+def _latency_text(latency: dict[str, float], end: EndOfTurn | None = None) -> str:
+    """The turn's stages in ms; after "end", what the end-of-turn judges said (where they were asked)."""
     parts = [f"{STAGE_LABELS[s]} {latency[s]:.0f}" for s in LATENCY_STAGES if s in latency]
+    judged = [f"{name} {p:.2f}" for name, p in (("words", end and end.words), ("sound", end and end.audio))
+              if p is not None]
+    if judged and parts and parts[0].startswith(STAGE_LABELS["endpointing"]):
+        parts[0] += f" ({', '.join(judged)})"
     return " · ".join(parts) + " ms"
 
 
