@@ -17,7 +17,7 @@ from voicechat.core.events import (
 )
 from voicechat.engines.scripted.llm import scripted_reply
 
-STAGES = ["speech_end", "transcript_final", "first_token", "first_sentence", "first_audio"]
+STAGES = ["speech_end", "transcript_final", "llm_request", "first_token", "first_sentence", "first_audio"]
 
 
 def first_index(events, kind):
@@ -60,7 +60,7 @@ def test_spoken_turn_emits_every_event_in_order(make_manager):
     stages = (["voice_end"] if DEFAULT_FRONTEND == "batched" else []) + STAGES  # the batched one dates the voice
     if metrics.prepared:  # made from the transcript of the pause that ended the turn, held until it ended
         assert set(metrics.stamps) == {*stages, "prepared"}
-        made = ["voice_end", "prepared", "first_token", "first_sentence"]
+        made = ["voice_end", "prepared", "llm_request", "first_token", "first_sentence"]
         sent = ["voice_end", "speech_end", "transcript_final", "first_audio"]
         for order in (made, sent):
             assert [metrics.stamps[s] for s in order] == sorted(metrics.stamps[s] for s in order)

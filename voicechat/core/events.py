@@ -107,8 +107,9 @@ class TurnMetrics:
     (typed input has neither voice_end nor speech_end). ``prepared``: the reply
     was started before the end of the turn (from a transcript made inside the
     user's pause, stamp ``prepared``) and held until the turn ended, so its
-    stages may precede ``speech_end``; ``end_of_message`` dates when its prefill
-    said whether the user's message ends there (the words' end-of-turn signal).
+    stages may precede ``speech_end``; ``llm_request`` when its request went to the
+    language model, ``end_of_message`` when its prefill said whether the user's
+    message ends there (the words' end-of-turn signal).
     ``end_of_turn``: how the end was decided (a spoken turn, where the recognizer says).
     """
 

@@ -81,6 +81,7 @@ class LlmWorker(QueueWorker[ReplyJob]):
         probe = self.host.end_of_message_listener(job)  # a prepared reply: its prefill judges the user's turn
         lead = self.host.reply_lead(job)  # how far ahead of the listener: the model may let it wait for others
         stream: GuardedStream[str] | None = None
+        self.host.stamp(gen, "llm_request")  # the job left the queue: the model has it from here
         try:
             stream = self.guard.open(
                 gen, lambda: self.llm.stream(session, messages, params, on_end_of_message=probe, lead=lead))
