@@ -15,9 +15,9 @@ import pytest
 from support.real import piper_voice, spoken, starter_settings, transcribe_one_by_one
 from support.wer import WerReport, word_error_rate
 
-from voicechat.assembly import recognizer_factory
 from voicechat.config.loading import Settings
 from voicechat.engines.protocols import Engines
+from voicechat.listening_setup import recognizer_factory
 from voicechat.speech_samples import SAMPLE_SENTENCES
 
 pytestmark = pytest.mark.slow

@@ -1,9 +1,10 @@
-"""Which judges end a turn, from the configuration (``assembly.turn_signals``), and the fixed rule without a model."""
+"""Which judges end a turn, from the configuration (``listening_setup.turn_signals``); the fixed rule without
+a model."""
 
 import logging
 
-from voicechat.assembly import turn_signals
 from voicechat.config.loading import Settings
+from voicechat.listening_setup import turn_signals
 from voicechat.stt.transcript_end import words_score
 
 
