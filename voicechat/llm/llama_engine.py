@@ -291,8 +291,12 @@ class LlamaCppEngine:
         starts with the previous prompt's text and then the reply's text (compared piece by
         piece), and what follows starts with an end-of-turn token, the prompt becomes the
         previous prompt's tokens, the reply's own tokens and the rest tokenized; the scheduler
-        then reuses all of them from the KV. Anything else (trimmed history, a reply cut by a
-        barge-in mid-token) gets the plain tokenization.
+        then reuses all of them from the KV. Where the history keeps less of the reply than the
+        model wrote (a barge-in: the part heard, perhaps cut mid-word), the reply's tokens are kept
+        as far as their text goes on in the prompt and the rest is tokenized from there; without
+        this the token-by-token reuse stopped at the conversation's first reply and every turn
+        after it was prefilled again (docs/benchmarks.md). Anything else (trimmed history, a
+        previous turn still running) gets the plain tokenization.
         """
         previous = self._previous.get(session_id)
         if previous is None:
@@ -307,7 +311,7 @@ class LlamaCppEngine:
         start = len(previous_text.encode("utf-8"))
         keep, offset = text_aligned_prefix([self._ctx.piece(t) for t in reply], data, start)
         rest = self._ctx.tokenize(data[offset:], continuation=True)
-        if keep == 0 or not rest or not self._ctx.is_eog(rest[0]):
+        if not rest:
             return tokens
         return req.prompt + reply[:keep] + rest
 
