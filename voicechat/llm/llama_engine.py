@@ -288,15 +288,14 @@ class LlamaCppEngine:
 
         Re-tokenizing a reply's text rarely gives the tokens the model generated, so by tokens
         alone every turn would prefill the previous reply again. When the new prompt's text
-        starts with the previous prompt's text and then the reply's text (compared piece by
-        piece), and what follows starts with an end-of-turn token, the prompt becomes the
-        previous prompt's tokens, the reply's own tokens and the rest tokenized; the scheduler
-        then reuses all of them from the KV. Where the history keeps less of the reply than the
-        model wrote (a barge-in: the part heard, perhaps cut mid-word), the reply's tokens are kept
-        as far as their text goes on in the prompt and the rest is tokenized from there; without
-        this the token-by-token reuse stopped at the conversation's first reply and every turn
-        after it was prefilled again (docs/benchmarks.md). Anything else (trimmed history, a
-        previous turn still running) gets the plain tokenization.
+        starts with the previous prompt's text, the prompt becomes the previous prompt's tokens,
+        the reply's own tokens as far as their text goes on in the new prompt (compared piece by
+        piece: all of them where the history keeps the whole reply, up to the cut where it keeps
+        only the part heard before a barge-in, perhaps cut mid-word) and the rest tokenized from
+        there; the scheduler then reuses all but the rest from the KV. Without the partial case the
+        token-by-token reuse stopped at the conversation's first reply and every turn after it was
+        prefilled again (docs/benchmarks.md). Anything else (trimmed history, a previous turn still
+        running) gets the plain tokenization.
         """
         previous = self._previous.get(session_id)
         if previous is None:

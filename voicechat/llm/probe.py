@@ -34,18 +34,21 @@ _TRAILING = set(" \t\r\n.,;:?!\"')]\u2026")
 _SENTENCE_END = re.compile(r"^\s*[.?!](?!\.)")
 
 
-def token_probability(logits: np.ndarray, token: int) -> float:
-    """Softmax probability of ``token`` under next-token ``logits`` (any shape, flattened; in [0, 1])."""
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Next-token probabilities from ``logits`` (any shape, flattened; float64)."""
     x = np.asarray(logits, dtype=np.float64).reshape(-1)
     e = np.exp(x - x.max())
-    return float(e[token] / e.sum())
+    return e / e.sum()
+
+
+def token_probability(logits: np.ndarray, token: int) -> float:
+    """Softmax probability of ``token`` under next-token ``logits`` (any shape, flattened; in [0, 1])."""
+    return float(_softmax(logits)[token])
 
 
 def mass(logits: np.ndarray, tokens: np.ndarray) -> float:
     """Softmax probability that the next token is one of ``tokens`` (a boolean mask over the vocabulary)."""
-    x = np.asarray(logits, dtype=np.float64).reshape(-1)
-    e = np.exp(x - x.max())
-    return float(e[tokens].sum() / e.sum())
+    return float(_softmax(logits)[tokens].sum())
 
 
 def sentence_end_tokens(pieces: Sequence[bytes], is_eog: Callable[[int], bool]) -> np.ndarray:
