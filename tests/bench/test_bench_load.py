@@ -206,3 +206,35 @@ def test_variants_alternate_process_counts_and_compared_values() -> None:
     }
     assert list(plan_variants(load.LoadPlan(), ["batched"], None, [2])) == ["batched"]  # one count: no label
     assert load.LoadPlan(extra=("vad.probe_onsets=false",)).onset_rules[2] is False
+
+
+def test_the_llm_schedulers_work_reaches_metrics_and_the_bench(make_manager) -> None:
+    """The real scheduler's counters go through the server's /metrics text to what `bench load` reports."""
+    from dataclasses import replace
+
+    from support.engines import scripted_engines
+
+    from voicechat.bench.load_server import parse_metrics
+    from voicechat.core.history import ChatMessage
+    from voicechat.engines.protocols import GenerationParams
+    from voicechat.llm.llama_engine import LlamaCppEngine
+    from voicechat.models.tiny import tiny_gguf_path
+    from voicechat.server.metrics import ServerMetrics
+
+    manager = make_manager(replace(scripted_engines(), llm=LlamaCppEngine(tiny_gguf_path(), n_ctx=1024, n_batch=64)))
+    llm = manager.engines.llm
+    params = GenerationParams(temperature=0.0, max_tokens=8, ignore_eos=True)
+    metrics = ServerMetrics(manager)
+    before = load.llm_work(parse_metrics(metrics.render().decode()))
+    for system in ("Be brief.", "Answer every question in French, please, and keep it short."):
+        "".join(llm.stream("s", [ChatMessage("system", system), ChatMessage("user", "hello there")], params))
+    work = load.llm_work(parse_metrics(metrics.render().decode()))
+    stats = llm.stats()
+    assert before["admissions"] == 0 and work["admissions"] == stats.admissions == 2
+    assert work["generated"] == stats.generated_tokens == 16
+    assert work["prefilled"] == stats.prefill_tokens and work["reused"] == stats.reused_tokens
+    assert work["dropped"] == stats.dropped_tokens > 0  # the second system prompt diverged from the first
+    assert work["steps"] == stats.steps and work["decode_s"] == pytest.approx(stats.decode_s)
+    assert work["steps_over_250ms"] == sum(stats.step_counts[4:])
+    assert work["admissions_over_64"] == sum(stats.prefill_counts[3:])
+    assert load.llm_work(parse_metrics("")) == {}  # an engine without the scheduler's counters reports nothing

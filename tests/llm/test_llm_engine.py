@@ -302,3 +302,29 @@ def test_missing_or_broken_model_files_name_the_path_and_the_key(tmp_path):
         LlamaCppEngine(broken)
     with pytest.raises(EngineError, match="llm.chat_template"):
         LlamaCppEngine(tiny_gguf_path(), chat_template="{% for %}")
+
+
+def test_stats_count_the_kv_each_turn_reused_and_dropped(make_engine):
+    """A follow-up turn keeps its session's whole KV; a prompt that diverges early (another system prompt)
+    drops what its session cached: the counters that show a broken KV reuse in /metrics and `bench load`."""
+    engine, _ = make_engine()
+    params = GenerationParams(temperature=0.0, max_tokens=16, ignore_eos=True)
+    turn1 = PROMPTS["bob"]
+    reply = "".join(engine.stream("bob", turn1, params))
+    first = engine.stats()
+    assert (first.admissions, first.reused_tokens, first.dropped_tokens) == (1, 0, 0)
+    assert first.admitted_prefill == engine.last_prefill_tokens("bob") == len(engine.prompt_tokens("x", turn1, params))
+    turn2 = follow_up(turn1, reply, "and tomorrow?")
+    "".join(engine.stream("bob", turn2, params))
+    second = engine.stats()
+    # Turn 1's prompt and 15 of its 16 generated tokens were in the KV (the 16th was sampled, never decoded).
+    assert second.reused_tokens == first.admitted_prefill + 15 and second.dropped_tokens == 0
+    other = [ChatMessage("system", "Answer in French."), *turn2[1:]]
+    "".join(engine.stream("bob", other, params))
+    third = engine.stats()
+    cached = second.reused_tokens + second.admitted_prefill - first.admitted_prefill + 15  # the KV after turn 2
+    assert third.dropped_tokens == cached - (third.reused_tokens - second.reused_tokens) > 50
+    assert third.admissions == sum(third.prefill_counts) == 3
+    assert third.prefill_counts[-1] + third.prefill_counts[-2] >= 2  # turn 1 and the diverged prompt: over 64
+    assert sum(third.step_counts) == third.steps and third.decode_s > 0
+    assert third.admitted_prefill == third.prefill_tokens  # nothing was aborted mid-prefill

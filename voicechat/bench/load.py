@@ -75,13 +75,15 @@ async def _load_phase(server: BenchServer | ServerGroup, plan: LoadPlan, n: int,
     await asyncio.wait_for(asyncio.gather(*(e.wait() for e in connected)), 120)
     loaded_rss = server.rss_mb()
     me = psutil.Process()
-    threads0, stt0 = server.thread_cpu(), stt_work(server.metrics())
+    metrics0 = server.metrics()
+    threads0, stt0, llm0 = server.thread_cpu(), stt_work(metrics0), llm_work(metrics0)
     cpu0, mine0, wall0 = server.cpu_seconds(), sum(me.cpu_times()[:2]), time.monotonic()
     bank_task = asyncio.create_task(bank.run())
     go.set()
     results: list[ClientResult] = await asyncio.gather(*tasks)
     wall = time.monotonic() - wall0
-    server_cpu_s, threads1, stt1 = server.cpu_seconds() - cpu0, server.thread_cpu(), stt_work(server.metrics())
+    server_cpu_s, threads1, metrics1 = server.cpu_seconds() - cpu0, server.thread_cpu(), server.metrics()
+    stt1, llm1 = stt_work(metrics1), llm_work(metrics1)
     bank_task.cancel()
     await asyncio.gather(bank_task, return_exceptions=True)
     return {
@@ -89,6 +91,7 @@ async def _load_phase(server: BenchServer | ServerGroup, plan: LoadPlan, n: int,
         "cpu": server_cpu_s / wall * 100, "client_cpu": (sum(me.cpu_times()[:2]) - mine0) / wall * 100,
         "cpu_by_thread": cpu_by_group(threads0, threads1, server_cpu_s, wall),
         "stt_work": {key: round(stt1.get(key, 0) - stt0.get(key, 0), 2) for key in stt1},
+        "llm_work": {key: round(llm1.get(key, 0) - llm0.get(key, 0), 2) for key in llm1},
     }
 
 
@@ -102,6 +105,23 @@ def stt_work(metrics: dict[str, float]) -> dict[str, float]:
     found["stalls"] = metrics.get("voicechat_stt_stalls_total", 0.0)
     found["final_wait_s"] = metrics.get("voicechat_stt_final_wait_seconds_total", 0.0)
     found["finals_behind_partial"] = metrics.get("voicechat_stt_finals_behind_partial_total", 0.0)
+    return found
+
+
+def llm_work(metrics: dict[str, float]) -> dict[str, float]:
+    """The LLM scheduler's counters from a /metrics scrape (empty for engines without them): tokens by kind,
+    admissions and those that prefilled over 64 tokens, steps, seconds decoding and steps over 0.25 s."""
+    if "voicechat_llm_step_seconds_count" not in metrics:
+        return {}
+    found = {kind: metrics.get(f"voicechat_llm_tokens_total{{kind={kind}}}", 0.0)
+             for kind in ("generated", "prefilled", "reused", "dropped")}
+    admissions = metrics["voicechat_llm_admission_prefill_tokens_count"]
+    steps = metrics["voicechat_llm_step_seconds_count"]
+    found["admissions"] = admissions
+    found["admissions_over_64"] = admissions - metrics["voicechat_llm_admission_prefill_tokens_bucket{le=64.0}"]
+    found["steps"] = steps
+    found["decode_s"] = metrics["voicechat_llm_step_seconds_sum"]
+    found["steps_over_250ms"] = steps - metrics["voicechat_llm_step_seconds_bucket{le=0.25}"]
     return found
 
 
@@ -163,6 +183,7 @@ def run_one(plan: LoadPlan, n: int, churn: int, speech: list[Utterance]) -> dict
         "accuracy": summary["accuracy"],
         "cpu_by_thread_percent": phase["cpu_by_thread"],
         "stt_work": phase["stt_work"],
+        "llm_work": phase["llm_work"],
         "rss_mb_before": round(rss_before, 1),
         "rss_mb_after": round(rss_after, 1),
         "rss_mb_per_session": round((float(phase["rss_loaded"]) - rss_before) / n, 2),  # type: ignore[arg-type]

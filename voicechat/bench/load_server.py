@@ -27,6 +27,16 @@ from voicechat.deploy.processes import ServerProcess
 SESSION_THREADS = {"capture", "stt", "llm", "tts", "local"}
 
 
+def parse_metrics(text: str) -> dict[str, float]:
+    """A Prometheus text scrape as ``name{label=value,...}`` -> value (labels sorted; none: the bare name)."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            found[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return found
+
+
 class BenchServer(ServerProcess):
     """``with BenchServer(data_dir, settings) as server: server.ws_url ...``"""
 
@@ -87,13 +97,8 @@ class BenchServer(ServerProcess):
             return response.read()
 
     def metrics(self) -> dict[str, float]:
-        """Prometheus samples as ``name{label=value,...}`` -> value."""
-        found: dict[str, float] = {}
-        for family in text_string_to_metric_families(self.get("metrics").decode()):
-            for sample in family.samples:
-                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-                found[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-        return found
+        """Prometheus samples as ``name{label=value,...}`` -> value (``parse_metrics``)."""
+        return parse_metrics(self.get("metrics").decode())
 
     def health(self) -> dict[str, object]:
         return json.loads(self.get("health/detailed"))

@@ -1,4 +1,4 @@
-"""What the LLM scheduler is handed and what it reports: requests, events, stats (plain data).
+"""What the LLM scheduler is handed and what it reports: requests, events (plain data; stats: ``work.py``).
 
 A ``GenRequest`` is created on the caller's thread and owned by the scheduler thread once
 submitted (see ``scheduler.py``); the rest are frozen values.
@@ -18,6 +18,9 @@ from voicechat.engines.protocols import EngineError, GenerationParams
 from voicechat.llm.llama_context import Sampler
 from voicechat.llm.probe import EndProbe, ProbeCallback, end_of_turn, report
 from voicechat.llm.text import StopMatcher, Utf8Pieces
+from voicechat.llm.work import LlmStats
+
+__all__ = ["EventKind", "GenRequest", "LlmEvent", "LlmStats", "StreamEnd"]
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +41,6 @@ class LlmEvent:
     session_id: str
     value: int = 0
     detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class LlmStats:
-    active: int  # requests holding a sequence (prefilling or generating)
-    queued: int  # requests waiting for a sequence (or not yet seen by the scheduler)
-    cached_sessions: int  # idle sessions whose KV is kept for their next turn
-    generated_tokens: int
-    prefill_tokens: int
-    steps: int
-    tokens_per_s: float  # generated tokens per second of time spent decoding
-    deferred: int = 0  # times a generating sequence sat a step out, far ahead of its listener (``lead``)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from voicechat.llm.batching import (
 from voicechat.llm.llama_context import BatchToken, LlamaContext, Sampler
 from voicechat.llm.requests import EventKind, GenRequest, LlmEvent, LlmStats, StreamEnd
 from voicechat.llm.text import StopMatcher
+from voicechat.llm.work import WorkCounters
 
 __all__ = ["BatchScheduler", "GenRequest", "LlmEvent", "LlmStats", "StreamEnd"]
 
@@ -67,8 +68,7 @@ class BatchScheduler:
         self._active: list[GenRequest] = []  # admission order = prefill order
         self._cache: dict[str, list[int]] = {}  # idle sessions' tokens in their sequence's KV
         self._last_prefill: dict[str, int] = {}
-        self._generated = self._prefilled = self._steps = self._deferred = 0
-        self._decode_s = 0.0
+        self._work = WorkCounters()
         self._thread = threading.Thread(target=self._run, name="llm-scheduler", daemon=True)
         self._thread.start()
 
@@ -145,13 +145,10 @@ class BatchScheduler:
 
     def stats(self) -> LlmStats:
         with self._cond:
-            return LlmStats(
+            return self._work.snapshot(
                 active=len(self._active),
                 queued=len(self._waiting) + sum(1 for kind, _, _ in self._commands if kind == "submit"),
                 cached_sessions=len(self._cache),
-                generated_tokens=self._generated, prefill_tokens=self._prefilled, steps=self._steps,
-                tokens_per_s=self._generated / self._decode_s if self._decode_s else 0.0,
-                deferred=self._deferred,
             )
 
     def last_prefill_tokens(self, session_id: str) -> int | None:
@@ -257,6 +254,7 @@ class BatchScheduler:
                 self._cache.pop(grant.evicted, None)
                 self._emit("evicted", grant.evicted)
             cached = self._cache.pop(req.session_id, [])
+            had = len(cached)
             first_probe_row = req.probe.word_at if req.probing and req.probe is not None else None
             keep = reusable_prefix(cached, req.prompt, decode_from=first_probe_row)
             if keep < len(cached) and not self._ctx.seq_rm(grant.seq, keep):
@@ -269,6 +267,7 @@ class BatchScheduler:
             self._active.append(req)
             with self._cond:
                 self._last_prefill[req.session_id] = len(req.pending)
+                self._work.admitted(len(req.pending), keep, had - keep)
             self._emit("admitted", req.session_id, len(req.pending), f"reused={keep}")
 
     def _step(self) -> None:
@@ -331,17 +330,13 @@ class BatchScheduler:
                 self._on_token(req, req.sampler.sample(self._ctx, index))
                 sampled += 1
         with self._cond:
-            self._steps += 1
-            self._decode_s += elapsed
-            self._generated += sampled
-            self._prefilled += sum(len(c) for _, c in chunks)
-            self._deferred += len(plan.deferred)
+            self._work.stepped(elapsed, sampled, sum(len(c) for _, c in chunks), len(plan.deferred))
 
     def _wait_for_first_audio(self, deferred: int) -> None:
         """Sleep until the synthesis ends (``FirstAudio.on_idle`` notifies), a command comes, or at most
         ``MAKE_WAY_S`` (a stuck synthesis must not hold the replies)."""
         with self._cond:
-            self._deferred += deferred
+            self._work.deferred += deferred
             if not self._commands and not self._closing and self._first_audio is not None:
                 self._cond.wait_for(lambda: self._commands or self._closing or not self._first_audio.busy(),
                                     MAKE_WAY_S)

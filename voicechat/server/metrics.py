@@ -13,14 +13,26 @@ import threading
 from collections.abc import Iterable, Iterator
 
 import psutil
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from voicechat.core.events import ErrorEvent, Event, TurnMetrics
 from voicechat.engines.circuit_breaker import BreakerState, CircuitBreaker
 from voicechat.engines.protocols import Engines
 from voicechat.engines.stuck_calls import STUCK_CALLS
+from voicechat.llm.work import PREFILL_BOUNDS, STEP_BOUNDS_S, LlmStats
 from voicechat.server.protocol import turn_latencies_ms
 from voicechat.session.manager import SessionManager
 from voicechat.stt.frontend import FrontEndStats
@@ -93,6 +105,7 @@ class _LiveCollector(Collector):
         yield CounterMetricFamily("voicechat_engine_calls_recovered", "Stuck engine calls that ended later",
                                   value=stuck.recovered_total)
         yield from _stt_metrics(self.manager.engines.transcriber)
+        yield from _llm_metrics(self.manager.engines.llm)
         yield from _listening_metrics(getattr(self.manager.engines.recognizer_factory, "frontend", None))
         yield from _memory_metrics(snap.get("memory"))
         yield from _conversation_metrics(snap.get("conversations"))
@@ -120,6 +133,42 @@ def _stt_metrics(transcriber: object) -> Iterator[CounterMetricFamily]:
         ("voicechat_stt_finals_behind_partial", "Finals that arrived while partials decoded",
          stats.finals_behind_partial),
     ))
+
+
+def _llm_metrics(llm: object) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+    """The in-process LLM scheduler's work: tokens by kind, admissions, steps (nothing for other engines)."""
+    read = getattr(llm, "stats", None)
+    stats = read() if callable(read) else None
+    if not isinstance(stats, LlmStats):
+        return
+    tokens = CounterMetricFamily("voicechat_llm_tokens", "LLM tokens: generated, prompt tokens prefilled, prompt "
+                                 "tokens reused from a session's KV, cached KV tokens dropped at admission",
+                                 labels=["kind"])
+    for kind, n in (("generated", stats.generated_tokens), ("prefilled", stats.prefill_tokens),
+                    ("reused", stats.reused_tokens), ("dropped", stats.dropped_tokens)):
+        tokens.add_metric([kind], n)
+    yield tokens
+    yield GaugeMetricFamily("voicechat_llm_active", "Requests holding a sequence", value=stats.active)
+    yield GaugeMetricFamily("voicechat_llm_queued", "Requests waiting for a sequence", value=stats.queued)
+    yield GaugeMetricFamily("voicechat_llm_cached_sessions", "Idle sessions whose KV is kept",
+                            value=stats.cached_sessions)
+    yield CounterMetricFamily("voicechat_llm_deferred", "Times a reply far ahead of its listener sat a step out",
+                              value=stats.deferred)
+    yield _histogram("voicechat_llm_step_seconds", "Wall time of each llama_decode step (every session's "
+                     "tokens in it)", STEP_BOUNDS_S, stats.step_counts, stats.decode_s)
+    yield _histogram("voicechat_llm_admission_prefill_tokens", "Prompt tokens each admitted request left to "
+                     "prefill (the rest was reused from its session's KV)", PREFILL_BOUNDS, stats.prefill_counts,
+                     stats.admitted_prefill)
+
+
+def _histogram(name: str, help_text: str, bounds: tuple[float, ...], counts: tuple[int, ...],
+               total: float) -> HistogramMetricFamily:
+    """A Prometheus histogram from per-bucket counts (``counts[i]`` over ``bounds[i]``, the last past them)."""
+    cumulative, running = [], 0
+    for bound, n in zip((*map(floatToGoString, bounds), "+Inf"), counts, strict=True):
+        running += n
+        cumulative.append((bound, running))
+    return HistogramMetricFamily(name, help_text, buckets=cumulative, sum_value=total)
 
 
 def _counters(rows: Iterable[tuple[str, str, float]]) -> Iterator[CounterMetricFamily]:
