@@ -223,4 +223,20 @@ def test_text_aligned_prefix_follows_the_text_not_the_tokenization() -> None:
     assert rendered[offset:].startswith(b"<|im_end|>")
     k, offset = text_aligned_prefix(pieces, b"<|im_start|>user\nbye")
     assert (k, offset) == (3, len(b"<|im_start|>user\n"))
-    assert text_aligned_prefix([b" x"], b"x") == (0, 0)  # a missing space only at a line start
+    assert text_aligned_prefix([b" x"], b"x") == (0, 0)  # a missing space only at a line start...
+    spm = [b"<|im_end|>", b" ", b"\n", b"<|im_start|>", b" user", b"\n"]  # ...or after a control token,
+    control = [True, False, False, True, False, False]  # where SentencePiece puts one (alone, or on a word)
+    assert text_aligned_prefix(spm, b"<|im_end|>\n<|im_start|>user\n", control=control) == (6, 28)
+    assert text_aligned_prefix(spm, b"<|im_end|>\n<|im_start|>user\n") == (1, 10)
+
+
+def test_text_aligned_prefix_keeps_whole_words_only() -> None:
+    from voicechat.llm.batching import text_aligned_prefix
+
+    pieces = [b"<|im_start|>", b"user\n", b"How", b" far", b"<|im_end|>"]
+    said = b"<|im_start|>user\nHow farther is it"
+    assert text_aligned_prefix(pieces, said) == (3, len(b"<|im_start|>user\nHow"))  # " far" goes: " farther"
+    merged = b"<|im_start|>user\nHow far? And"
+    assert text_aligned_prefix(pieces, merged) == (4, len(b"<|im_start|>user\nHow far"))  # "?" ends the word
+    assert text_aligned_prefix([b"caf", b"\xc3"], "café au".encode()) == (0, 0)  # inside a multi-byte word
+    assert text_aligned_prefix([b"a", b"b"], b"ab") == (2, 2)  # the end of the text ends the word

@@ -163,26 +163,6 @@ def test_the_generated_reply_is_not_prefilled_again_on_the_next_turn(make_engine
     assert reply2 == "".join(engine.stream_tokens("fresh", second, params))
 
 
-def test_a_reply_cut_by_a_barge_in_is_reused_as_far_as_the_history_keeps_it(make_engine):
-    """The history holds the part of the reply the user heard, cut mid-word: the KV is kept up to there
-    (not only up to the conversation's first reply), and what the model computes from it is not stale."""
-    engine, events = make_engine()
-    params = GenerationParams(temperature=0.0, max_tokens=32, ignore_eos=True)
-    turn1 = PROMPTS["alice"]
-    reply = "".join(engine.stream("alice", turn1, params))
-    generated = events.tokens("alice")[:32]
-    heard = reply.strip()[: len(reply.strip()) // 2 + 1]  # about half, whatever character that ends on
-    assert heard and len(heard) < len(reply.strip())
-    turn2 = follow_up(turn1, heard, "and tomorrow?")
-    second = engine.prompt_tokens("alice", turn2, params)
-    first = engine.prompt_tokens("fresh", turn1, params)
-    kept = next(i for i, (a, b) in enumerate(zip([*second[len(first):], None], generated, strict=False)) if a != b)
-    assert kept >= 4  # the heard reply's own tokens, up to the cut
-    reply2 = "".join(engine.stream("alice", turn2, params))
-    assert engine.last_prefill_tokens("alice") <= len(second) - len(first) - kept + 1
-    assert reply2 == "".join(engine.stream_tokens("fresh", second, params))
-
-
 def test_history_trimming_keeps_the_kv_consistent(make_engine):
     engine, events = make_engine()
     params = GenerationParams(temperature=0.0, max_tokens=12)

@@ -239,7 +239,8 @@ def kept_after_discard(cached: Sequence[int], started_from: Sequence[int] | None
     return common_prefix(cached, started_from or ())
 
 
-def text_aligned_prefix(pieces: Sequence[bytes], rendered: bytes, start: int = 0) -> tuple[int, int]:
+def text_aligned_prefix(pieces: Sequence[bytes], rendered: bytes, start: int = 0,
+                        control: Sequence[bool] = ()) -> tuple[int, int]:
     """How much of a sequence's tokens the new prompt can keep when compared as *text*.
 
     A reply's generated tokens are rarely what tokenizing its text again gives, so a
@@ -247,22 +248,41 @@ def text_aligned_prefix(pieces: Sequence[bytes], rendered: bytes, start: int = 0
     previous reply and the whole reply is prefilled again. Compared by the bytes each
     token stands for (``pieces``), the rendered prompt usually continues exactly where
     the sequence ends. A piece's leading space may be missing at the start of a line
-    (histories store replies stripped): the model keeps the space it generated.
+    (histories store replies stripped): the model keeps the space it generated. So may
+    one after a control token (``control[i]``: piece i is one, e.g. ``<|im_start|>``),
+    where SentencePiece tokenizers put one before the text that follows.
+    Where the pieces stop inside a word of ``rendered`` ("far" kept, "farther" said), the
+    pieces of that word go too, so the word is tokenized whole.
     Returns ``(k, offset)``: the first ``k`` pieces stand for ``rendered[start:offset]``;
     the caller tokenizes only ``rendered[offset:]``.
     """
-    end = start
-    k = 0
-    for piece in pieces:
+    ends = [start]  # ends[i]: where the first i pieces end in ``rendered``
+    for i, piece in enumerate(pieces):
+        end = ends[-1]
         bare = piece.lstrip(b" ")
+        after_control = 0 < i <= len(control) and control[i - 1]
         if rendered.startswith(piece, end):
-            end += len(piece)
-        elif bare and bare != piece and rendered[end - 1 : end] == b"\n" and rendered.startswith(bare, end):
-            end += len(bare)
+            ends.append(end + len(piece))
+        elif bare != piece and ((bare and rendered[end - 1 : end] == b"\n") or after_control) \
+                and rendered.startswith(bare, end):
+            ends.append(end + len(bare))
         else:
             break
-        k += 1
-    return k, end
+    k = len(ends) - 1
+    while k > 0 and _in_word(rendered, ends[k]):
+        k -= 1
+    return k, ends[k]
+
+
+def _in_word(data: bytes, at: int) -> bool:
+    """Whether ``at`` falls between two word characters of ``data`` (letters, digits, any non-ASCII byte)."""
+    if at <= 0 or at >= len(data):
+        return False
+    return _word_byte(data[at - 1]) and _word_byte(data[at])
+
+
+def _word_byte(byte: int) -> bool:
+    return byte >= 0x80 or chr(byte).isalnum()
 
 
 def reply_room(max_tokens: int, n_ctx_seq: int) -> int:

@@ -18,7 +18,7 @@ from voicechat.core.history import ChatMessage
 from voicechat.engines.circuit_breaker import CircuitBreaker
 from voicechat.engines.first_audio import FirstAudio
 from voicechat.engines.protocols import EngineError, GenerationParams
-from voicechat.llm.batching import drop_oldest_turn, reply_room, text_aligned_prefix
+from voicechat.llm.batching import common_prefix, drop_oldest_turn, reply_room, text_aligned_prefix
 from voicechat.llm.chat_template import CHATML_TEMPLATE, ChatTemplate, ChatTemplateError
 from voicechat.llm.llama_context import LlamaContext
 from voicechat.llm.probe import EndProbe, ProbeCallback, end_probe_at, last_word_at, report, sentence_end_tokens
@@ -91,6 +91,8 @@ class LlamaCppEngine:
         # Each session's latest request and the ``_previous`` entry it replaced (what a discard restores).
         self._latest: dict[str, tuple[GenRequest, tuple[GenRequest, str] | None]] = {}
         self._closed = False
+        # Whether tokenizing a text starts it with a space (SentencePiece's prefix), as "a" -> " a".
+        self._space_prefix = self._ctx.piece(self._ctx.tokenize(b"a", continuation=True)[0]).startswith(b" ")
         # The vocabulary's tokens that end a sentence, for the probe (~0.1 s for 49k tokens).
         self._sentence_ends = sentence_end_tokens(
             [self._special_piece(t) for t in range(self._ctx.n_vocab)], self._ctx.is_eog)
@@ -284,38 +286,68 @@ class LlamaCppEngine:
         return self._continue_previous(session_id, rendered, tokens), rendered
 
     def _continue_previous(self, session_id: str, rendered: str, tokens: list[int]) -> list[int]:
-        """Keep the previous turn's tokens, its generated reply included, where the new prompt goes on.
+        """The prompt for ``rendered`` as the tokens the session's KV holds, as far as their text goes on.
 
-        Re-tokenizing a reply's text rarely gives the tokens the model generated, so by tokens
-        alone every turn would prefill the previous reply again. When the new prompt's text
-        starts with the previous prompt's text, the prompt becomes the previous prompt's tokens,
-        the reply's own tokens as far as their text goes on in the new prompt (compared piece by
-        piece: all of them where the history keeps the whole reply, up to the cut where it keeps
-        only the part heard before a barge-in, perhaps cut mid-word) and the rest tokenized from
-        there; the scheduler then reuses all but the rest from the KV. Without the partial case the
-        token-by-token reuse stopped at the conversation's first reply and every turn after it was
-        prefilled again (docs/benchmarks.md). Anything else (trimmed history, a previous turn still
-        running) gets the plain tokenization.
+        Re-tokenizing a reply's text rarely gives the tokens the model generated, and the
+        scheduler reuses a session's KV by equal tokens only, so by tokens alone every turn
+        would prefill the conversation from its first reply on. Instead the prompt starts with
+        the tokens of the session's previous request (its prompt and, once it ended, the reply
+        it generated, end-of-turn token included) as far as the bytes they stand for spell
+        ``rendered`` (``batching.text_aligned_prefix``), and only the rest is tokenized. Where
+        the new prompt continues the previous one (the common case) the prompt's tokens are
+        kept whole and the comparison starts at the reply; elsewhere (the history changed
+        after it: a reply cut by a barge-in or never heard, the user's words merged into one
+        message, a discarded prepared reply) it runs over the whole sequence, so the prompt
+        keeps everything up to the first byte that changed. Falls back to ``tokens`` where
+        that keeps less than they share with the previous request (history trimmed from the
+        front: nothing to keep either way).
         """
         previous = self._previous.get(session_id)
         if previous is None:
             return tokens
         req, previous_text = previous
-        prompt_len = len(req.prompt)
-        if not req.done or len(req.kv) < prompt_len or not rendered.startswith(previous_text):
-            return tokens
-        # The reply's tokens in the KV, plus the one that ended it (sampled, never decoded).
-        reply = req.kv[prompt_len:] + ([req.last_token] if req.last_token is not None else [])
+        held = list(req.prompt)
+        if req.done and len(req.kv) >= len(held):  # its reply is in the KV (never read while it runs)
+            held += req.kv[len(held):] + ([req.last_token] if req.last_token is not None else [])
         data = rendered.encode("utf-8")
-        start = len(previous_text.encode("utf-8"))
-        keep, offset = text_aligned_prefix([self._ctx.piece(t) for t in reply], data, start)
+        # A BOS the tokenizer added (not in the text) is kept as it is.
+        bos = int(bool(held) and held[0] == self._ctx.bos and not data.startswith(self._special_piece(held[0])))
+        if rendered.startswith(previous_text):
+            keep, offset = self._aligned(held[len(req.prompt):], data, len(previous_text.encode("utf-8")))
+            keep += len(req.prompt)
+        else:
+            keep, offset = self._aligned(held[bos:], data, 0)
+            keep += bos
         rest = self._ctx.tokenize(data[offset:], continuation=True)
-        if not rest:
+        if self._space_prefix and keep > bos and rest and not self._control(rest[0]) \
+                and not self._control(held[keep - 1]):
+            # This tokenizer starts each text with a space (SentencePiece): a rest that starts with text
+            # may only start where the plain tokenization starts one too, after a control token.
+            keep = next((k for k in range(keep - 1, bos, -1) if self._control(held[k - 1])), bos)
+            aligned, offset = self._aligned(held[bos:keep], data, 0)
+            if aligned + bos != keep:
+                return tokens
+            rest = self._ctx.tokenize(data[offset:], continuation=True)
+        if keep <= common_prefix(held, tokens) or not rest:
             return tokens
-        return req.prompt + reply[:keep] + rest
+        return held[:keep] + rest
 
     def stats(self) -> LlmStats:
         return self._scheduler.stats()
+
+    def _aligned(self, tokens: Sequence[int], data: bytes, start: int) -> tuple[int, int]:
+        """``batching.text_aligned_prefix`` of ``tokens`` over ``data[start:]``."""
+        return text_aligned_prefix([self._special_piece(t) for t in tokens], data, start,
+                                   [self._control(t) for t in tokens])
+
+    def _control(self, token: int) -> bool:
+        """A control token (``<|im_start|>``): text only when special tokens are spelled out."""
+        return bool(self._special_piece(token)) and not self._ctx.piece(token)
+
+    def text_of(self, tokens: Sequence[int]) -> bytes:
+        """The bytes ``tokens`` stand for, special tokens spelled out (what a prompt says; tests, tools)."""
+        with self._lock:
+            return b"".join(self._special_piece(t) for t in tokens)
 
     def last_prefill_tokens(self, session_id: str) -> int | None:
         """Prompt tokens the session's latest turn prefilled (the rest was reused from its KV)."""
