@@ -1,6 +1,6 @@
 """Conversation history budget."""
 
-from voicechat.core.history import MESSAGE_OVERHEAD_TOKENS, ConversationHistory
+from voicechat.core.history import MESSAGE_OVERHEAD_TOKENS, ChatMessage, ConversationHistory
 
 
 def words(n: int) -> str:
@@ -64,3 +64,16 @@ def test_discard_last_user_only_drops_an_unanswered_question():
     h.add_user("q2")
     h.discard_last_user()
     assert [m.content for m in h.messages()] == ["q1", "a1"]
+
+
+def test_messages_with_user_are_the_messages_add_user_would_leave() -> None:
+    for turns in ([], ["hello"], ["hello", "hi there"]):
+        history = ConversationHistory("sys", max_tokens=1000)
+        for i, text in enumerate(turns):
+            (history.add_user if i % 2 == 0 else history.add_assistant)(text)
+        before = history.messages()
+        preview = history.messages_with_user("  and the date?  ")
+        assert history.messages() == before  # nothing added
+        history.add_user("and the date?")
+        assert preview == history.messages()
+    assert ConversationHistory("sys", max_tokens=1000).messages_with_user("  ") == [ChatMessage("system", "sys")]

@@ -195,3 +195,19 @@ def test_without_prefill_while_speaking_partials_only_reach_the_client(session):
     for hypothesis in ("What is", "What is the", "What is the"):
         rec.cb.on_partial(hypothesis)
     assert llm.warm_calls == ["s1"]  # start()'s only
+
+
+@pytest.mark.timeout(30)
+def test_a_reply_prepared_after_an_unanswered_question_asks_what_the_history_will_hold(session):
+    """The words join the unanswered question as one message on confirm; the prepared prompt said so already,
+    so the next turn's prompt continues the one the model's KV was computed for."""
+    pipeline, rec, collector, llm = session
+    pipeline.history.add_user("What time is it?")  # its reply was cut before a word of it was heard
+    prepare(rec, collector, llm, "And the date?")
+    prepared = [(m.role, m.content) for m in llm.prompts["s1"][0]]
+    assert prepared[1:] == [("user", "What time is it? And the date?")]
+    rec.cb.on_speech_end(None, EndOfTurn(240.0, audio=None, words=0.9))
+    rec.finals.put("And the date?")
+    collector.wait_for(count(ReplyDone))
+    assert len(llm.prompts["s1"]) == 1  # the prepared reply was used
+    assert [(m.role, m.content) for m in pipeline.history.messages()][:2] == prepared

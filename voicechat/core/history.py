@@ -125,6 +125,23 @@ class ConversationHistory:
         with self._lock:
             return head + list(self._turns)
 
+    def messages_with_user(self, text: str) -> list[ChatMessage]:
+        """``messages()`` as they will be once ``add_user(text)`` is called, leaving the history as it is.
+
+        The prompt of a reply prepared before the user's words join the history must say what the
+        history will say then, or the next turn's prompt departs from the one the KV was computed
+        for (a user message after an unanswered one is merged into it, not added after it).
+        """
+        messages = self.messages()
+        text = text.strip()
+        if not text:
+            return messages
+        if messages[-1:] and messages[-1].role == "user":
+            messages[-1] = ChatMessage("user", f"{messages[-1].content} {text}")
+        else:
+            messages.append(ChatMessage("user", text))
+        return messages
+
     @property
     def turns(self) -> list[ChatMessage]:
         with self._lock:

@@ -278,7 +278,7 @@ class SpeechPipelineManager(ReplyStageHost):
             if (self.options.prefill_while_speaking and stable and stable != self._prefilled
                     and self._reply is None and not self._stopped):  # no reply: the history is whole
                 self._prefilled = stable
-                read_ahead = [*self.history.messages(), ChatMessage("user", stable)]
+                read_ahead = self.history.messages_with_user(stable)
         if read_ahead is not None:
             self._warm(read_ahead)
 

@@ -91,11 +91,10 @@ class ReplyStageHost:
     def prompt_for(self, job: ReplyJob) -> Sequence[ChatMessage]:
         """The history, and the user's words where the reply is prepared (they join the history on confirm)."""
         with self._lock:
-            messages = self.history.messages()
             reply = self._reply
             if reply is not None and reply.rid == job.generation and reply.prepared:
-                messages.append(ChatMessage("user", reply.user_text))
-            return messages
+                return self.history.messages_with_user(reply.user_text)
+            return self.history.messages()
 
     def end_of_message_listener(self, job: ReplyJob) -> Callable[[float | None], None] | None:
         """Where a prepared reply's LLM call reports P(the user's message ends there); None for other replies."""
