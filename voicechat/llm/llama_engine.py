@@ -91,6 +91,7 @@ class LlamaCppEngine:
         # Each session's latest request and the ``_previous`` entry it replaced (what a discard restores).
         self._latest: dict[str, tuple[GenRequest, tuple[GenRequest, str] | None]] = {}
         self._closed = False
+        self._looks: dict[int, tuple[bytes, bool]] = {}  # ``_look``'s cache (bounded by the vocabulary)
         # Whether tokenizing a text starts it with a space (SentencePiece's prefix), as "a" -> " a".
         self._space_prefix = self._ctx.piece(self._ctx.tokenize(b"a", continuation=True)[0]).startswith(b" ")
         # The vocabulary's tokens that end a sentence, for the probe (~0.1 s for 49k tokens).
@@ -337,12 +338,21 @@ class LlamaCppEngine:
 
     def _aligned(self, tokens: Sequence[int], data: bytes, start: int) -> tuple[int, int]:
         """``batching.text_aligned_prefix`` of ``tokens`` over ``data[start:]``."""
-        return text_aligned_prefix([self._special_piece(t) for t in tokens], data, start,
-                                   [self._control(t) for t in tokens])
+        looks = [self._look(t) for t in tokens]
+        return text_aligned_prefix([piece for piece, _ in looks], data, start, [control for _, control in looks])
 
     def _control(self, token: int) -> bool:
         """A control token (``<|im_start|>``): text only when special tokens are spelled out."""
-        return bool(self._special_piece(token)) and not self._ctx.piece(token)
+        return self._look(token)[1]
+
+    def _look(self, token: int) -> tuple[bytes, bool]:
+        """The token's bytes (special tokens spelled out) and whether it is a control token; cached (a prompt
+        is compared piece by piece at every turn, and a conversation uses a few thousand tokens at most)."""
+        look = self._looks.get(token)
+        if look is None:
+            piece = self._special_piece(token)
+            look = self._looks[token] = (piece, bool(piece) and not self._ctx.piece(token))
+        return look
 
     def text_of(self, tokens: Sequence[int]) -> bytes:
         """The bytes ``tokens`` stand for, special tokens spelled out (what a prompt says; tests, tools)."""
