@@ -10,6 +10,7 @@ from voicechat.core.events import (
     FinalTranscript,
     FlushPlayback,
     ReplyDone,
+    TurnMetrics,
 )
 from voicechat.core.sentences import SentenceSplitter
 from voicechat.engines.scripted.llm import ScriptedLLM, scripted_reply
@@ -66,6 +67,14 @@ def test_barge_in_flushes_aborts_and_keeps_only_what_was_played(make_manager):
 
     # The first reply was cut short: nothing after the flush finished it.
     assert not any(isinstance(e, ReplyDone) and e.generation == old_gen for e in events)
+    # What its listener waited for it is reported all the same, once, marked as cut, just before the flush.
+    cut = [(i, e) for i, e in enumerate(events) if isinstance(e, TurnMetrics) and e.generation == old_gen]
+    assert len(cut) == 1 and cut[0][0] == flush_at - 1 and cut[0][1].interrupted
+    assert "first_audio" in cut[0][1].stamps and "voice_end" in cut[0][1].stamps
+    second_metrics = collector.wait_for(lambda ev: any(isinstance(e, TurnMetrics) and e.generation == flush.generation
+                                                        for e in ev), timeout=30)
+    assert not next(e for e in second_metrics if isinstance(e, TurnMetrics)
+                    and e.generation == flush.generation).interrupted
     assert [e.text for e in events if isinstance(e, FinalTranscript)] == [first, second]
 
     history = [(m.role, m.content) for m in pipeline.history.messages()[1:]]

@@ -344,3 +344,7 @@ class SimulatedUser:
             turn.completed = True
             await self._wait(client, lambda _, g=gen: seen.update().listening_after(g), t, "end of the reply")
             await asyncio.sleep(self._rng.uniform(0.5, 1.5) * self.pause_s)  # the user's own pause, not in step
+        seen.update()
+        for turn in self.result.turns:  # the replies cut on purpose: their metrics came with the barge-in
+            if not turn.stamps and turn.generation in seen.metrics:
+                turn.stamps, turn.end_of_turn = seen.metrics[turn.generation], seen.ends.get(turn.generation)

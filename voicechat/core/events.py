@@ -111,12 +111,15 @@ class TurnMetrics:
     language model, ``end_of_message`` when its prefill said whether the user's
     message ends there (the words' end-of-turn signal).
     ``end_of_turn``: how the end was decided (a spoken turn, where the recognizer says).
+    ``interrupted``: the reply was cut (barge-in, typed input) after its first audio went out and
+    before all of it was synthesized; these metrics then come just before the ``FlushPlayback``.
     """
 
     generation: int
     stamps: dict[str, float] = field(default_factory=dict)
     prepared: bool = False
     end_of_turn: EndOfTurn | None = None
+    interrupted: bool = False
 
     def latency_ms(self, start: str, end: str) -> float | None:
         if start in self.stamps and end in self.stamps:

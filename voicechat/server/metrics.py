@@ -240,7 +240,8 @@ class ServerMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_LiveCollector(manager))
         r = self.registry
-        self.turns = Counter("voicechat_turns", "Replies completed (turn metrics sent)", registry=r)
+        self.turns = Counter("voicechat_turns", "Replies heard (turn metrics sent: played out, or cut after their "
+                             "first audio)", registry=r)
         self.latency = Histogram(
             "voicechat_stage_latency_seconds", "Per-turn latency by stage", ["stage"],
             buckets=LATENCY_BUCKETS, registry=r,

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from voicechat.core.events import EndOfTurn, Event
+from voicechat.core.events import EndOfTurn, Event, TurnMetrics
 from voicechat.core.jobs import EndOfReply
 from voicechat.core.reply_tracker import ReplyTracker
 
@@ -37,6 +37,7 @@ class LiveReply:
     synthesized: EndOfReply | None = None  # its synthesis ended while it was held: finish it on release
     # a prepared reply's prefill reports P(the user's message ends there) here (see LanguageModel.stream)
     on_end_of_message: Callable[[float | None], None] | None = None
+    metrics_sent: bool = False  # its TurnMetrics went out (once: at the end of synthesis, or when cut)
 
     def take_end_of_message(self) -> Callable[[float | None], None] | None:
         """The listener for the LLM's end-of-message probability, once (it must hear exactly one answer)."""
@@ -49,6 +50,15 @@ class LiveReply:
 
     def stamp(self, stage: str, now: float) -> None:
         self.stamps.setdefault(stage, now)
+
+    def metrics(self, interrupted: bool = False) -> TurnMetrics | None:
+        """Its TurnMetrics, the first time only (None after); ``interrupted``: it was cut after its first
+        audio went out (None when no audio did: nothing reached the listener to time)."""
+        if self.metrics_sent or (interrupted and "first_audio" not in self.stamps):
+            return None
+        self.metrics_sent = True
+        return TurnMetrics(self.generation, dict(self.stamps), prepared="prepared" in self.stamps,
+                           end_of_turn=self.end_of_turn, interrupted=interrupted)
 
     def release(self) -> list[Event]:
         """Stop holding; returns what was held, in order."""

@@ -374,6 +374,8 @@ class SpeechPipelineManager(ReplyStageHost):
         reply = self._reply
         if reply is not None:
             self.history.add_assistant(reply.tracker.heard_text(self._played_estimate(reply)))
+            if not reply.prepared and (metrics := reply.metrics(interrupted=True)) is not None:
+                self._put(metrics)  # what the listener waited for this reply, though it was cut
         self._reply = None
         self._drop_stale_jobs()
         self.outbox.drop_older_than(action.generation, kinds=(AudioChunk,))

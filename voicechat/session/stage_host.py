@@ -21,7 +21,6 @@ from voicechat.core.events import (
     ErrorEvent,
     Event,
     ReplyDone,
-    TurnMetrics,
 )
 from voicechat.core.history import ChatMessage, ConversationHistory
 from voicechat.core.jobs import EndOfReply, ReplyJob
@@ -196,8 +195,8 @@ class ReplyStageHost:
             if failed and not text:
                 self.history.discard_last_user()
             self._put(ReplyDone(reply.generation, text, tracker.total_samples))
-            self._put(TurnMetrics(reply.generation, dict(reply.stamps), prepared="prepared" in reply.stamps,
-                                  end_of_turn=reply.end_of_turn))
+            if (metrics := reply.metrics()) is not None:
+                self._put(metrics)
             if tracker.total_samples and reply.first_audio_at is not None:
                 end = reply.first_audio_at + tracker.total_samples / self.output_sample_rate
                 return end + PLAYBACK_REPORT_GRACE_S if self.options.playback_reports else end
