@@ -26,6 +26,17 @@ def test_turn_latencies_follow_their_definitions() -> None:
     assert TurnRecord(0, 1, "x", 0, 1, interrupted_at=5.0, stale_until=4.0).barge_in_ms == 0
 
 
+def test_the_summary_says_how_long_the_turns_waited_to_end() -> None:
+    def turn(t: int, silence_ms: float | None) -> TurnRecord:
+        ends = None if silence_ms is None else {"silence_ms": silence_ms, "audio": None, "words": 0.9}
+        return TurnRecord(0, t, "hi", 0.0, 1.0, first_audio=1.5, end_of_turn=ends)
+
+    turns = [turn(i, 300.0) for i in range(19)] + [turn(19, 1500.0), turn(20, None)]
+    ends = summarise_turns(turns, Delays(0.2))["end_of_turn_silence_ms"]
+    assert ends["p50"] == 300.0 and ends["p99"] > 1400  # the turn without metrics (a typed one) is left out
+    assert summarise_turns([turn(0, None)], Delays(0.2))["end_of_turn_silence_ms"] == quantiles([])
+
+
 def test_overhead_subtracts_silence_and_engine_delays() -> None:
     turns = [TurnRecord(0, i, "x", 0.0, 1.0, first_audio=1.0 + ms / 1000, completed=True) for i, ms in
              enumerate([700, 710, 720, 900])]

@@ -203,6 +203,7 @@ def run_one(plan: LoadPlan, n: int, churn: int, speech: list[Utterance]) -> dict
         "turns_started": summary["turns_started"],
         "barge_ins": summary["barge_ins"],
         "late_barge_ins": sum(r.late_barges for r in results),  # began after the reply had played out
+        "end_of_turn_silence_ms": summary["end_of_turn_silence_ms"],
         "overhead_ms_by_turn": summary["overhead_ms_by_turn"],
         "server_path_ms": summary["server_path_ms"],
         "client_cpu_percent": round(float(phase["client_cpu"]), 1),  # type: ignore[arg-type]

@@ -120,6 +120,10 @@ def summarise_turns(turns: Iterable[TurnRecord], delays: Delays) -> dict[str, ob
         "barge_in_ms": quantiles(barge),
         "accuracy": accuracy((t.sentence, t.transcript) for t in turns if t.transcript is not None).as_dict(),
         "barge_ins": len(barge),
+        # the silence after the last voiced sample when the server ended each turn (turn_metrics.end_of_turn):
+        # a p95 at vad.max_silence_s means one turn in twenty waited the longest pause (its judges doubted it)
+        "end_of_turn_silence_ms": quantiles([t.end_of_turn["silence_ms"] for t in turns if t.end_of_turn
+                                             and t.end_of_turn.get("silence_ms") is not None]),
         # The framework without the VAD's decision: the server's end-of-speech stamp to the audio received.
         "server_path_ms": quantiles([(t.first_audio - t.stamps["speech_end"]) * 1000 for t in turns
                                      if t.first_audio is not None and "speech_end" in t.stamps]),
