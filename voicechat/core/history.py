@@ -133,13 +133,8 @@ class ConversationHistory:
         for (a user message after an unanswered one is merged into it, not added after it).
         """
         messages = self.messages()
-        text = text.strip()
-        if not text:
-            return messages
-        if messages[-1:] and messages[-1].role == "user":
-            messages[-1] = ChatMessage("user", f"{messages[-1].content} {text}")
-        else:
-            messages.append(ChatMessage("user", text))
+        if text.strip():
+            _say(messages, "user", text.strip())
         return messages
 
     @property
@@ -156,10 +151,7 @@ class ConversationHistory:
         if not text:
             return
         with self._lock:
-            if self._turns and self._turns[-1].role == role:
-                self._turns[-1] = ChatMessage(role, f"{self._turns[-1].content} {text}")
-            else:
-                self._turns.append(ChatMessage(role, text))
+            _say(self._turns, role, text)
             self._trim()
             self._notify(HistoryChange(role, text))  # type: ignore[arg-type]
 
@@ -186,3 +178,12 @@ class ConversationHistory:
             if self._turns and self._turns[0].role == "assistant" and len(self._turns) > 1:
                 total -= self._cost(self._turns.pop(0))
                 self.trimmed_messages += 1
+
+
+def _say(messages: list[ChatMessage], role: Role, text: str) -> None:
+    """Add ``text`` (stripped, not empty) said by ``role``: merged into the last message if it is that role's
+    too (a user who goes on after an unanswered question, a reply heard in parts), else a new message."""
+    if messages and messages[-1].role == role:
+        messages[-1] = ChatMessage(role, f"{messages[-1].content} {text}")
+    else:
+        messages.append(ChatMessage(role, text))

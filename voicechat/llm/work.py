@@ -54,7 +54,7 @@ class WorkCounters:
     steps: int = 0
     deferred: int = 0
     admissions: int = 0
-    asked: int = 0
+    admitted_prefill: int = 0
     reused: int = 0
     dropped: int = 0
     decode_s: float = 0.0
@@ -64,7 +64,7 @@ class WorkCounters:
     def admitted(self, prefill: int, reused: int, dropped: int) -> None:
         """A request got its sequence: ``prefill`` prompt tokens to decode, ``reused`` kept, ``dropped`` cut."""
         self.admissions += 1
-        self.asked += prefill
+        self.admitted_prefill += prefill
         self.reused += reused
         self.dropped += dropped
         self.prefill_counts[bucket_of(prefill, PREFILL_BOUNDS)] += 1
@@ -83,7 +83,7 @@ class WorkCounters:
             active=active, queued=queued, cached_sessions=cached_sessions,
             generated_tokens=self.generated, prefill_tokens=self.prefilled, steps=self.steps,
             tokens_per_s=self.generated / self.decode_s if self.decode_s else 0.0, deferred=self.deferred,
-            admissions=self.admissions, admitted_prefill=self.asked, reused_tokens=self.reused,
+            admissions=self.admissions, admitted_prefill=self.admitted_prefill, reused_tokens=self.reused,
             dropped_tokens=self.dropped,
             decode_s=self.decode_s, step_counts=tuple(self.step_counts), prefill_counts=tuple(self.prefill_counts),
         )

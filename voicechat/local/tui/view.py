@@ -177,11 +177,11 @@ def _line(line: Line, first: bool) -> RenderableType:
 
 def _latency_text(latency: dict[str, float], end: EndOfTurn | None = None) -> str:
     """The turn's stages in ms; after "end", what the end-of-turn judges said (where they were asked)."""
-    parts = [f"{STAGE_LABELS[s]} {latency[s]:.0f}" for s in LATENCY_STAGES if s in latency]
     judged = [f"{name} {p:.2f}" for name, p in (("words", end and end.words), ("sound", end and end.audio))
               if p is not None]
-    if judged and parts and parts[0].startswith(STAGE_LABELS["endpointing"]):
-        parts[0] += f" ({', '.join(judged)})"
+    why = f" ({', '.join(judged)})" if judged else ""
+    parts = [f"{STAGE_LABELS[s]} {latency[s]:.0f}" + (why if s == "endpointing" else "")
+             for s in LATENCY_STAGES if s in latency]
     return " · ".join(parts) + " ms"
 
 
