@@ -47,9 +47,12 @@ def tokens_while(events: Events, session: str, during: str) -> list[int]:
 
 def run_side_by_side(engine: LlamaCppEngine, events: Events, lead: Callable[[], float]) -> str:
     """``ahead`` starts a long reply with ``lead``; once it is under way ``fresh`` asks a short question."""
+    release = events.pause_at("ahead", 3)
     ahead = engine.stream("ahead", AHEAD, LONG, lead=lead)
     events.wait(lambda: len(events.tokens("ahead")) >= 3, "ahead's first tokens")
-    assert "".join(engine.stream("fresh", FRESH, SHORT))
+    fresh = engine.stream("fresh", FRESH, SHORT)  # queued before ahead's next step
+    release.set()
+    assert "".join(fresh)
     return "".join(ahead)
 
 
@@ -103,9 +106,11 @@ def test_a_lead_that_fails_never_holds_its_reply_back(make_engine, caplog):
 def test_a_reply_whose_listener_caught_up_decodes_again_while_others_still_need_the_model(make_engine):
     engine, events = make_engine()
     caught_up = threading.Event()
+    release = events.pause_at("ahead", 3)
     ahead = engine.stream("ahead", AHEAD, LONG, lead=lambda: 0.5 if caught_up.is_set() else 5.0)
     events.wait(lambda: len(events.tokens("ahead")) >= 3, "ahead's first tokens")
     fresh = engine.stream("fresh", FRESH, LONG)  # long too: it needs the model throughout
+    release.set()
     events.wait(lambda: len(events.tokens("fresh")) >= 5, "fresh under way")
     held = len(events.tokens("ahead"))
     caught_up.set()  # the listener has heard most of what was written
@@ -118,9 +123,11 @@ def test_a_reply_far_ahead_makes_way_while_a_first_audio_is_synthesized_then_fin
     first_audio = FirstAudio(max_age_s=60.0)
     engine, events = make_engine(first_audio=first_audio)
     solo = "".join(engine.stream("solo", AHEAD, LONG))
+    release = events.pause_at("ahead", 3)
     ahead = engine.stream("ahead", AHEAD, LONG, lead=lambda: 5.0)
     events.wait(lambda: len(events.tokens("ahead")) >= 3, "ahead's first tokens")  # alone, it decodes
     token = first_audio.begin()  # another reply's first piece is being synthesized: the cores are its
+    release.set()
     events.wait(lambda: engine.stats().deferred >= 1, "ahead making way")
     held = len(events.tokens("ahead"))
     events.wait(lambda: engine.stats().deferred >= 3, "two more waits")  # each wait lasts until a wake

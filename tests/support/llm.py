@@ -22,11 +22,26 @@ class Events:
     def __init__(self) -> None:
         self.items: list[LlmEvent] = []
         self._cond = threading.Condition()
+        self._pauses: list[tuple[str, int, threading.Event]] = []
 
     def __call__(self, event: LlmEvent) -> None:
         with self._cond:
             self.items.append(event)
             self._cond.notify_all()
+            due = [p for p in self._pauses if event.kind == "token" and event.session_id == p[0]
+                   and sum(1 for e in self.items if e.kind == "token" and e.session_id == p[0]) == p[1]]
+        for _, _, release in due:  # the scheduler thread stops here, between two steps
+            release.wait(WAIT_S)
+
+    def pause_at(self, session_id: str, tokens: int) -> threading.Event:
+        """Hold the scheduler thread once ``session_id`` has ``tokens`` tokens, until the returned event is set.
+
+        What a test queues meanwhile is seen before the next step: no race with a fast model finishing first.
+        """
+        release = threading.Event()
+        with self._cond:
+            self._pauses.append((session_id, tokens, release))
+        return release
 
     def of(self, session_id: str, kind: str) -> list[LlmEvent]:
         with self._cond:
