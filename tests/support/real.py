@@ -65,17 +65,6 @@ def same_words(transcript: str, text: str) -> bool:
     return normalise(transcript) == normalise(text)
 
 
-def word_errors(transcript: str, text: str) -> int:
-    """Words substituted, inserted or deleted between ``transcript`` and ``text`` (normalised as ``same_words``)."""
-    said, want = normalise(transcript), normalise(text)
-    row = list(range(len(want) + 1))
-    for i, word in enumerate(said, 1):
-        prev, row[0] = row[0], i
-        for j, target in enumerate(want, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (word != target))
-    return row[-1]
-
-
 def sentences_of(text: str) -> list[str]:
     splitter = SentenceSplitter()
     return [s.strip() for s in splitter.feed(text) + splitter.flush() if s.strip()]
