@@ -55,6 +55,26 @@ def test_the_encoder_window_is_whole_buckets_of_the_utterance_and_loops_are_cut(
     assert trim_repetition([5, 6, 7, 5, 6, 8, 8]) == [5, 6, 7, 5, 6, 8, 8]  # no repetition to cut
 
 
+def test_a_window_is_padded_with_the_log_mel_of_silence_as_whisper_pads_its_own() -> None:
+    """Whisper computes its log-mel over the audio followed by zeros: the frames after the speech sit at the
+    floor, 8 log10 units (2 normalised) under the loudest bin. ``fit_window`` pads the utterance's own
+    features to the same values (faster-whisper's zero padding reads as faint sound)."""
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    from voicechat.stt.whisper_window import fit_window
+
+    extract = FeatureExtractor(feature_size=80)
+    audio = speech(SENTENCES[0]).astype(np.float32) / 32768
+    own = extract(audio)[..., :-1]
+    whisper = extract(np.pad(audio, (0, 16000 * 3)))[..., :-1][..., :500]  # as Whisper pads: zeros, then log-mel
+    padded = fit_window(own, 500)
+    assert padded.shape == (80, 500) and own.shape[-1] < 500
+    tail = own.shape[-1] + 2  # the frames that straddle the end of the audio see part of it
+    assert np.allclose(padded[:, tail:], whisper[:, tail:], atol=1e-5)
+    assert np.allclose(padded[:, tail:], own.max() - 2.0)
+    assert np.array_equal(fit_window(own, 100), own[:, :100])  # a longer utterance is cut, not padded
+
+
 def test_decoding_stops_at_a_token_budget_that_follows_the_longest_audio() -> None:
     from voicechat.stt.whisper_model import token_budget
 

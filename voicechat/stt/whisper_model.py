@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from voicechat.engines.protocols import EngineError, SpeechInput
-from voicechat.stt.whisper_window import Window, trim_repetition, window_frames
+from voicechat.stt.whisper_window import Window, fit_window, trim_repetition, window_frames
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class FasterWhisperModel:
                 group = [i for i in short if inputs[i].final == final
                          and window_frames(features[i].shape[-1], self.window) == frames]
                 if group:
-                    stacked = np.stack([_fit(features[i], frames) for i in group])
+                    stacked = np.stack([fit_window(features[i], frames) for i in group])
                     for i, text in zip(group, self._decode([inputs[i] for i in group], stacked, final), strict=True):
                         texts[i] = text
         return texts
@@ -230,13 +230,6 @@ class FasterWhisperModel:
             condition_on_previous_text=False, without_timestamps=True,
         )
         return " ".join(segment.text.strip() for segment in segments).strip()
-
-
-def _fit(features: np.ndarray, frames: int) -> np.ndarray:
-    """Log-mel ``features`` [80, n] padded with zeros (as faster-whisper pads) or cut to ``frames``."""
-    if features.shape[-1] >= frames:
-        return features[..., :frames]
-    return np.pad(features, ((0, 0), (0, frames - features.shape[-1])))
 
 
 def _suppressed(tokenizer) -> list[int]:

@@ -11,12 +11,20 @@ on the sample questions (docs/benchmarks.md, "Real models"). Two costs:
   one-by-one decoding still give the same text).
 * Over a short window the decoder sometimes starts the sentence again, or
   repeats its end: ``trim_repetition`` cuts the tokens where that begins.
+
+Whatever the window, the frames after the utterance are what Whisper saw in
+training: the log-mel of digital silence (its floor, 8 log10 units under the
+loudest bin, i.e. 2 after normalisation), not zeros as faster-whisper pads a
+window. Zeros read as faint sound; over a 5 s window they cost exact
+transcripts ("capital of friends" for "France"), docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Literal
+
+import numpy as np
 
 Window = Literal["utterance", "full"]
 
@@ -26,6 +34,7 @@ BUCKET_S = 5  # short windows are whole multiples of this
 RESTART_MIN = 3  # tokens that must match the start for a restart to count
 LOOP_REPEATS = 3  # a span repeated this many times at the end is a loop
 LOOP_MAX_SPAN = 8
+SILENCE_BELOW_MAX = 2.0  # Whisper's log-mel floor under its maximum, in normalised units ((max - 8 + 4) / 4)
 
 
 def window_frames(frames: int, window: Window) -> int:
@@ -34,6 +43,15 @@ def window_frames(frames: int, window: Window) -> int:
         return FULL_FRAMES
     bucket = BUCKET_S * FRAMES_PER_S
     return min(FULL_FRAMES, max(bucket, -(-frames // bucket) * bucket))
+
+
+def fit_window(features: np.ndarray, frames: int) -> np.ndarray:
+    """Normalised log-mel ``features`` [n_mels, n] cut to ``frames``, or padded to it with the log-mel of
+    digital silence (``features.max() - SILENCE_BELOW_MAX``), as Whisper pads its 30 s windows."""
+    if features.shape[-1] >= frames:
+        return features[..., :frames]
+    floor = float(features.max()) - SILENCE_BELOW_MAX if features.size else 0.0
+    return np.pad(features, ((0, 0), (0, frames - features.shape[-1])), constant_values=floor)
 
 
 def trim_repetition(tokens: Sequence[int]) -> list[int]:
