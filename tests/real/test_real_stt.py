@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
-from support.real import piper_voice, spoken, starter_settings, transcribe_one_by_one
+from support.real import piper_voice, same_words, spoken, starter_settings, transcribe_one_by_one
 from support.wer import WerReport, word_error_rate
 
 from voicechat.config.loading import Settings
-from voicechat.engines.protocols import Engines
+from voicechat.engines.protocols import Engines, SpeechInput
 from voicechat.listening_setup import recognizer_factory
-from voicechat.speech_samples import SAMPLE_SENTENCES
+from voicechat.models.store import PROJECT_ROOT
+from voicechat.speech_samples import SAMPLE_QUESTIONS, SAMPLE_SENTENCES
+from voicechat.stt.whisper_model import FasterWhisperModel
 
 pytestmark = pytest.mark.slow
 
@@ -68,6 +71,22 @@ def test_word_error_rate_per_voice_stays_within_the_measured_bound(reports: dict
     assert len(report.pairs) >= 20
     assert report.wer <= MAX_WER[voice], report.describe(voice)
 
+
+
+@pytest.mark.timeout(180)
+def test_the_utterance_window_is_exact_wherever_the_full_window_is() -> None:
+    """The early transcript's audio (the question and 0.1 s of its silence) through Whisper's encoder over
+    the utterance's window and over the 30 s one: the short window misses no question the long one gets
+    word for word (padded with zeros it heard "capital of friends"; over 5 s, "Romido and Juliet")."""
+    path = str(PROJECT_ROOT / "models" / "faster-whisper-tiny.en")
+    models = {w: FasterWhisperModel(path, device="cpu", window=w) for w in ("utterance", "full")}
+    exact: dict[str, set[str]] = {}
+    for window, model in models.items():
+        texts = model.transcribe_batch([SpeechInput(q, spoken(q, after_s=0.1).astype(np.float32) / 32768, True, "en")
+                                        for q in SAMPLE_QUESTIONS])
+        exact[window] = {q for q, text in zip(SAMPLE_QUESTIONS, texts, strict=True) if same_words(text, q)}
+    assert len(exact["full"]) >= 20
+    assert exact["full"] <= exact["utterance"], f"only the full window got: {sorted(exact['full'] - exact['utterance'])}"
 
 
 @pytest.mark.timeout(60)

@@ -38,8 +38,8 @@ def test_batched_finals_give_the_same_texts_as_one_by_one(whisper) -> None:
 
 def test_short_windows_keep_batched_and_one_by_one_texts_equal() -> None:
     model = FasterWhisperModel(str(tiny_whisper_path()), device="cpu", compute_type="float32", window="utterance")
-    long = SpeechInput("long", np.concatenate([inputs(SENTENCES[:1])[0].audio, np.zeros(16000 * 5, np.float32)]),
-                       True, "en")  # over 5 s: a window of its own
+    long = SpeechInput("long", np.concatenate([inputs(SENTENCES[:1])[0].audio, np.zeros(16000 * 8, np.float32)]),
+                       True, "en")  # over 8 s: a window of its own
     batch = [*inputs(SENTENCES[:3]), long]
     together = model.transcribe_batch(batch)
     assert together == [model.transcribe_batch([item])[0] for item in batch]
@@ -48,7 +48,7 @@ def test_short_windows_keep_batched_and_one_by_one_texts_equal() -> None:
 def test_the_encoder_window_is_whole_buckets_of_the_utterance_and_loops_are_cut() -> None:
     from voicechat.stt.whisper_window import trim_repetition, window_frames
 
-    assert [window_frames(n, "utterance") for n in (120, 500, 501, 2900, 4000)] == [500, 500, 1000, 3000, 3000]
+    assert [window_frames(n, "utterance") for n in (120, 800, 801, 2900, 4000)] == [800, 800, 1600, 3000, 3000]
     assert window_frames(120, "full") == 3000
     assert trim_repetition([5, 6, 7, 8, 9, 5, 6, 7, 8, 9, 5]) == [5, 6, 7, 8, 9]  # the text starts again
     assert trim_repetition([5, 6, 7, 1, 2, 1, 2, 1, 2]) == [5, 6, 7, 1, 2]  # its end loops
@@ -66,9 +66,9 @@ def test_a_window_is_padded_with_the_log_mel_of_silence_as_whisper_pads_its_own(
     extract = FeatureExtractor(feature_size=80)
     audio = speech(SENTENCES[0]).astype(np.float32) / 32768
     own = extract(audio)[..., :-1]
-    whisper = extract(np.pad(audio, (0, 16000 * 3)))[..., :-1][..., :500]  # as Whisper pads: zeros, then log-mel
-    padded = fit_window(own, 500)
-    assert padded.shape == (80, 500) and own.shape[-1] < 500
+    whisper = extract(np.pad(audio, (0, 16000 * 6)))[..., :-1][..., :800]  # as Whisper pads: zeros, then log-mel
+    padded = fit_window(own, 800)
+    assert padded.shape == (80, 800) and own.shape[-1] < 800
     tail = own.shape[-1] + 2  # the frames that straddle the end of the audio see part of it
     assert np.allclose(padded[:, tail:], whisper[:, tail:], atol=1e-5)
     assert np.allclose(padded[:, tail:], own.max() - 2.0)

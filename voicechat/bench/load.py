@@ -216,7 +216,8 @@ def run_one(plan: LoadPlan, n: int, churn: int, speech: list[Utterance]) -> dict
         "error_samples": (errors + churn_errors + crashed + warm_errors)[:10],
         "v2v_samples_ms": [round(t.v2v_ms, 1) for t in turns if t.v2v_ms is not None],
         "turn_samples": [
-            {"session": t.session, "turn": t.index, "barged": t.barged, "interrupted": t.interrupted_at is not None,
+            {"session": t.session, "turn": t.index, "said": t.sentence, "heard": t.transcript, "barged": t.barged,
+             "interrupted": t.interrupted_at is not None,
              "v2v_ms": round(t.v2v_ms, 1) if t.v2v_ms is not None else None,
              "breakdown_ms": {k: round(v, 1) for k, v in t.breakdown_ms().items()},
              "timeline_ms": {k: round(v, 1) for k, v in t.timeline_ms().items()}, "end_of_turn": t.end_of_turn}

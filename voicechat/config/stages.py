@@ -185,7 +185,7 @@ class SttSettings(_Section):
     compute_type: str = Field("auto", description="CTranslate2 compute type (int8, float16, ...); auto = "
                               "float16 on a GPU, int8 on a CPU; default = the model's own")
     window: Literal["utterance", "full"] = Field("utterance", description="What Whisper's encoder sees: the "
-                                                 "utterance padded to whole 5 s (several times less work on a CPU, "
+                                                 "utterance padded to whole 8 s (several times less work on a CPU, "
                                                  "word errors within about a point) or Whisper's 30 s window")
     cpu_threads: int = Field(0, ge=0, description="CPU threads for STT; 0 = automatic")
     num_workers: int = Field(1, ge=1, le=16, description="Transcriptions that may run in parallel")

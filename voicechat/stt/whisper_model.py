@@ -4,7 +4,7 @@ faster-whisper's ``WhisperModel.transcribe`` handles one audio at a time (its
 batched pipeline batches chunks of *one* long audio). A voice turn is short, so
 utterances of different sessions are decoded together here instead: each is
 turned into a log-mel window (with ``window = "utterance"`` only as long as it
-needs, in whole 5 s: ``whisper_window.py``; with ``"full"`` Whisper's 30 s),
+needs, in whole 8 s: ``whisper_window.py``; with ``"full"`` Whisper's 30 s),
 the windows of one length are stacked, encoded in one call and decoded with
 one ``generate``. A batch of one takes the very same path, so batched and
 one-by-one decoding give the same text. Audio longer than one window (rare in

@@ -3,8 +3,9 @@
 Whisper is trained on 30 s windows, and faster-whisper pads every utterance to
 one: on a CPU the encoder then spends 0.4-0.5 s on a 3 s question, mostly on
 padding. Encoding the utterance padded only to whole ``BUCKET_S`` seconds costs
-a sixth of that, with word error rates within about a point of the 30 s window
-on the sample questions (docs/benchmarks.md, "Real models"). Two costs:
+a fraction of that (a 3 s question: 8 s, 60-70 ms), with as many exact
+transcripts as the 30 s window on the sample questions and the end-of-turn
+evidence set (docs/benchmarks.md). Two costs:
 
 * Batches stay exact: an utterance's window depends on its own length only, so
   utterances are grouped by window and each group is decoded alone (batched and
@@ -15,7 +16,7 @@ on the sample questions (docs/benchmarks.md, "Real models"). Two costs:
 Whatever the window, the frames after the utterance are what Whisper saw in
 training: the log-mel of digital silence (its floor, 8 log10 units under the
 loudest bin, i.e. 2 after normalisation), not zeros as faster-whisper pads a
-window. Zeros read as faint sound; over a 5 s window they cost exact
+window. Zeros read as faint sound; over a short window they cost exact
 transcripts ("capital of friends" for "France"), docs/benchmarks.md.
 """
 
@@ -30,7 +31,7 @@ Window = Literal["utterance", "full"]
 
 FRAMES_PER_S = 100  # Whisper's log-mel frames: 10 ms hop
 FULL_FRAMES = 3000  # the 30 s window
-BUCKET_S = 5  # short windows are whole multiples of this
+BUCKET_S = 8  # short windows are whole multiples of this (5 s lost exact words; 6-10 s were alike)
 RESTART_MIN = 3  # tokens that must match the start for a restart to count
 LOOP_REPEATS = 3  # a span repeated this many times at the end is a loop
 LOOP_MAX_SPAN = 8
