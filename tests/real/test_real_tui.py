@@ -8,11 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.helpers import write_wav
-from support.real import assert_reply_does_not_loop, spoken
-from support.wer import normalise
+from support.real import assert_reply_does_not_loop, same_words, spoken
 
 from voicechat.audio import read_wav
-from voicechat.bench.accuracy import word_errors
 from voicechat.config.loading import Settings
 from voicechat.core.events import TurnState
 from voicechat.local.audio_io import FileIO
@@ -44,9 +42,7 @@ def test_a_question_spoken_into_the_microphone_file_is_answered_into_the_speaker
     finally:
         local.stop()
     users = [line.text for line in model.lines if line.role == "user"]
-    # One user line holding the question; Whisper tiny.en's exactness is test_real_stt's and `bench turns`' to judge
-    # (with today's packages its utterance window hears "capital of friends" here).
-    assert len(users) == 1 and word_errors(normalise(question), normalise(users[0])) <= 1, users
+    assert len(users) == 1 and same_words(users[0], question), users
     replies = [line for line in model.lines if line.role == "assistant"]
     assert len(replies) == 1 and replies[0].final and not replies[0].interrupted, replies
     assert_reply_does_not_loop(replies[0].text, settings.llm.max_spoken_sentences)
