@@ -110,6 +110,26 @@ def test_partials_are_due_every_interval_of_speech_with_a_short_pre_roll():
     assert len(first.audio) == (round(0.1 * 16000) + 10 * CHUNK)  # recorded so far + 0.1 s before the onset
 
 
+def test_no_partial_starts_in_a_quiet_tail_that_silero_still_calls_speech():
+    """Silero releases 64-170 ms after the sound stops; a partial started there would hold up the pause's
+    transcript. It waits for the voice to come back instead."""
+    rules = ListeningRules(partial_interval_s=0.2, partial_min_s=0.3, partial_quiet_s=0.05, pause_s=None)
+    state = ListeningState(rules)
+    events = []
+    for pcm, p in [(QUIET, 0.0)] * 10 + [(TONE, 0.9)] * 10 + [(QUIET, 0.9)] * 8:  # speech, then its quiet tail
+        events += state.chunk(pcm, p)
+    assert len([e for e in events if isinstance(e, PartialDue)]) == 1  # at 0.3 s; the one due in the tail waits
+    back = state.chunk(TONE, 0.9)
+    assert len([e for e in back if isinstance(e, PartialDue)]) == 1  # the voice is back: the waiting one runs
+    # without the rule, the tail takes a partial (the control)
+    state = ListeningState(ListeningRules(partial_interval_s=0.2, partial_min_s=0.3, partial_quiet_s=None,
+                                          pause_s=None))
+    events = []
+    for pcm, p in [(QUIET, 0.0)] * 10 + [(TONE, 0.9)] * 10 + [(QUIET, 0.9)] * 8:
+        events += state.chunk(pcm, p)
+    assert len([e for e in events if isinstance(e, PartialDue)]) == 2
+
+
 def test_the_pre_roll_is_kept_and_bounded():
     state = ListeningState(ListeningRules(pre_roll_s=0.1, post_speech_silence_s=0.1, min_utterance_s=0.0,
                                           partials=False))

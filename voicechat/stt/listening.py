@@ -8,7 +8,8 @@ turn rules: speech starts on a chunk whose speech probability reaches
 ends ``post_speech_silence_s`` after the last voiced 10 ms frame
 (``EndOfSpeech``: Silero says *whether* speech ended, the level says *when*),
 once at least ``min_utterance_s`` was recorded; a partial is due every
-``partial_interval_s`` of new speech. Positions are samples of the session's own
+``partial_interval_s`` of new speech, but not once the level has been quiet
+``partial_quiet_s`` (the pause's transcript is near). Positions are samples of the session's own
 stream, so the caller can date each decision on the audio's clock.
 
 A pause (``pause_s`` of silence after speech, and as long after the level's last
@@ -48,6 +49,10 @@ class ListeningRules:
     partial_interval_s: float = 0.3
     partial_pre_roll_s: float = 0.5  # partials need less of the room than the final does
     partial_min_s: float = 0.3
+    # No partial starts once the level has been quiet this long (None: no such rule): the speaker may have
+    # finished, and a partial then would only hold up the pause's transcript (the model does one at a time).
+    # A partial so skipped waits for the next voiced chunk.
+    partial_quiet_s: float | None = 0.05
     quiet_dbfs: float = -55.0  # while nobody speaks, quieter chunks are silence without asking the model
     pause_s: float | None = 0.1  # report a pause (for a transcript inside the silence) after this; None: never
     probe_onsets: bool = True  # look for an onset in every loud frame, not only at whole chunks (front end's)
@@ -246,6 +251,8 @@ class ListeningState:
         if self._since_partial < rules.partial_interval_s * SAMPLE_RATE:
             return []
         if self._recorded < rules.partial_min_s * SAMPLE_RATE:
+            return []
+        if rules.partial_quiet_s is not None and self._end.level.quiet_samples >= rules.partial_quiet_s * SAMPLE_RATE:
             return []
         self._since_partial = 0
         keep = (self._recorded + round(rules.partial_pre_roll_s * SAMPLE_RATE)) * BYTES_PER_SAMPLE
