@@ -105,6 +105,15 @@ def test_partials_decode_greedily_and_silence_gives_no_words(whisper) -> None:
     assert whisper.transcribe_batch([empty]) == [""]
 
 
+def test_finals_decode_greedily_on_a_cpu_unless_a_beam_size_is_set(whisper) -> None:
+    """stt.beam_size = 0 (the default): beams on a GPU only, where they cost little."""
+    from voicechat.stt.whisper_model import automatic_beam_size
+
+    automatic = FasterWhisperModel(str(tiny_whisper_path()), device="cpu", compute_type="float32")
+    assert automatic.beam_size == 1 and whisper.beam_size == 2  # set: kept
+    assert automatic_beam_size("cuda") == 5 and automatic_beam_size("cpu") == 1
+
+
 def test_audio_longer_than_one_window_still_transcribes(whisper) -> None:
     long = np.tile(speech(SENTENCES[0]).astype(np.float32) / 32768, 12)[: 31 * 16000]
     [text] = whisper.transcribe_batch([SpeechInput("s", long, True, "en")])

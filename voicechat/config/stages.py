@@ -197,7 +197,11 @@ class SttSettings(_Section):
     partial_max_load: float = Field(0.5, gt=0, le=1, description="Interim transcripts run only while the shared "
                                     "model was busy less than this share of the last 2 s (the rest is kept for "
                                     "final transcripts); 1 = whenever it is free")
-    beam_size: int = Field(5, ge=1, le=16, description="Beam size for final transcripts")
+    beam_size: int = Field(
+        0, ge=0, le=16,
+        description="Beam size for final transcripts; 0 = automatic: 5 where Whisper runs on a GPU, 1 (greedy) on "
+                    "a CPU, where beams cost each turn 100-130 ms on 2 cores",
+    )
     partial_beam_size: int = Field(1, ge=1, le=16, description="Beam size for interim transcripts (1 = greedy)")
     max_batch: int = Field(
         8, ge=1, le=64, description="Most utterances (of different sessions) decoded together in one batch"

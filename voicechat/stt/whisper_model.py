@@ -68,6 +68,16 @@ def gpu_compute_type(compute_type: str, device: str) -> str:
     return compute_type
 
 
+def automatic_beam_size(device: str) -> int:
+    """``stt.beam_size = 0``: 5 beams where Whisper runs on a GPU, greedy decoding on a CPU.
+
+    On a CPU the final transcript is on every turn's critical path, and beams cost most there: with
+    2 cores, greedy finals took 137 ms against 269 ms for 5 beams in the server (tiny.en), with
+    104 against 106 of 160 utterances exact (docs/benchmarks.md, session 34). On a GPU 5 beams cost
+    a few milliseconds."""
+    return 5 if device == "cuda" else 1
+
+
 def token_budget(seconds: float) -> int:
     """Most tokens decoded for ``seconds`` of audio (the longest of a batch)."""
     return TOKENS_BASE + int(TOKENS_PER_S * max(0.0, seconds) + 0.999)
@@ -84,7 +94,7 @@ class FasterWhisperModel:
         compute_type: str = "default",
         cpu_threads: int = 0,
         num_workers: int = 1,
-        beam_size: int = 5,
+        beam_size: int = 0,
         partial_beam_size: int = 1,
         max_new_tokens: int | None = None,
         download_root: str | None = None,
@@ -119,7 +129,7 @@ class FasterWhisperModel:
                         "recognition runs on the CPU. %s", problem, CUDA_LIBRARIES_HINT)
             self.model = load("cpu", compute_type)
         self.name = model
-        self.beam_size = beam_size
+        self.beam_size = beam_size or automatic_beam_size(str(self.model.model.device))
         self.partial_beam_size = partial_beam_size
         self.max_new_tokens = max_new_tokens
         self.window: Window = window
