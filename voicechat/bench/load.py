@@ -122,6 +122,7 @@ def llm_work(metrics: dict[str, float]) -> dict[str, float]:
     found["steps"] = steps
     found["decode_s"] = metrics["voicechat_llm_step_seconds_sum"]
     found["steps_over_250ms"] = steps - metrics["voicechat_llm_step_seconds_bucket{le=0.25}"]
+    found["alone_steps"] = metrics.get("voicechat_llm_alone_steps_total", 0.0)
     return found
 
 

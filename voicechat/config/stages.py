@@ -251,7 +251,9 @@ class LlmSettings(_Section):
     )
     n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU; -1 = all")
     n_seq_max: int = Field(8, ge=1, le=64, description="Sessions decoded together in one batch")
-    n_threads: int = Field(0, ge=0, description="CPU threads for llama.cpp; 0 = automatic")
+    n_threads: int = Field(
+        0, ge=0, description="CPU threads for llama.cpp; 0 = automatic (on up to 4 CPUs all but one, and all "
+                             "for a short step while nothing else runs)")
     n_batch: int = Field(
         512, ge=64, le=8192, description="Most tokens decoded in one llama.cpp step (all sessions together)"
     )

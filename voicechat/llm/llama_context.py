@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import llama_cpp as ll
 import numpy as np
 
 from voicechat.engines.protocols import EngineError, GenerationParams
+from voicechat.llm.threads import default_threads
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +36,6 @@ def _init_backend() -> None:
             lib_logger.setLevel(logging.ERROR)
         ll.llama_backend_init()
         _backend_ready = True
-
-
-def default_threads() -> int:
-    """One core left for speech (STT/TTS run beside the LLM) on a small machine; half the CPUs
-    (about the physical cores) on a big one.
-
-    Why: llama.cpp's threads wait for each other at every layer, so one of them descheduled by a
-    busy neighbour stalls them all: measured here on 2 shared cores, 2 threads ran ten times
-    slower than 1 while another process was busy.
-    """
-    cpus = os.cpu_count() or 2
-    return max(1, cpus - 1) if cpus <= 4 else cpus // 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +200,10 @@ class LlamaContext:
             b.logits[i] = 1 if t.logits else 0
         b.n_tokens = len(tokens)
         return int(ll.llama_decode(self._ctx, b))
+
+    def set_threads(self, n: int) -> None:
+        """Compute the next steps (decode and prefill alike) with ``n`` threads."""
+        ll.llama_set_n_threads(self._ctx, n, n)
 
     def logits(self, index: int) -> np.ndarray | None:
         """A copy of the last decode's logits for its ``index``-th batch entry (``n_vocab`` floats).

@@ -23,6 +23,7 @@ from voicechat.llm.chat_template import CHATML_TEMPLATE, ChatTemplate, ChatTempl
 from voicechat.llm.llama_context import LlamaContext
 from voicechat.llm.probe import EndProbe, ProbeCallback, end_probe_at, last_word_at, report, sentence_end_tokens
 from voicechat.llm.scheduler import BatchScheduler, GenRequest, LlmEvent, LlmStats, StreamEnd
+from voicechat.llm.threads import StepThreads, StepThreadsOnContext
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +98,14 @@ class LlamaCppEngine:
         # The vocabulary's tokens that end a sentence, for the probe (~0.1 s for 49k tokens).
         self._sentence_ends = sentence_end_tokens(
             [self._special_piece(t) for t in range(self._ctx.n_vocab)], self._ctx.is_eog)
+        self._threads = StepThreadsOnContext(self._ctx, StepThreads.automatic(n_threads))
         self._scheduler = BatchScheduler(
             self._ctx, prefill_chunk=min(prefill_chunk, n_batch), defer_ahead_s=defer_ahead_s,
-            first_audio=first_audio, on_event=on_event)
+            first_audio=first_audio, threads=self._threads, on_event=on_event)
         log.info(
-            "LLM %s: n_ctx %d (%d per sequence), %d sequences, batch %d, %d threads, template from %s",
-            self._ctx.path, self._ctx.n_ctx, self._ctx.n_ctx_seq, self._ctx.n_seq_max, n_batch,
-            self._ctx.n_threads, self._template.source,
+            "LLM %s: n_ctx %d (%d per sequence), %d sequences, batch %d, %d threads (%d while nothing else "
+            "runs), template from %s", self._ctx.path, self._ctx.n_ctx, self._ctx.n_ctx_seq, self._ctx.n_seq_max,
+            n_batch, self._ctx.n_threads, self._threads.policy.alone, self._template.source,
         )
 
     def _load_template(self, override: str) -> ChatTemplate:

@@ -35,6 +35,7 @@ from voicechat.llm.batching import (
 from voicechat.llm.llama_context import BatchToken, LlamaContext, Sampler
 from voicechat.llm.requests import EventKind, GenRequest, LlmEvent, LlmStats, StreamEnd
 from voicechat.llm.text import StopMatcher
+from voicechat.llm.threads import StepThreadsOnContext
 from voicechat.llm.work import WorkCounters
 
 __all__ = ["BatchScheduler", "GenRequest", "LlmEvent", "LlmStats", "StreamEnd"]
@@ -48,9 +49,10 @@ class BatchScheduler:
     """Continuous batching over one ``LlamaContext``; see the module docstring."""
 
     def __init__(self, ctx: LlamaContext, *, prefill_chunk: int, defer_ahead_s: float = 0.0,
-                 first_audio: FirstAudio | None = None,
+                 first_audio: FirstAudio | None = None, threads: StepThreadsOnContext | None = None,
                  on_event: Callable[[LlmEvent], None] | None = None) -> None:
         self._ctx = ctx
+        self._threads = threads  # None: the context's threads for every step
         self._prefill_chunk = prefill_chunk
         self._defer_ahead_s = defer_ahead_s  # a reply this far ahead of its listener waits for others; 0 = never
         self._first_audio = first_audio
@@ -307,9 +309,12 @@ class BatchScheduler:
             if last:
                 outputs.append((req, len(batch) - 1))
             chunks.append((req, chunk))
+        alone = self._threads is not None and self._threads.before_step(len(batch)) > self._threads.policy.shared
         t0 = time.perf_counter()
         rc = self._ctx.decode(batch)
         elapsed = time.perf_counter() - t0
+        if self._threads is not None:
+            self._threads.after_step()
         if rc != 0:
             self._decode_failed(rc, [r for r, _ in outputs] + [r for r, _ in chunks])
             return
@@ -330,7 +335,7 @@ class BatchScheduler:
                 self._on_token(req, req.sampler.sample(self._ctx, index))
                 sampled += 1
         with self._cond:
-            self._work.stepped(elapsed, sampled, sum(len(c) for _, c in chunks), len(plan.deferred))
+            self._work.stepped(elapsed, sampled, sum(len(c) for _, c in chunks), len(plan.deferred), alone)
 
     def _wait_for_first_audio(self, deferred: int) -> None:
         """Sleep until the synthesis ends (``FirstAudio.on_idle`` notifies), a command comes, or at most

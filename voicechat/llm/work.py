@@ -36,6 +36,7 @@ class LlmStats:
     steps: int
     tokens_per_s: float  # generated tokens per second of time spent decoding
     deferred: int = 0  # times a generating sequence sat a step out, far ahead of its listener (``lead``)
+    alone_steps: int = 0  # steps computed with the spare core, nothing else being runnable (``threads.py``)
     admissions: int = 0  # requests given a sequence (turns, prepared replies, warm-ups)
     admitted_prefill: int = 0  # prompt tokens those admissions left to prefill (the sum over ``prefill_counts``)
     reused_tokens: int = 0  # prompt tokens kept from the sessions' KV at admission
@@ -53,6 +54,7 @@ class WorkCounters:
     prefilled: int = 0
     steps: int = 0
     deferred: int = 0
+    alone_steps: int = 0
     admissions: int = 0
     admitted_prefill: int = 0
     reused: int = 0
@@ -69,9 +71,11 @@ class WorkCounters:
         self.dropped += dropped
         self.prefill_counts[bucket_of(prefill, PREFILL_BOUNDS)] += 1
 
-    def stepped(self, seconds: float, sampled: int, prefilled: int, deferred: int) -> None:
-        """One ``llama_decode`` of ``seconds``: ``sampled`` tokens generated, ``prefilled`` prompt tokens."""
+    def stepped(self, seconds: float, sampled: int, prefilled: int, deferred: int, alone: bool = False) -> None:
+        """One ``llama_decode`` of ``seconds``: ``sampled`` tokens generated, ``prefilled`` prompt tokens;
+        ``alone``: computed with the spare core."""
         self.steps += 1
+        self.alone_steps += alone
         self.decode_s += seconds
         self.generated += sampled
         self.prefilled += prefilled
@@ -83,6 +87,7 @@ class WorkCounters:
             active=active, queued=queued, cached_sessions=cached_sessions,
             generated_tokens=self.generated, prefill_tokens=self.prefilled, steps=self.steps,
             tokens_per_s=self.generated / self.decode_s if self.decode_s else 0.0, deferred=self.deferred,
+            alone_steps=self.alone_steps,
             admissions=self.admissions, admitted_prefill=self.admitted_prefill, reused_tokens=self.reused,
             dropped_tokens=self.dropped,
             decode_s=self.decode_s, step_counts=tuple(self.step_counts), prefill_counts=tuple(self.prefill_counts),

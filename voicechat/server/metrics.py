@@ -144,6 +144,8 @@ def _llm_metrics(llm: object) -> Iterator[CounterMetricFamily | GaugeMetricFamil
                             value=stats.cached_sessions)
     yield CounterMetricFamily("voicechat_llm_deferred", "Times a reply far ahead of its listener sat a step out",
                               value=stats.deferred)
+    yield CounterMetricFamily("voicechat_llm_alone_steps", "Steps computed with the spare core (nothing else "
+                              "was runnable)", value=stats.alone_steps)
     yield _histogram("voicechat_llm_step_seconds", "Wall time of each llama_decode step (every session's "
                      "tokens in it)", STEP_BOUNDS_S, stats.step_counts, stats.decode_s)
     yield _histogram("voicechat_llm_admission_prefill_tokens", "Prompt tokens each admitted request left to "
