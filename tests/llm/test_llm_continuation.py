@@ -32,7 +32,7 @@ SLACK = 16
 def engine(request: pytest.FixtureRequest) -> Iterator[tuple[LlamaCppEngine, Events]]:
     events = Events()
     engine = LlamaCppEngine(model_path(request.param), n_ctx=2048, n_seq_max=3, n_batch=128, prefill_chunk=64,
-                            on_event=events)
+                            n_threads=1, on_event=events)  # one thread: the same numbers whatever the machine does
     yield engine, events
     engine.close()
 
@@ -126,7 +126,8 @@ def test_a_reply_cut_mid_word_keeps_its_generated_tokens_up_to_the_cut():
     it. (A SentencePiece vocabulary starts every tokenized text with a space, so there the prompt goes back to
     the reply's start: the test above checks it still says exactly the template's text.)"""
     events = Events()
-    engine = LlamaCppEngine(model_path("smollm2"), n_ctx=2048, n_seq_max=2, n_batch=128, on_event=events)
+    engine = LlamaCppEngine(model_path("smollm2"), n_ctx=2048, n_seq_max=2, n_batch=128, n_threads=1,
+                            on_event=events)
     try:
         long_reply = GenerationParams(temperature=0.0, max_tokens=32, ignore_eos=True)
         turn1 = [SYSTEM, user("Tell me about the moon.")]

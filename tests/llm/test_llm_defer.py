@@ -28,7 +28,7 @@ def make_engine() -> Iterator[Callable[..., tuple[LlamaCppEngine, Events]]]:
     def make(defer_ahead_s: float = 1.0, first_audio: FirstAudio | None = None) -> tuple[LlamaCppEngine, Events]:
         events = Events()
         engine = LlamaCppEngine(tiny_gguf_path(), on_event=events, n_ctx=2048, n_seq_max=4, n_batch=128,
-                                prefill_chunk=32, defer_ahead_s=defer_ahead_s, first_audio=first_audio)
+                                prefill_chunk=32, n_threads=1, defer_ahead_s=defer_ahead_s, first_audio=first_audio)
         engines.append(engine)
         return engine, events
 

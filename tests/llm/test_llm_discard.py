@@ -35,7 +35,8 @@ def make_engine(request: pytest.FixtureRequest) -> Iterator[Callable[[], tuple[L
 
     def make() -> tuple[LlamaCppEngine, Events]:
         events = Events()
-        engine = LlamaCppEngine(path, n_ctx=2048, n_seq_max=2, n_batch=128, prefill_chunk=64, on_event=events)
+        engine = LlamaCppEngine(path, n_ctx=2048, n_seq_max=2, n_batch=128, prefill_chunk=64, n_threads=1,
+                                on_event=events)
         engines.append(engine)
         return engine, events
 

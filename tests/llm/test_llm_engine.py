@@ -21,7 +21,7 @@ def make_engine() -> Iterator[Callable[..., tuple[LlamaCppEngine, Events]]]:
 
     def make(**kwargs) -> tuple[LlamaCppEngine, Events]:
         events = Events()
-        options = {"n_ctx": 2048, "n_seq_max": 4, "n_batch": 128, "prefill_chunk": 32, **kwargs}
+        options = {"n_ctx": 2048, "n_seq_max": 4, "n_batch": 128, "prefill_chunk": 32, "n_threads": 1, **kwargs}
         engine = LlamaCppEngine(tiny_gguf_path(), on_event=events, **options)
         engines.append(engine)
         return engine, events

@@ -179,7 +179,8 @@ def make_engine() -> Iterator[Callable[..., tuple[LlamaCppEngine, Events]]]:
 
     def make(name: str, **kwargs) -> tuple[LlamaCppEngine, Events]:
         events = Events()
-        options = {"n_ctx": 2048, "n_seq_max": 2, "n_batch": 128, "prefill_chunk": 64, "on_event": events, **kwargs}
+        options = {"n_ctx": 2048, "n_seq_max": 2, "n_batch": 128, "prefill_chunk": 64, "on_event": events,
+                   "n_threads": 1, **kwargs}
         engine = LlamaCppEngine(model_path(name), **options)
         engines.append(engine)
         return engine, events

@@ -27,6 +27,7 @@ def test_a_step_takes_the_spare_core_only_while_nothing_else_is_runnable() -> No
     assert policy.choose(runnable=None, own_polling=0, n_tokens=1) == 1  # unknown: shared
     assert policy.choose(runnable=1, own_polling=0, n_tokens=MAX_ALONE_TOKENS) == 2
     assert policy.choose(runnable=1, own_polling=0, n_tokens=MAX_ALONE_TOKENS + 1) == 1  # a long prefill
+    assert policy.choose(runnable=1, own_polling=0, n_tokens=2, requests=2) == 1  # two conversations at once
 
 
 class FakeContext:

@@ -25,7 +25,8 @@ TURN = [*SYSTEM, ChatMessage("user", "How many legs does a spider have?")]
 @pytest.fixture(params=["tiny", "smollm2"])
 def engine(request: pytest.FixtureRequest) -> Iterator[tuple[LlamaCppEngine, Events]]:
     events = Events()
-    engine = LlamaCppEngine(model_path(request.param), n_ctx=2048, n_seq_max=2, n_batch=128, on_event=events)
+    engine = LlamaCppEngine(model_path(request.param), n_ctx=2048, n_seq_max=2, n_batch=128, n_threads=1,
+                            on_event=events)
     yield engine, events
     engine.close()
 

@@ -309,7 +309,8 @@ class BatchScheduler:
             if last:
                 outputs.append((req, len(batch) - 1))
             chunks.append((req, chunk))
-        alone = self._threads is not None and self._threads.before_step(len(batch)) > self._threads.policy.shared
+        alone = (self._threads is not None
+                 and self._threads.before_step(len(batch), len(self._active)) > self._threads.policy.shared)
         t0 = time.perf_counter()
         rc = self._ctx.decode(batch)
         elapsed = time.perf_counter() - t0

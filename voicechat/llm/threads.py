@@ -7,7 +7,8 @@ it. The automatic setting therefore leaves a core for speech on a small machine.
 turn's critical path is serial (transcript, then the reply's prefill, its first sentence, its
 first audio): while the prefill runs, speech recognition and synthesis are idle and the spare
 core sits unused. ``StepThreads`` gives a step ``alone`` threads when the kernel says nothing
-else is runnable, and ``shared`` threads otherwise. Long steps always get ``shared``: a neighbour
+else is runnable, and ``shared`` threads otherwise. Long steps, and steps of several requests
+(several conversations at once: their speech wakes often), always get ``shared``: a neighbour
 that wakes during one would stall it longest. The check is per step, so a step that guessed
 wrong is the only one that pays.
 
@@ -66,10 +67,11 @@ class StepThreads:
         shared = default_threads(cpus)
         return cls(shared, cpus if cpus <= 4 else shared)
 
-    def choose(self, runnable: int | None, own_polling: int, n_tokens: int) -> int:
-        """Threads for a step of ``n_tokens`` batch tokens, given the kernel's ``runnable`` count (None:
-        unknown), of which ``own_polling`` are this context's workers still polling after the last step."""
-        if runnable is None or self.alone <= self.shared or n_tokens > self.max_alone_tokens:
+    def choose(self, runnable: int | None, own_polling: int, n_tokens: int, requests: int = 1) -> int:
+        """Threads for a step of ``n_tokens`` batch tokens of ``requests`` requests, given the kernel's
+        ``runnable`` count (None: unknown), of which ``own_polling`` are this context's workers still
+        polling after the last step."""
+        if runnable is None or self.alone <= self.shared or n_tokens > self.max_alone_tokens or requests > 1:
             return self.shared
         neighbours = runnable - 1 - own_polling
         return self.alone if neighbours <= 0 else self.shared
@@ -92,11 +94,11 @@ class StepThreadsOnContext:
         self.threads = policy.shared  # what the context computes with now
         self._last_end = float("-inf")
 
-    def before_step(self, n_tokens: int) -> int:
-        """Set the context's threads for a step of ``n_tokens``; returns them."""
+    def before_step(self, n_tokens: int, requests: int = 1) -> int:
+        """Set the context's threads for a step of ``n_tokens`` of ``requests`` requests; returns them."""
         runnable = self._read() if self.policy.alone > self.policy.shared else None
         polling = self.threads - 1 if self._clock() - self._last_end < SPIN_S else 0
-        threads = self.policy.choose(runnable, polling, n_tokens)
+        threads = self.policy.choose(runnable, polling, n_tokens, requests)
         if threads != self.threads:
             self._ctx.set_threads(threads)
             self.threads = threads
