@@ -151,5 +151,23 @@ def test_stuck_calls_grace_and_on_stuck() -> None:
     assert (s.stuck_now, s.stuck_total, s.recovered_total) == ((), 1, 1)
 
 
+def test_a_late_stop_for_a_stale_reply_spares_a_newer_call() -> None:
+    """An engine stops a session's latest call: a stop for reply 1 that comes after reply 2's call was
+    opened would hit reply 2 (a prepared reply that then never speaks). The guard skips it."""
+    engine, stuck = Engine(), StuckCalls()
+    guard = guard_for(engine, stuck)
+    stops: list[str] = []
+    assert guard.unless_newer(2, lambda: stops.append("before any call"))  # nothing opened: it runs
+    first = guard.open(1, engine.call)
+    assert guard.unless_newer(2, lambda: stops.append("reply 1 is the latest")) and list(first) == ["a", "b"]
+    second = guard.open(2, engine.call)
+    assert not guard.unless_newer(2, lambda: stops.append("would hit reply 2"))
+    assert stops == ["before any call", "reply 1 is the latest"] and list(second) == ["a", "b"]
+    for stream in (first, second):
+        stream.thread.join(WAIT)
+    assert not guard.unless_newer(2, lambda: stops.append("reply 2 is done, but still the latest"))
+    assert guard.unless_newer(3, lambda: stops.append("a stop for reply 2")) and stops[-1] == "a stop for reply 2"
+
+
 def test_seconds_reads_well() -> None:
     assert [seconds(x) for x in (30, 0.5, 1.0, 1.5, 0.25)] == ["30 s", "0.5 s", "1 s", "1.5 s", "0.25 s"]

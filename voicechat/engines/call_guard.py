@@ -90,6 +90,7 @@ class CallGuard:
         self._lock = threading.Lock()
         self._current: GuardedStream[object] | None = None
         self._live: set[GuardedStream[object]] = set()
+        self._newest = 0  # the latest reply a call was opened for
         self.timeouts = 0
 
     def open(self, generation: int, start: Callable[[], Iterable[T]]) -> GuardedStream[T]:
@@ -101,6 +102,7 @@ class CallGuard:
         with self._lock:
             self._current = stream  # type: ignore[assignment]
             self._live.add(stream)  # type: ignore[arg-type]
+            self._newest = max(self._newest, generation)
         stream.thread.start()
         return stream
 
@@ -110,6 +112,17 @@ class CallGuard:
             current = self._current
         if current is not None and current.generation < generation:
             current.cancel("interrupted")
+
+    def unless_newer(self, generation: int, action: Callable[[], None]) -> bool:
+        """Run ``action`` (an engine-wide stop for this session: abort, discard) unless a call for reply
+        ``generation`` or later was opened (running or done), which the action would hit instead of the
+        stale one; False then. Decided under the lock ``open`` registers under, and a call reaches its
+        engine only after that: an action that runs comes before any newer call's request."""
+        with self._lock:
+            if self._newest >= generation:
+                return False
+            action()
+            return True
 
     def cancel_all(self, reason: str = "stopped") -> None:
         with self._lock:

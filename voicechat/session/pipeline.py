@@ -33,6 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from voicechat.audio import AudioFrame
 from voicechat.core.events import (
@@ -288,7 +289,7 @@ class SpeechPipelineManager(ReplyStageHost):
         The prepared reply's prefill tells whether the language model thinks the message ends there
         (``on_end_of_message``); with no reply prepared, nobody can tell (None).
         """
-        aborted: EngineStop = None
+        aborted: EngineStop | None = None
         prepared = False
         with self._lock:
             if not self._stopped:
@@ -321,18 +322,18 @@ class SpeechPipelineManager(ReplyStageHost):
             aborted = self._apply(step(*args))
         self._abort_engines(aborted)
 
-    def _apply(self, t: Transition) -> EngineStop:
+    def _apply(self, t: Transition) -> EngineStop | None:
         """Carry out a transition's actions; how engines must be stopped after unlocking (None: not)."""
         if t.changed:
             self._put(StateChanged(t.state, t.generation, t.previous))
-        abort: EngineStop = None
+        abort: EngineStop | None = None
         for action in t.actions:
             if isinstance(action, CancelReply):
                 self._cancel_reply(action)
-                abort = "abort"
+                abort = EngineStop("abort", self._last_rid + 1)
             elif isinstance(action, DiscardReply):
                 self._discard_reply()
-                abort = abort or "discard"
+                abort = abort or EngineStop("discard", self._last_rid + 1)
             elif isinstance(action, StartReply):
                 self.history.add_user(action.user_text)
                 self._start_reply(action.generation, action.user_text, held=False)
@@ -386,18 +387,22 @@ class SpeechPipelineManager(ReplyStageHost):
             q.drop_older_than(self._last_rid + 1)
         self.tts_worker.wake()  # it may be pacing the stale reply
 
-    def _abort_engines(self, how: EngineStop) -> None:
-        """After a cancel ("abort") or a dropped prepared reply ("discard"): stop the engines' calls for it."""
-        if how is None:
+    def _abort_engines(self, stop: EngineStop | None) -> None:
+        """After a cancel ("abort") or a dropped prepared reply ("discard"): stop the engines' calls for it.
+
+        The engines stop a session's latest call, so not once a newer reply's call was opened (the guard
+        decides, see ``CallGuard.unless_newer``): that call replaces the stale one in the engine anyway.
+        """
+        if stop is None:
             return
-        stale_below = self._last_rid + 1
         for guard, engine in ((self.llm_guard, self.engines.llm), (self.tts_guard, self.engines.tts)):
-            guard.cancel_stale(stale_below)  # the worker stops waiting at once, whatever the engine does
+            guard.cancel_stale(stop.stale_below)  # the worker stops waiting at once, whatever the engine does
+            if stop.how == "discard" and engine is self.engines.llm:
+                action = partial(self.engines.llm.discard, self.session_id)  # and forget its prompt in the cache
+            else:
+                action = partial(engine.abort, self.session_id)
             try:
-                if how == "discard" and engine is self.engines.llm:
-                    self.engines.llm.discard(self.session_id)  # and forget its prompt in the session's cache
-                else:
-                    engine.abort(self.session_id)
+                guard.unless_newer(stop.stale_below, action)
             except Exception as exc:
                 self.report_error("session", exc)
 

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from voicechat.core.events import (
@@ -37,8 +38,14 @@ log = logging.getLogger(__name__)
 PLAYBACK_REPORT_GRACE_S = 2.0
 
 
-# How a reply's engine calls end after unlocking: cancelled (a barge-in), or dropped before it was ever sent.
-EngineStop = Literal["abort", "discard"] | None
+@dataclass(frozen=True, slots=True)
+class EngineStop:
+    """How a reply's engine calls end after unlocking: cancelled (a barge-in), or dropped before it was ever
+    sent; and which: replies numbered below ``stale_below``, taken when the reply was dropped (a reply
+    started in the same step, or by another thread before the engines are told, is not stale)."""
+
+    how: Literal["abort", "discard"]
+    stale_below: int
 
 
 class _Options(Protocol):
@@ -60,10 +67,10 @@ class ReplyStageHost:
     _stopped: bool
     options: _Options
 
-    def _apply(self, t: Transition) -> EngineStop:
+    def _apply(self, t: Transition) -> EngineStop | None:
         raise NotImplementedError
 
-    def _abort_engines(self, how: EngineStop) -> None:
+    def _abort_engines(self, stop: EngineStop | None) -> None:
         raise NotImplementedError
 
     def is_current(self, rid: int) -> bool:
