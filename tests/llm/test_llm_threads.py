@@ -63,6 +63,16 @@ def test_a_fixed_setting_never_reads_the_kernel() -> None:
     assert threads.before_step(1) == 2 and ctx.calls == []
 
 
+def test_a_step_that_cannot_take_the_spare_core_does_not_read_the_kernel() -> None:
+    def read() -> int:
+        raise AssertionError("read")
+
+    ctx = FakeContext()
+    threads = StepThreadsOnContext(ctx, StepThreads(1, 2), read=read)
+    assert threads.before_step(MAX_ALONE_TOKENS + 1) == 1 and threads.before_step(1, requests=2) == 1
+    assert ctx.calls == []
+
+
 def test_the_kernels_count_is_read_from_proc_stat(tmp_path) -> None:
     stat = tmp_path / "stat"
     stat.write_bytes(b"cpu  1 2 3\nprocs_running 3\nprocs_blocked 0\n")

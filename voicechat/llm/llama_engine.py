@@ -77,8 +77,9 @@ class LlamaCppEngine:
         self.breaker = breaker or CircuitBreaker("language model")
         if n_batch < n_seq_max:
             raise EngineError(f"llm.n_batch ({n_batch}) must be at least llm.n_seq_max ({n_seq_max})")
+        threads = StepThreads.automatic(n_threads)
         self._ctx = LlamaContext(
-            model_path, n_ctx=n_ctx, n_seq_max=n_seq_max, n_batch=n_batch, n_threads=n_threads,
+            model_path, n_ctx=n_ctx, n_seq_max=n_seq_max, n_batch=n_batch, n_threads=threads.shared,
             n_gpu_layers=n_gpu_layers, kv_unified=kv_unified,
         )
         try:
@@ -98,7 +99,7 @@ class LlamaCppEngine:
         # The vocabulary's tokens that end a sentence, for the probe (~0.1 s for 49k tokens).
         self._sentence_ends = sentence_end_tokens(
             [self._special_piece(t) for t in range(self._ctx.n_vocab)], self._ctx.is_eog)
-        self._threads = StepThreadsOnContext(self._ctx, StepThreads.automatic(n_threads))
+        self._threads = StepThreadsOnContext(self._ctx, threads)
         self._scheduler = BatchScheduler(
             self._ctx, prefill_chunk=min(prefill_chunk, n_batch), defer_ahead_s=defer_ahead_s,
             first_audio=first_audio, threads=self._threads, on_event=on_event)

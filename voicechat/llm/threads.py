@@ -29,13 +29,14 @@ from typing import Protocol
 PROC_STAT = "/proc/stat"
 SPIN_S = 0.005  # ggml's workers poll this long after a step (measured: counted runnable 5 ms after, not 10)
 MAX_ALONE_TOKENS = 32  # steps with more tokens (long prefills) keep the shared threads
+SMALL_MACHINE_CPUS = 4  # up to this many CPUs, one is left for speech (and taken back while it idles)
 
 
 def default_threads(cpus: int | None = None) -> int:
     """One core left for speech (STT/TTS run beside the LLM) on a small machine; half the CPUs
     (about the physical cores) on a big one."""
     cpus = cpus or os.cpu_count() or 2
-    return max(1, cpus - 1) if cpus <= 4 else cpus // 2
+    return max(1, cpus - 1) if cpus <= SMALL_MACHINE_CPUS else cpus // 2
 
 
 def runnable_threads(path: str = PROC_STAT) -> int | None:
@@ -65,13 +66,18 @@ class StepThreads:
             return cls(n_threads, n_threads)
         cpus = cpus or os.cpu_count() or 2
         shared = default_threads(cpus)
-        return cls(shared, cpus if cpus <= 4 else shared)
+        return cls(shared, cpus if cpus <= SMALL_MACHINE_CPUS else shared)
+
+    def may_go_alone(self, n_tokens: int, requests: int = 1) -> bool:
+        """Whether a step of ``n_tokens`` batch tokens of ``requests`` requests could take the spare core
+        at all (the kernel is asked only then)."""
+        return self.alone > self.shared and n_tokens <= self.max_alone_tokens and requests <= 1
 
     def choose(self, runnable: int | None, own_polling: int, n_tokens: int, requests: int = 1) -> int:
         """Threads for a step of ``n_tokens`` batch tokens of ``requests`` requests, given the kernel's
         ``runnable`` count (None: unknown), of which ``own_polling`` are this context's workers still
         polling after the last step."""
-        if runnable is None or self.alone <= self.shared or n_tokens > self.max_alone_tokens or requests > 1:
+        if runnable is None or not self.may_go_alone(n_tokens, requests):
             return self.shared
         neighbours = runnable - 1 - own_polling
         return self.alone if neighbours <= 0 else self.shared
@@ -96,7 +102,7 @@ class StepThreadsOnContext:
 
     def before_step(self, n_tokens: int, requests: int = 1) -> int:
         """Set the context's threads for a step of ``n_tokens`` of ``requests`` requests; returns them."""
-        runnable = self._read() if self.policy.alone > self.policy.shared else None
+        runnable = self._read() if self.policy.may_go_alone(n_tokens, requests) else None
         polling = self.threads - 1 if self._clock() - self._last_end < SPIN_S else 0
         threads = self.policy.choose(runnable, polling, n_tokens, requests)
         if threads != self.threads:
