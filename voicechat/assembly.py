@@ -105,7 +105,7 @@ def _build_stt(settings: Settings) -> SttScheduler:
 
         model = FasterWhisperModel(
             resolve_stt_model(settings), device=stt.device, compute_type=stt.compute_type,
-            cpu_threads=stt.cpu_threads, num_workers=stt.num_workers,
+            cpu_threads=stt.cpu_threads, decode_threads=stt.decode_threads, num_workers=stt.num_workers,
             beam_size=stt.beam_size, partial_beam_size=stt.partial_beam_size, window=stt.window,
         )
     scheduler = SttScheduler(

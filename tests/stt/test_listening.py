@@ -7,6 +7,7 @@ from voicechat.stt.listening import (
     ListeningState,
     PartialDue,
     PauseStarted,
+    SpeechResumed,
     SpeechStarted,
     UtteranceEnded,
 )
@@ -208,6 +209,26 @@ def test_a_pause_is_reported_only_once_the_level_is_quiet_too_so_its_audio_holds
     assert len(pauses) == 1
     voiced = np.flatnonzero(np.abs(pauses[0].audio) > 0.01)
     assert len(pauses[0].audio) - (voiced[-1] + 1) >= 0.1 * 16000  # all 13 loud chunks, then 0.1 s of quiet
+
+
+def test_the_pause_opens_on_the_level_while_silero_still_calls_speech_and_only_voice_ends_it():
+    """Silero lets go 64-170 ms after the sound stops; the pause (and its transcript) need not wait for it.
+    Its quiet release tail is still the pause; the voice coming back ends it."""
+    rules = ListeningRules(post_speech_silence_s=1.0, min_utterance_s=0.0, partials=False, pause_s=0.1)
+    state = ListeningState(rules)
+    events = []
+    for pcm, p in [(QUIET, 0.0)] * 5 + [(TONE, 0.9)] * 10 + [(QUIET, 0.9)] * 3:  # 96 ms of quiet tail
+        events += state.chunk(pcm, p)
+    assert not [e for e in events if isinstance(e, PauseStarted)]
+    opened = state.chunk(QUIET, 0.9)  # 128 ms: Silero still says speech
+    assert [type(e) for e in opened] == [PauseStarted]
+    assert len(opened[0].audio) == (5 + 10 + 4) * CHUNK
+    tail = []
+    for pcm, p in [(QUIET, 0.9)] * 2 + [(QUIET, 0.0)] * 2 + [(QUIET, 0.9)]:  # the tail, Silero's release, a blip
+        tail += state.chunk(pcm, p)
+    assert tail == []
+    back = state.chunk(TONE, 0.9)
+    assert back == [SpeechResumed(state.utterance, opened[0].pause)]
 
 
 def test_where_the_level_never_settles_the_pause_opens_a_longest_release_later():

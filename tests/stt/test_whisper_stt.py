@@ -78,8 +78,8 @@ def test_a_window_is_padded_with_the_log_mel_of_silence_as_whisper_pads_its_own(
 def test_decoding_stops_at_a_token_budget_that_follows_the_longest_audio() -> None:
     from voicechat.stt.whisper_model import token_budget
 
-    model = FasterWhisperModel(str(tiny_whisper_path()), device="cpu", compute_type="float32")
-    ct2 = model.model.model
+    model = FasterWhisperModel(str(tiny_whisper_path()), device="cpu", compute_type="float32", cpu_threads=1)
+    ct2 = model.model.model  # (one thread: the model decodes too, no second copy)
     asked: list[int] = []
 
     class Recording:  # the CTranslate2 model, with generate's max_length noted
@@ -112,6 +112,24 @@ def test_finals_decode_greedily_on_a_cpu_unless_a_beam_size_is_set(whisper) -> N
     automatic = FasterWhisperModel(str(tiny_whisper_path()), device="cpu", compute_type="float32")
     assert automatic.beam_size == 1 and whisper.beam_size == 2  # set: kept
     assert automatic_beam_size("cuda") == 5 and automatic_beam_size("cpu") == 1
+
+
+def test_the_decoder_runs_on_its_own_threads_on_a_cpu_and_says_the_same() -> None:
+    """stt.decode_threads = 0: one thread for the token-by-token decoder on a CPU (a second copy of a
+    small model), the encoder's threads elsewhere; the copy decodes the model's own encoding."""
+    from voicechat.stt.whisper_model import automatic_decode_threads
+
+    assert automatic_decode_threads(0, "cpu", 2, 75 << 20) == 1
+    assert automatic_decode_threads(0, "cpu", 4, 1500 << 20) == 4  # large: no second copy
+    assert automatic_decode_threads(0, "cuda", 4, 75 << 20) == 4
+    assert automatic_decode_threads(3, "cpu", 2, 75 << 20) == 3  # set: kept
+    split = FasterWhisperModel(str(tiny_whisper_path()), device="cpu", compute_type="float32", cpu_threads=2,
+                               window="utterance")
+    one = FasterWhisperModel(str(tiny_whisper_path()), device="cpu", compute_type="float32", cpu_threads=1,
+                             window="utterance")
+    assert split.decode_threads == 1 and one.decode_threads is None
+    batch = inputs(SENTENCES[:4])
+    assert split.transcribe_batch(batch) == one.transcribe_batch(batch)
 
 
 def test_audio_longer_than_one_window_still_transcribes(whisper) -> None:

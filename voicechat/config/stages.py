@@ -188,6 +188,12 @@ class SttSettings(_Section):
                                                  "utterance padded to whole 8 s (several times less work on a CPU, "
                                                  "word errors within about a point) or Whisper's 30 s window")
     cpu_threads: int = Field(0, ge=0, description="CPU threads for STT; 0 = automatic")
+    decode_threads: int = Field(
+        0, ge=0, le=64,
+        description="CPU threads for Whisper's decoding (the encoder uses stt.cpu_threads); 0 = automatic: 1 on a "
+                    "CPU for models up to 300 MB (a second copy of the weights, faster on few cores), else as the "
+                    "encoder",
+    )
     num_workers: int = Field(1, ge=1, le=16, description="Transcriptions that may run in parallel")
     language: str = Field("en", description="Spoken language code; empty = detect")
     partials: bool = Field(True, description="Send interim transcripts while the user speaks")

@@ -12,8 +12,8 @@ once at least ``min_utterance_s`` was recorded; a partial is due every
 ``partial_quiet_s`` (the pause's transcript is near). Positions are samples of the session's own
 stream, so the caller can date each decision on the audio's clock.
 
-A pause (``pause_s`` of silence after speech, and as long after the level's last
-voiced frame, once per pause) is reported with the audio so far, so the caller
+A pause (``pause_s`` after the level's last voiced frame, even while Silero still
+calls speech, once per pause) is reported with the audio so far, so the caller
 can transcribe it inside the silence and judge whether
 the turn is finished; speech after it is reported too (``SpeechResumed``). With a
 ``turn_end`` judge the turn ends when the judge says so, given the silence and the
@@ -118,6 +118,7 @@ class ListeningState:
     pause: int = field(default=0, init=False)  # the open pause's number, 0 while none is open
     _pauses: int = field(default=0, init=False)
     _signals: tuple[float | None, float | None] = field(default=(None, None), init=False)  # (audio, words)
+    _pause_on_level: bool = field(default=False, init=False)  # the open pause opened on the level's quiet
 
     def chunk(self, pcm16: bytes, probability: float | None) -> list[Event]:
         """The next chunk of the stream and Silero's verdict on it (None: no verdict, keep the last one)."""
@@ -137,15 +138,13 @@ class ListeningState:
         speech = self._end.silence_s is None if probability is None else probability >= release
         silence = self._end.decide(speech, samples)
         events: list[Event] = []
-        if silence is None and self.pause:
+        if self.pause and self._resumed(speech, samples):
             events.append(SpeechResumed(self.utterance, self.pause))
             self._close_pause()
         if silence is not None and self._may_end(silence):
             events.append(self._finish(silence, self.analysed))
-        elif speech:
-            events.extend(self._partial(samples))
-        elif silence is not None:
-            events.extend(self._pause_started(silence))
+        else:
+            events.extend(self._pause_started(silence) or (self._partial(samples) if speech else []))
         return events
 
     @property
@@ -212,19 +211,31 @@ class ListeningState:
             return silence_s >= self.rules.post_speech_silence_s
         return self.turn_end(silence_s, *self._signals)
 
-    def _pause_started(self, silence_s: float) -> list[Event]:
+    def _pause_started(self, silence_s: float | None) -> list[Event]:
+        """Open a pause once the level has been quiet ``pause_s``, whether or not Silero has let go yet.
+
+        Silero releases 64-170 ms after the sound stops; the level knows within a frame, and the pause's
+        transcript is on the critical path of the reply. The level's quiet also keeps the whole of a soft
+        ending ("moo-n", which Silero may release inside) in the audio. Where the level does not settle
+        (noise it takes for voice), the pause opens once Silero's longest release (``max_release_s``) more
+        than ``pause_s`` has passed after Silero let go."""
         pause_s = self.rules.pause_s
-        if self.pause or pause_s is None or silence_s < pause_s or not self._long_enough():
+        if self.pause or pause_s is None or not self._long_enough():
             return []
-        # Silero may release inside a soft ending (the nasal of "moon"): the audio so far should hold the whole
-        # sound, so the level must have been quiet for pause_s too; where it does not settle (noise it takes for
-        # voice), the pause opens anyway once Silero's longest release (max_release_s) more has passed.
-        level_quiet = self._end.level.quiet_samples >= pause_s * SAMPLE_RATE
-        if not level_quiet and silence_s < pause_s + self._end.max_release_s:
+        level = self._end.level
+        on_level = level.heard_voice and level.quiet_samples >= pause_s * SAMPLE_RATE
+        if not on_level and (silence_s is None or silence_s < pause_s + self._end.max_release_s):
             return []
         self._pauses += 1
-        self.pause, self._signals = self._pauses, (None, None)
+        self.pause, self._signals, self._pause_on_level = self._pauses, (None, None), on_level
         return [PauseStarted(self.utterance, self.pause, pcm16_to_float(bytes(self._audio)))]
+
+    def _resumed(self, speech: bool, samples: int) -> bool:
+        """Whether the chunk just heard ends the open pause: Silero calls speech and, for a pause the level
+        opened, the level heard voice in the chunk too (Silero's release tail, quiet, is still the pause)."""
+        if not speech:
+            return False
+        return not self._pause_on_level or self._end.level.quiet_samples < samples
 
     def _finish(self, silence_s: float, decided: int) -> UtteranceEnded:
         audio = pcm16_to_float(bytes(self._audio))
