@@ -34,6 +34,7 @@ TORCH_PIN = "torch==2.13.0"  # keep in sync with .ci/constraints.txt
 APT_PACKAGES: list[str] = [
     "espeak-ng",
     "libportaudio2",
+    "libspeexdsp1",
     "portaudio19-dev",
     "sox",
     "tmux",

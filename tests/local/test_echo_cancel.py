@@ -133,6 +133,6 @@ def test_the_speaker_timeline_is_read_once_and_in_order():
 
 
 def test_old_configs_echo_gate_becomes_echo():
-    assert AudioSettings().echo == "aec"
-    assert AudioSettings.model_validate({"echo_gate": True}).echo == "aec"
+    assert AudioSettings().echo == "speex"
+    assert AudioSettings.model_validate({"echo_gate": True}).echo == "speex"
     assert AudioSettings.model_validate({"echo_gate": False}).echo == "off"

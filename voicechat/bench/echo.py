@@ -1,9 +1,10 @@
 """`python run.py bench echo`: the echo canceller against the echo gate in simulated rooms (one run, side by side).
 
-Each mode (``aec``, ``aec+gate``, ``gate``, ``off``) hears the same scenes
+Each mode (``aec``, ``speex``, ``aec+gate``, ``gate``, ``off``) hears the same scenes
 (``echo_scenes``): the local session's echo stage in 20 ms blocks, then the
 product's listening rules with Silero on what it lets through, as the pipeline
-does. A speech onset while nobody talks is a self-interruption; the reply then
+does. A speech onset before the user's first sample is a self-interruption (one
+between that sample and the user's voiced onset is the user, found early); the reply then
 stops (a barge-in flushes the speaker) ``flush_ms`` later, and so it does when
 the user is detected. Reported per mode: echo return loss enhancement on the
 far-end-only replies after each room's first second, self-interruptions over
@@ -30,7 +31,7 @@ from voicechat.stt.listening import CHUNK, ListeningRules, ListeningState, Speec
 from voicechat.stt.silero_batch import SileroBatch, SileroStream, probe
 
 BLOCK = 320  # the capture block: 20 ms at 16 kHz
-MODES = ("aec", "aec+gate", "gate", "off")
+MODES = ("aec", "speex", "aec+gate", "gate", "off")
 DETECT_MS = 150.0
 CONVERGE_S = 1.0
 
@@ -91,7 +92,7 @@ def run_scene(scene: Scene, mode: str, vad: SileroBatch, outcome: Outcome, flush
     base = "aec" if mode.startswith("aec") else mode
     stage = EchoStage(base, RATE, gate_after=mode == "aec+gate")  # type: ignore[arg-type]
     if stage.mode != base:
-        raise SystemExit("bench echo needs pywebrtc-audio: pip install pywebrtc-audio")
+        raise SystemExit(f"bench echo's {mode} mode needs its library (see the log's warning)")
     listener = _Listener(vad, ListeningRules(probe_onsets=probes))
     history = np.zeros(int(0.5 * RATE), np.int16)  # the speaker's recent timeline (the gate's reference)
     erle_echo: list[np.ndarray] = []
@@ -106,6 +107,7 @@ def run_scene(scene: Scene, mode: str, vad: SileroBatch, outcome: Outcome, flush
         ended: dict[int, np.ndarray] = {}
         flushed_at: int | None = None
         interrupted, latency, user_utterance = False, None, None
+        user_start = len(far) if segment.user is None else int(np.flatnonzero(segment.user)[0])
         for pos in range(0, len(far) - BLOCK + 1, BLOCK):
             block_far = np.clip(far[pos:pos + BLOCK], -32768, 32767).astype(np.int16)
             history = np.concatenate([history[BLOCK:], block_far])
@@ -119,13 +121,13 @@ def run_scene(scene: Scene, mode: str, vad: SileroBatch, outcome: Outcome, flush
             for event in listener.feed(cleaned):
                 if isinstance(event, SpeechStarted):
                     heard_at = event.sample - start + CHUNK
-                    if segment.user is None or heard_at < segment.onset:
+                    if segment.user is None or heard_at < user_start:
                         room = scene.room
                         outcome.interrupted.append(f"{room.rt60_s}/{room.delay_ms:g}/{room.gain_db:g} reply {index} "
                                                    f"at {heard_at / RATE:.2f} s")
                         interrupted = True
-                    elif latency is None:
-                        latency, user_utterance = (heard_at - segment.onset) * 1000 / RATE, event.utterance
+                    elif latency is None:  # on the user's soft start, before the voiced onset: no wait at all
+                        latency, user_utterance = max(0, heard_at - segment.onset) * 1000 / RATE, event.utterance
                     if flushed_at is None:  # a barge-in: the reply stops
                         flushed_at = pos + BLOCK + int(flush_ms / 1000 * RATE)
                         far[flushed_at:] = 0

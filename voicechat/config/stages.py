@@ -53,10 +53,13 @@ class AudioSettings(_Section):
     output_device: str = Field(
         "", description="Local speaker (sounddevice name or index); empty = system default"
     )
-    echo: Literal["aec", "gate", "off"] = Field(
-        "aec",
-        description="Terminal UI on speakers without headphones: aec = cancel the assistant's own voice in the "
-        "microphone (WebRTC AEC3; falls back to the gate when pywebrtc-audio is missing), gate = mute the "
+    echo: Literal["speex", "aec", "gate", "off"] = Field(
+        "speex",
+        description="Terminal UI on speakers without headphones: speex = cancel the assistant's own voice in the "
+        "microphone with Speex's linear filter (libspeexdsp; you can talk over the reply) and gate what is left; "
+        "aec = WebRTC AEC3 (pywebrtc-audio; removes more echo while it learns the room, but swallows the first "
+        "words of a user talking over the reply); each falls back to the next when its library is missing; gate = "
+        "mute the "
         "microphone where it only hears the assistant (you must be louder than the echo to interrupt), "
         "off = neither (headphones)",
     )
@@ -64,11 +67,11 @@ class AudioSettings(_Section):
     @model_validator(mode="before")
     @classmethod
     def _echo_gate_is_echo(cls, data: object) -> object:
-        """Config files from before ``echo``: ``echo_gate = true`` meant the default (now aec), false off."""
+        """Config files from before ``echo``: ``echo_gate = true`` meant the default (now speex), false off."""
         if isinstance(data, dict) and "echo_gate" in data:
             data = dict(data)
             gate = data.pop("echo_gate")
-            data.setdefault("echo", "aec" if gate else "off")
+            data.setdefault("echo", "speex" if gate else "off")
         return data
 
 

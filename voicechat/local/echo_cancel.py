@@ -1,6 +1,9 @@
-"""Acoustic echo cancellation for the local microphone: WebRTC AEC3 from the ``pywebrtc-audio`` wheel.
+"""Acoustic echo cancellation for the local microphone: Speex's linear filter then the gate, or WebRTC AEC3.
 
-The far end is what the speaker actually played (the playback buffer's
+``audio.echo = "speex"`` (the default) runs libspeexdsp's linear canceller
+(``speex_echo.py``) and the energy gate on what it leaves; ``"aec"`` runs WebRTC
+AEC3 from the ``pywebrtc-audio`` wheel. Either canceller sits in the same framing:
+the far end is what the speaker actually played (the playback buffer's
 timeline, resampled to the capture rate by the caller), the near end the
 microphone; both are cut into 10 ms frames and handed to AEC3 in lockstep, one
 far frame per near frame, so the two streams keep one alignment as long as
@@ -14,9 +17,10 @@ the air) is AEC3's to find; the device's own latency is its starting hint and a
 cross-correlation estimate (``echo_delay``) refines the hint and tells the log.
 
 ``EchoStage`` is what the local session runs on every capture block, in the
-capture thread, whatever ``audio.echo`` says: the canceller, the energy gate
-(the fallback when the wheel is missing, and optionally after the canceller),
-or nothing. No threads here; one instance per microphone (AEC3 is not thread-safe).
+capture thread, whatever ``audio.echo`` says: a canceller, the energy gate
+(after Speex's filter; the fallback when neither library loads; optionally
+after AEC3), or nothing. A missing libspeexdsp falls back to AEC3, a missing
+wheel to the gate, each said once in the log. No threads here; one instance per microphone (AEC3 is not thread-safe).
 """
 
 from __future__ import annotations
@@ -29,13 +33,19 @@ from typing import Any, Literal
 import numpy as np
 
 from voicechat.local.echo_delay import EchoDelayTracker
-from voicechat.local.echo_gate import EchoGate
+from voicechat.local.echo_gate import EchoGate, EchoGateConfig
+from voicechat.local.speex_echo import load_speex
 
 log = logging.getLogger(__name__)
 
-EchoMode = Literal["aec", "gate", "off"]
+EchoMode = Literal["aec", "speex", "gate", "off"]
 FRAME_MS = 10
 GATE_WINDOW_S = 0.3  # reference the gate sees: its longest delay plus a block
+# After Speex's filter the user passes at full level and the echo is 15-30 dB down, so the gate can ask more of
+# the microphone than on the raw echo (6 dB): in `bench echo` 12 dB took self-interruptions from 3 to 0 of 48
+# replies and kept every double-talk onset within 150 ms (docs/benchmarks.md, "Echo").
+SPEEX_GATE_MARGIN_DB = 12.0
+SPEEX_ONSET_GUARD_MS = 120  # the filter lags a sentence's onset after a pause (the file backend's room)
 
 
 def load_aec3(rate: int, delay_ms: int) -> Any:
@@ -134,6 +144,12 @@ class EchoStage:
         self.requested = mode
         self.canceller: EchoCanceller | None = None
         self.gate: EchoGate | None = None
+        if mode == "speex":
+            try:
+                self.canceller = EchoCanceller(rate, device_delay_ms=device_delay_ms, factory=load_speex)
+            except OSError as e:
+                log.warning("Speex echo cancellation unavailable (%s); falling back to aec", e)
+                mode = "aec"
         if mode == "aec":
             try:
                 self.canceller = EchoCanceller(rate, device_delay_ms=device_delay_ms, factory=factory)
@@ -141,7 +157,10 @@ class EchoStage:
                 log.warning("echo cancellation unavailable (%s: pip install pywebrtc-audio); "
                             "falling back to the echo gate", e)
                 mode = "gate"
-        if mode == "gate" or (self.canceller is not None and gate_after):
+        if mode == "speex":  # the residual of a linear filter: the gate judges it against the far end
+            self.gate = EchoGate(rate, EchoGateConfig(echo_margin_db=SPEEX_GATE_MARGIN_DB,
+                                                      onset_guard_ms=SPEEX_ONSET_GUARD_MS))
+        elif mode == "gate" or (self.canceller is not None and gate_after):
             self.gate = EchoGate(rate)
         self.mode: EchoMode = mode
 

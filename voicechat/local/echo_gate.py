@@ -27,7 +27,12 @@ import numpy as np
 class EchoGateConfig:
     max_delay_ms: int = 250  # longest speaker-to-microphone delay searched (device buffers + air)
     echo_margin_db: float = 6.0  # the microphone must beat the expected echo by this much to pass
-    hold_ms: int = 150  # keep passing this long after a passing block, so word tails are not chopped
+    # keep passing this long after a block passed over the echo, so word tails are not chopped (a block that passed
+    # only because nothing played holds nothing: held into the next sentence's echo, it interrupted the reply)
+    hold_ms: int = 150
+    # gate everything this long after the speaker starts again after a silence (0: off): behind a linear canceller
+    # the residual is loudest at a sound's onset, where the filter lags; a user talking is heard a little later
+    onset_guard_ms: int = 0
     floor_dbfs: float = -60.0  # reference below this is silence (always pass); microphone below it is nothing
     initial_gain: float = 1.0  # echo gain assumed before learning: loud, so the first blocks of echo are gated
     delay_step_ms: float = 2.5  # resolution of the delay search
@@ -58,6 +63,8 @@ class EchoGate:
         self._margin = 10.0 ** (c.echo_margin_db / 20.0)
         self._hold_samples = round(sample_rate * c.hold_ms / 1000)
         self._hold_left = 0
+        self._guard = round(sample_rate * c.onset_guard_ms / 1000)
+        self._playing = 0  # samples since the speaker started after a silence
         self.gated_blocks = 0
         self.passed_blocks = 0
         self.last_expected_echo = 0.0  # linear RMS, for meters and debugging
@@ -98,16 +105,18 @@ class EchoGate:
         ref_rms = self._reference_rms(reference, n)
         mic_rms = _rms(mic)
         active = ref_rms > self._floor
-        if not active.any():
+        if not active.any():  # nothing played: everything passes, but holds nothing over the next echo
             self.last_expected_echo = 0.0
-            return self._pass(mic, hold=mic_rms > self._floor)
+            self._playing = 0
+            return self._pass(mic, hold=False)
+        self._playing += n
         gains = np.exp(self._log_gain)
         expected = float(np.max(gains * ref_rms))
         self.last_expected_echo = expected
         if mic_rms <= self._floor:  # a muted or silent microphone says nothing about the echo path
             return self._gate(mic)
         self._learn(mic_rms, ref_rms, active)
-        if mic_rms > self._margin * expected:
+        if mic_rms > self._margin * expected and self._playing > self._guard:
             return self._pass(mic, hold=True)
         return self._gate(mic)
 

@@ -41,7 +41,7 @@ class TuiApp:
 
     def __init__(
         self, manager: SessionManager, options: PipelineOptions, server: VoiceServer | None, audio: AudioIO,
-        stop: threading.Event, *, echo: EchoMode = "aec", devices: tuple[str, str] = ("", ""),
+        stop: threading.Event, *, echo: EchoMode = "speex", devices: tuple[str, str] = ("", ""),
         console: Console | None = None, voices: Sequence[str] = VOICES["EspeakEngine"],
     ) -> None:
         self.manager, self.server, self.stop_event = manager, server, stop
