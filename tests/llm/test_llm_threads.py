@@ -2,7 +2,6 @@
 
 from voicechat.llm.threads import (
     MAX_ALONE_TOKENS,
-    RECHECK_S,
     SPIN_S,
     StepThreads,
     StepThreadsOnContext,
@@ -53,16 +52,6 @@ def test_the_context_is_told_only_when_the_choice_changes_and_its_polling_worker
     threads.after_step()
     runnable[0] = 1
     assert threads.before_step(1) == 2 and ctx.calls == [2, 1, 2]
-
-
-def test_a_neighbour_seen_once_is_looked_at_again_and_only_one_still_there_keeps_the_shared_threads() -> None:
-    ctx, reads, pauses = FakeContext(), [3, 1, 3, 2], []
-    threads = StepThreadsOnContext(ctx, StepThreads(1, 2), read=lambda: reads.pop(0), pause=pauses.append)
-    assert threads.before_step(1) == 2  # two neighbours, gone a moment later: a wakeup
-    assert threads.before_step(1) == 1  # still one there: it is busy
-    assert pauses == [RECHECK_S, RECHECK_S] and reads == []
-    reads[:] = [1]
-    assert threads.before_step(1) == 2 and pauses == [RECHECK_S, RECHECK_S]  # none: no second look
 
 
 def test_a_fixed_setting_never_reads_the_kernel() -> None:

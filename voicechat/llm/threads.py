@@ -12,8 +12,6 @@ else is runnable, and ``shared`` threads otherwise. Long steps, and steps of sev
 that wakes during one would stall it longest. The check is per step, so a step that guessed
 wrong is the only one that pays.
 
-A neighbour the kernel counts is asked about again ``RECHECK_S`` later, and only one still
-runnable then keeps the step on ``shared``: most are wakeups already over.
 The kernel's count (``procs_running`` in ``/proc/stat``, Linux) includes the asking thread, and
 this context's own worker threads while they poll for the next step (ggml lets them spin a few
 milliseconds before they sleep: ``SPIN_S``); those are not neighbours. Where the count cannot
@@ -30,10 +28,6 @@ from typing import Protocol
 
 PROC_STAT = "/proc/stat"
 SPIN_S = 0.005  # ggml's workers poll this long after a step (measured: counted runnable 5 ms after, not 10)
-# A neighbour seen once is asked about again this much later: most are wakeups that are over by then (the event
-# loop sending a frame, a kernel worker). Measured in a 1-session run: of 268 steps that saw one, 183 saw none at a
-# second look; the first look alone left the spare core to 51 steps in 319.
-RECHECK_S = 0.0002
 MAX_ALONE_TOKENS = 32  # steps with more tokens (long prefills) keep the shared threads
 SMALL_MACHINE_CPUS = 4  # up to this many CPUs, one is left for speech (and taken back while it idles)
 
@@ -98,13 +92,11 @@ class StepThreadsOnContext:
 
     def __init__(self, ctx: ThreadSetting, policy: StepThreads, *,
                  read: Callable[[], int | None] = runnable_threads,
-                 clock: Callable[[], float] = time.monotonic,
-                 pause: Callable[[float], None] = time.sleep) -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._ctx = ctx
         self.policy = policy
         self._read = read
         self._clock = clock
-        self._pause = pause
         self.threads = policy.shared  # what the context computes with now
         self._last_end = float("-inf")
 
@@ -113,11 +105,6 @@ class StepThreadsOnContext:
         runnable = self._read() if self.policy.may_go_alone(n_tokens, requests) else None
         polling = self.threads - 1 if self._clock() - self._last_end < SPIN_S else 0
         threads = self.policy.choose(runnable, polling, n_tokens, requests)
-        if runnable is not None and threads < self.policy.alone:  # a neighbour: still there a moment later?
-            self._pause(RECHECK_S)
-            again = self._read()
-            if again is not None:
-                threads = self.policy.choose(min(runnable, again), polling, n_tokens, requests)
         if threads != self.threads:
             self._ctx.set_threads(threads)
             self.threads = threads
