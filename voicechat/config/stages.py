@@ -58,9 +58,9 @@ class AudioSettings(_Section):
         description="Terminal UI on speakers without headphones: speex = cancel the assistant's own voice in the "
         "microphone with Speex's linear filter (libspeexdsp; you can talk over the reply) and gate what is left; "
         "aec = WebRTC AEC3 (pywebrtc-audio; removes more echo while it learns the room, but swallows the first "
-        "words of a user talking over the reply); each falls back to the next when its library is missing; gate = "
-        "mute the "
-        "microphone where it only hears the assistant (you must be louder than the echo to interrupt), "
+        "words of a user talking over the reply); each falls back to the next when its library is missing; "
+        "gate = mute the microphone where it only hears the assistant (you must be louder than the echo to "
+        "interrupt), "
         "off = neither (headphones)",
     )
 

@@ -56,7 +56,8 @@ def load_aec3(rate: int, delay_ms: int) -> Any:
 
 
 class EchoCanceller:
-    """AEC3 over 10 ms frames with the far stream queued beside it; see the module docstring.
+    """A canceller (AEC3, or Speex's filter through ``factory``) over 10 ms frames with the far stream queued
+    beside it; see the module docstring.
 
     ``far(x)`` and ``process(mic)`` take int16 samples at ``rate``; ``process`` returns the cleaned microphone
     for every whole frame that has its far frame (less than a frame, or frames waiting up to ``max_wait_ms`` for

@@ -9,9 +9,10 @@ AEC3 (``echo_cancel.py``) suppresses the residual too, and with it the first
 syllables of a user who talks over the reply.
 
 The library is Debian's ``libspeexdsp1`` (apt; also a dependency of PulseAudio
-and PipeWire, so most desktops have it), called through four of its functions:
+and PipeWire, so most desktops have it), called through five of its functions:
 ``speex_echo_state_init``, ``speex_echo_ctl`` (the sampling rate),
-``speex_echo_cancellation`` and ``speex_echo_state_destroy``. Not thread-safe:
+``speex_echo_cancellation``, ``speex_echo_state_reset`` (a new delay) and
+``speex_echo_state_destroy``. Not thread-safe:
 one instance per microphone, called from the capture thread.
 
 The filter spans ``filter_ms`` of the echo path, the delay before the echo
