@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from voicechat.bench import load
-from voicechat.bench.load_client import SimulatedUser, Tracker, audio_gaps, utterance
-from voicechat.bench.load_stats import Delays, TurnRecord, capacity, quantiles, summarise_turns
+from voicechat.bench.load_client import SimulatedUser, Tracker, audio_gaps, playback_stalls, utterance
+from voicechat.bench.load_stats import Delays, TurnRecord, capacity, quantiles, stall_summary, summarise_turns
 from voicechat.server.client import Received
 from voicechat.server.protocol import ServerAudio
 
@@ -131,6 +131,27 @@ def test_audio_gaps_count_holes_except_in_flushed_replies() -> None:
     assert audio_gaps(received) == 1
 
 
+def test_a_reply_stalls_where_its_next_frame_arrives_after_the_audio_before_it_played_out() -> None:
+    """Frames of 20 ms: reply 1 arrives in a burst and then 100 ms late once; reply 2 keeps pace within the
+    10 ms a client buffers; a reply's first frame never counts (that wait is voice-to-voice, not a stall)."""
+    received = Received()
+
+    def frame(at: float, gen: int, start: int) -> None:
+        received.audio.append((at, ServerAudio(gen, 0, start, 16000, b"\0\0" * 320)))
+
+    for i in range(3):
+        frame(1.0, 1, i * 320)  # plays until 1.06
+    frame(1.16, 1, 960)  # 100 ms after the audio ran out
+    frame(1.17, 1, 1280)  # within the frame before it: no new hole
+    frame(5.0, 2, 0)
+    frame(5.025, 2, 320)  # 5 ms late: a jitter buffer's worth
+    frame(5.04, 2, 640)
+    stalls = playback_stalls(received)
+    assert stalls == {1: pytest.approx(100.0), 2: 0.0}
+    summary = stall_summary(list(stalls.values()))
+    assert summary["replies"] == 2 and summary["stalled"] == 1 and summary["total_ms"] == pytest.approx(100.0)
+
+
 @pytest.mark.timeout(240)
 def test_small_load_run_is_correct(tmp_path) -> None:
     """4 sessions, a barge-in each, 20 churn cycles: every turn answered, no error, nothing left behind."""
@@ -144,6 +165,8 @@ def test_small_load_run_is_correct(tmp_path) -> None:
     for key in ("v2v_ms", "overhead_ms", "barge_in_ms"):
         assert result[key]["p50"] is not None and result[key]["p50"] <= result[key]["p95"] <= result[key]["p99"]
     assert result["dropped_frames"] == 0
+    assert result["reply_stalls"]["replies"] >= 16 - 4  # every reply heard (the barged ones may be cut first)
+    assert all(t["reply"] for t in result["turn_samples"])  # each turn knows what it was answered
     json.dumps(result)  # the --json output is plain JSON
 
     from voicechat.bench.load_plot import plot

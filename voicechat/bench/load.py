@@ -34,7 +34,7 @@ import psutil
 from voicechat.bench.load_client import ClientResult, MicrophoneBank, SimulatedUser, Utterance, utterance
 from voicechat.bench.load_plan import LoadPlan, plan_variants
 from voicechat.bench.load_server import BenchServer, ServerGroup, evictions
-from voicechat.bench.load_stats import capacity, cpu_by_group, quantiles, summarise_turns
+from voicechat.bench.load_stats import capacity, cpu_by_group, quantiles, stall_summary, summarise_turns
 from voicechat.bench.onset_floor import onset_floor_ms
 from voicechat.models.store import PROJECT_ROOT
 from voicechat.speech_samples import SAMPLE_QUESTIONS, SAMPLE_SENTENCES, piper_speech_16k, speech_16k
@@ -180,6 +180,7 @@ def run_one(plan: LoadPlan, n: int, churn: int, speech: list[Utterance]) -> dict
         "barge_in_ms": summary["barge_in_ms"],
         "dropped_frames": evicted.get("capture", 0) + rate_dropped + sum(r.audio_gaps for r in results),
         "evicted_items": sum(evicted.values()),
+        "reply_stalls": stall_summary([ms for r in results for ms in r.stalls_ms]),
         "server_cpu_percent": round(float(phase["cpu"]), 1),  # type: ignore[arg-type]
         "accuracy": summary["accuracy"],
         "cpu_by_thread_percent": phase["cpu_by_thread"],
@@ -217,7 +218,8 @@ def run_one(plan: LoadPlan, n: int, churn: int, speech: list[Utterance]) -> dict
         "error_samples": (errors + churn_errors + crashed + warm_errors)[:10],
         "v2v_samples_ms": [round(t.v2v_ms, 1) for t in turns if t.v2v_ms is not None],
         "turn_samples": [
-            {"session": t.session, "turn": t.index, "said": t.sentence, "heard": t.transcript, "barged": t.barged,
+            {"session": t.session, "turn": t.index, "said": t.sentence, "heard": t.transcript, "reply": t.reply[:160],
+             "stall_ms": t.stall_ms, "barged": t.barged,
              "interrupted": t.interrupted_at is not None,
              "v2v_ms": round(t.v2v_ms, 1) if t.v2v_ms is not None else None,
              "breakdown_ms": {k: round(v, 1) for k, v in t.breakdown_ms().items()},
@@ -354,6 +356,7 @@ def main(argv: list[str]) -> int:
         for row in report.get("sweep", []):
             print(f"N={row['sessions']:4} overhead p95 {row['overhead_ms']['p95']} ms, barge-in p95 "
                   f"{row['barge_in_ms']['p95']} ms, dropped {row['dropped_frames']}, errors {row['errors']}, "
+                  f"stalled replies {row['reply_stalls']['stalled']}/{row['reply_stalls']['replies']}, "
                   f"cpu {row['server_cpu_percent']} %")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -136,7 +136,26 @@ class ClientResult:
     turns: list[TurnRecord] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     audio_gaps: int = 0  # reply audio frames missing within a generation that was not flushed
+    stalls_ms: list[float] = field(default_factory=list)  # per reply: silence heard inside it (playback_stalls)
     late_barges: int = 0  # planned barge-ins that began after the reply had played out: nothing to flush
+
+
+def playback_stalls(received: Received, tolerance_ms: float = 10.0) -> dict[int, float]:
+    """Per reply (generation), the ms a listener playing each frame on arrival heard nothing in the middle.
+
+    Playback starts with the first frame and runs at real time; a frame that arrives after the audio before it
+    has played out leaves a hole of the difference (stalls under ``tolerance_ms`` each are a client's jitter
+    buffer and not counted). Replies cut by a flush count up to the cut.
+    """
+    ends: dict[int, float] = {}  # generation -> when its audio received so far has played out
+    stalls: dict[int, float] = {}
+    for at, frame in received.audio:
+        gen = frame.generation
+        if gen in ends and at - ends[gen] > tolerance_ms / 1000:
+            stalls[gen] = stalls.get(gen, 0.0) + (at - ends[gen]) * 1000
+        ends[gen] = max(ends.get(gen, at), at) + len(frame.pcm) / 2 / frame.sample_rate
+        stalls.setdefault(gen, 0.0)
+    return {gen: round(ms, 1) for gen, ms in stalls.items()}
 
 
 def audio_gaps(received: Received) -> int:
@@ -165,6 +184,7 @@ class Tracker:
         self.flushes: list[tuple[float, int]] = []  # (arrival, generation)
         self.metrics: dict[int, dict[str, float]] = {}
         self.ends: dict[int, dict[str, float | None]] = {}  # generation -> its turn_metrics' end_of_turn
+        self.replies: dict[int, str] = {}  # generation -> the reply's text so far
         self.state: tuple[str, int] = ("", 0)
 
     def update(self, _: Received | None = None) -> Tracker:
@@ -175,6 +195,8 @@ class Tracker:
                 self.finals.append(message.get("text", ""))
             elif kind == "flush_playback":
                 self.flushes.append((at, gen))
+            elif kind == "assistant_text_delta":
+                self.replies[gen] = self.replies.get(gen, "") + str(message.get("text", ""))
             elif kind == "turn_metrics":
                 self.metrics[gen] = dict(message.get("stamps") or {})
                 if message.get("end_of_turn"):
@@ -258,6 +280,10 @@ class SimulatedUser:
             f"session {self.index}: server error {m.get('code')}: {m.get('message')}" for m in received.of_type("error")
         ]
         self.result.audio_gaps = audio_gaps(received)
+        stalls = playback_stalls(received)
+        self.result.stalls_ms = list(stalls.values())
+        for turn in self.result.turns:
+            turn.stall_ms = stalls.get(turn.generation) if turn.generation is not None else None
         return self.result
 
     def _more(self, t: int, started: float, interrupting: TurnRecord | None) -> bool:
@@ -348,3 +374,5 @@ class SimulatedUser:
         for turn in self.result.turns:  # the replies cut on purpose: their metrics came with the barge-in
             if not turn.stamps and turn.generation in seen.metrics:
                 turn.stamps, turn.end_of_turn = seen.metrics[turn.generation], seen.ends.get(turn.generation)
+            if turn.generation is not None:
+                turn.reply = seen.replies.get(turn.generation, "")

@@ -49,6 +49,8 @@ class TurnRecord:
     stamps: dict[str, float] = field(default_factory=dict)  # the server's turn_metrics stamps
     barged: bool = False  # this utterance itself interrupted a reply
     end_of_turn: dict[str, float | None] | None = None  # the server's turn_metrics end_of_turn
+    reply: str = ""  # the reply's text as received (assistant_text_delta), cut where the reply was
+    stall_ms: float | None = None  # silence heard inside the reply's audio (load_client.playback_stalls)
 
     @property
     def v2v_ms(self) -> float | None:
@@ -97,6 +99,12 @@ def quantiles(values: Sequence[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p95": None, "p99": None}
     return {f"p{q}": round(percentile(values, q), 1) for q in (50, 95, 99)}
+
+
+def stall_summary(stalls_ms: Sequence[float]) -> dict[str, object]:
+    """Replies (generations with audio), how many had a hole inside (``playback_stalls``), and the holes' ms."""
+    held = [ms for ms in stalls_ms if ms > 0]
+    return {"replies": len(stalls_ms), "stalled": len(held), "ms": quantiles(held), "total_ms": round(sum(held), 1)}
 
 
 def summarise_turns(turns: Iterable[TurnRecord], delays: Delays) -> dict[str, object]:
