@@ -296,9 +296,11 @@ def pipeline_options(settings: Settings, **overrides: object) -> PipelineOptions
     audio, llm, limits = settings.audio, settings.llm, settings.limits
     options = dict(
         system_prompt=llm.system_prompt,
+        example_turns=tuple(llm.example_turns),
         history_max_tokens=llm.history_max_tokens,
         generation=GenerationParams(
             temperature=llm.temperature, top_p=llm.top_p, max_tokens=llm.max_tokens, top_k=llm.top_k,
+            min_p=llm.min_p,
             seed=None if llm.seed < 0 else llm.seed, repeat_penalty=llm.repeat_penalty,
         ),
         max_spoken_sentences=llm.max_spoken_sentences,

@@ -228,6 +228,8 @@ def test_malformed_set(item: str) -> None:
         ("server.allowed_origins", "https://a", "allowed: a list of strings"),
         ("sessions.store", "mongo", "allowed: 'files', 'redis'"),
         ("sessions.redis_url", "http://127.0.0.1:6379", "must be a redis://, rediss:// or unix:// URL"),
+        ("llm.example_turns", '["a question without its answer"]', "user and assistant turns in pairs"),
+        ("llm.min_p", "1", "allowed: a number >= 0 and < 1"),
     ],
 )
 def test_bad_value_names_key_value_bounds_and_source(key: str, value: str, allowed: str) -> None:

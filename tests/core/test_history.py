@@ -77,3 +77,23 @@ def test_messages_with_user_are_the_messages_add_user_would_leave() -> None:
         history.add_user("and the date?")
         assert preview == history.messages()
     assert ConversationHistory("sys", max_tokens=1000).messages_with_user("  ") == [ChatMessage("system", "sys")]
+
+
+def test_the_example_exchange_follows_the_system_prompt_and_is_never_trimmed_or_a_turn():
+    h = ConversationHistory("sys", 40, one_token_per_word, examples=["q?", "a."])
+    for i in range(10):
+        h.add_user(f"question {i} " + words(5))
+        h.add_assistant(f"answer {i} " + words(5))
+    msgs = h.messages()
+    assert [(m.role, m.content) for m in msgs[:3]] == [("system", "sys"), ("user", "q?"), ("assistant", "a.")]
+    assert msgs[-1].content.startswith("answer 9") and h.token_count() <= 40
+    assert all(m.content not in ("q?", "a.") for m in h.turns)  # not the user's conversation
+    h.clear()
+    assert [m.content for m in h.messages()] == ["sys", "q?", "a."]
+
+
+def test_examples_come_in_pairs():
+    import pytest
+
+    with pytest.raises(ValueError, match="pairs"):
+        ConversationHistory("sys", 40, examples=["a question without its answer"])

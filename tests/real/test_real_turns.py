@@ -67,5 +67,5 @@ def test_a_pause_in_the_middle_of_a_sentence_does_not_end_the_turn(make_real_man
     done = next(e for e in events if isinstance(e, ReplyDone))
     deltas = "".join(e.text for e in events if isinstance(e, AssistantTextDelta))
     assert deltas.strip() == done.text.strip()  # one reply's text, nothing of a dropped one
-    users = [m.content for m in session.pipeline.history.messages() if m.role == "user"]
+    users = [m.content for m in session.pipeline.history.turns if m.role == "user"]
     assert users == [finals[0]]

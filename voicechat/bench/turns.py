@@ -113,7 +113,8 @@ class Signals:
 class _EndOfMessage:
     """The LLM engine's end-of-message probe (``llm.probe``: the mean of P(<|im_end|>) after the user's text
     and P(a sentence ends) after its last word) from SmolLM2's logits (llama-cpp-python), with the product's
-    default system prompt (``llm.system_prompt``) and attention, as the session's prefill reads it.
+    default system prompt and example exchange (``llm.system_prompt``, ``llm.example_turns``) and attention,
+    as the session's prefill reads it.
 
     The system prompt stays in the KV cache between calls (llama-cpp-python's prefix reuse), as a
     session's context keeps it, so the time is that of the user's words only, as in the product.
@@ -123,9 +124,12 @@ class _EndOfMessage:
         import llama_cpp
         from llama_cpp import Llama
 
-        from voicechat.config.stages import LlmSettings
+        from voicechat.config.reply import LlmSettings
 
-        self.system = LlmSettings().system_prompt
+        llm = LlmSettings()
+        roles = ("user", "assistant")
+        self.head = f"<|im_start|>system\n{llm.system_prompt}<|im_end|>\n" + "".join(
+            f"<|im_start|>{roles[i % 2]}\n{text}<|im_end|>\n" for i, text in enumerate(llm.example_turns))
         self.model = Llama(str(path), n_ctx=1024, n_threads=threads, logits_all=True, verbose=False, seed=7,
                            flash_attn=True)
         self.end = self.model.tokenize(b"<|im_end|>", add_bos=False, special=True)[0]
@@ -139,7 +143,7 @@ class _EndOfMessage:
 
     def __call__(self, text: str) -> tuple[float | None, float]:
         started = time.perf_counter()
-        prompt = f"<|im_start|>system\n{self.system}<|im_end|>\n<|im_start|>user\n{text.strip()}"
+        prompt = f"{self.head}<|im_start|>user\n{text.strip()}"
         tokens = self.model.tokenize(prompt.encode(), add_bos=False, special=True)
         steps = self.model.generate(tokens, reset=True, temp=0.0)  # reuses the cached prefix, evaluates the rest
         next(steps)  # (and samples one token, which is not used)

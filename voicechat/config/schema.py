@@ -13,14 +13,13 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from voicechat.config.reply import LlmSettings, TtsSettings
 from voicechat.config.sources import ENV_DELIMITER, ENV_PREFIX
 from voicechat.config.stages import (
     SECRET,
     AudioSettings,
-    LlmSettings,
     LogLevel,
     SttSettings,
-    TtsSettings,
     VadSettings,
     _Section,
 )

@@ -1,6 +1,9 @@
 """Conversation history of one session, kept within a token budget.
 
-The system prompt is always kept; the oldest turns go first. Consecutive user
+The system prompt, and the example exchange after it (``examples``: user and
+assistant turns that show a small model the language and length of a reply;
+not the user's, so never in ``turns`` or the journal), are always kept; the
+oldest turns go first. Consecutive user
 messages are merged (a reply that was interrupted before anything of it was
 heard leaves no assistant message, and the user's follow-up belongs to the same
 question). No I/O here: a listener (the conversation journal) hears each
@@ -14,7 +17,7 @@ serves a single thread (replays, tests).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Literal
@@ -64,8 +67,13 @@ class ConversationHistory:
         count_tokens: Callable[[str], int] = estimate_tokens,
         listener: HistoryListener | None = None,
         lock: AbstractContextManager[object] | None = None,
+        examples: Sequence[str] = (),
     ) -> None:
+        if len(examples) % 2:
+            raise ValueError("examples are user and assistant turns in pairs")
         self.system_prompt = system_prompt
+        roles: tuple[Role, Role] = ("user", "assistant")
+        self.examples = tuple(ChatMessage(roles[i % 2], text) for i, text in enumerate(examples))
         self.max_tokens = max_tokens
         self.listener = listener
         self._count = count_tokens
@@ -122,6 +130,7 @@ class ConversationHistory:
 
     def messages(self) -> list[ChatMessage]:
         head = [ChatMessage("system", self.system_prompt)] if self.system_prompt else []
+        head += self.examples
         with self._lock:
             return head + list(self._turns)
 

@@ -134,6 +134,7 @@ class GenerationParams:
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
     top_k: int = 0  # 0 = off
+    min_p: float = 0.0  # drop tokens less likely than min_p times the likeliest; 0 = off
     seed: int | None = None  # None = a fresh random seed per reply; fixed = reproducible sampling
     repeat_penalty: float = 1.0  # 1.0 = off
     ignore_eos: bool = False  # benchmarks: run to max_tokens even if the model ends its reply

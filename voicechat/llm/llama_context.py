@@ -65,6 +65,8 @@ class Sampler:
                 ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_top_k(params.top_k))
             if params.top_p < 1.0:
                 ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_top_p(params.top_p, 1))
+            if params.min_p > 0:
+                ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_min_p(params.min_p, 1))
             ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_temp(params.temperature))
             seed = ll.LLAMA_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
             ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_dist(seed))

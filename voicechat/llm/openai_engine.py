@@ -129,6 +129,9 @@ def request_body(model: str, messages: Sequence[ChatMessage], params: Generation
     top_k = getattr(params, "top_k", 0)
     if top_k:
         body["top_k"] = top_k
+    min_p = getattr(params, "min_p", 0.0)
+    if min_p:
+        body["min_p"] = min_p  # llama.cpp's server, vLLM and Ollama's OpenAI routes read it
     return body
 
 

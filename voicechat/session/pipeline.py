@@ -75,6 +75,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class PipelineOptions:
     system_prompt: str = "You are a friendly voice assistant."
+    example_turns: tuple[str, ...] = ()  # an example exchange after the system prompt (user, assistant, ...)
     history_max_tokens: int = 2048
     generation: GenerationParams = field(default_factory=GenerationParams)
     max_spoken_sentences: int = 0  # a reply ends after this many spoken sentences; 0 = no cap
@@ -118,7 +119,8 @@ class SpeechPipelineManager(ReplyStageHost):
         self.first_phrase_words = opts.first_phrase_words
         self.voice = opts.voice
         self.output_sample_rate = opts.output_sample_rate
-        self.history = ConversationHistory(opts.system_prompt, opts.history_max_tokens, lock=threading.RLock())
+        self.history = ConversationHistory(opts.system_prompt, opts.history_max_tokens, lock=threading.RLock(),
+                                           examples=opts.example_turns)
         self.errors: Counter[str] = Counter()
         self.last_activity = time.monotonic()
 

@@ -60,7 +60,7 @@ class TurnEndRules:
     max_silence_s: float = 1.5  # always end by then, whatever the signals say
     signal_timeout_s: float = 1.5  # no signal in by then: end (set 0.6 for the fixed rule's fallback)
     audio_threshold: float = 0.9
-    words_threshold: float = 0.35
+    words_threshold: float = 0.5
     combine: Combine = "words"
     mean_threshold: float = 0.6
     audio_weight: float = 0.5
@@ -71,10 +71,10 @@ class TurnEndRules:
 
 
 # The defaults: the words slot holds the LLM's end-of-message probe (``llm.probe``: the mean of P(end of message)
-# and P(a sentence ends after the last word); SmolLM2-135M, the product's system prompt). On the evidence set, with
-# each signal in when asked, >= 0.35 ended 25 of 34 complete turns after 0.2 s and cut 0 of 34 mid-sentence pauses
-# (Piper joe, where it was chosen); 22 of 34 and 2 of 34 on espeak-ng. Smart Turn added nothing to it there
-# (docs/benchmarks.md).
+# and P(a sentence ends after the last word); SmolLM2-135M, the product's system prompt and example exchange). On
+# the evidence set, with each signal in when asked, >= 0.5 ended 26 of 34 complete turns after 0.2 s and cut 0 of
+# 34 mid-sentence pauses (Piper joe, where it was chosen); 22 of 34 and 2 of 34 on espeak-ng. Smart Turn added
+# nothing to it there (docs/benchmarks.md).
 LLM_WORDS = TurnEndRules()
 # Without the LLM's probability: Smart Turn and ``words_score`` together. Joe: 26 of 34 ended at 0.2 s, 4 of 34
 # pauses cut; espeak-ng: 17 of 34 and 19 of 34 (Whisper completes what it hears cut off, Smart Turn hears
