@@ -164,7 +164,7 @@ class TtsSettings(_Section):
         20, ge=5, le=200, description="Length of one synthesized audio chunk in ms; abort takes effect within one"
     )
     first_phrase_words: int = Field(
-        4, ge=0, le=50, description="A reply's first spoken piece ends before a word that opens a phrase "
+        3, ge=0, le=50, description="A reply's first spoken piece ends before a word that opens a phrase "
         "('because', 'and', 'to'...) once it has this many words, so its audio starts sooner; later pieces are "
         "whole sentences; 0 = at punctuation only")
     max_ahead_s: float = Field(2.0, ge=0, le=600, description="A reply's next sentence is synthesized only once "
