@@ -123,7 +123,11 @@ def test_the_probe_is_the_mean_of_its_two_parts_once_both_are_in():
     assert end_of_turn({"sentence": 0.4}) is None
     assert end_of_turn({"sentence": 0.9, "message": 0.1}) == pytest.approx(0.5)
     same = EndProbe(word_at=6, text_at=6, end_token=3, sentence_ends=ends)  # no marks after the last word
-    assert same.rows() == (6,) and set(same.read(6, logits)) == {"sentence", "message"}
+    unmarked = np.log(np.array([0.5, 0.2, 0.2, 0.1]))  # a mark would likely come next; the end token itself not
+    assert same.rows() == (6,)
+    parts = same.read(6, unmarked)
+    assert parts == pytest.approx({"sentence": 0.7, "message": 0.7})  # P(end) 0.1 alone would halve it
+    assert end_of_turn(parts) == pytest.approx(0.7)
 
 
 def test_kv_reuse_stops_before_the_probe_token():
