@@ -82,3 +82,22 @@ def test_the_users_words_so_far_are_prefilled_and_the_turn_answers_as_a_cold_one
     if turn[-1].content.startswith(heard_so_far):
         assert prefilled <= cold_prefill - 6  # the turn's header and its first words were read already
     assert prefilled < cold_prefill
+
+
+def test_the_model_counts_replies_in_its_hands_but_not_warm_ups(engine):
+    """``stats().replies``: what a session's first piece asks before it ends early (``LlmWorker``)."""
+    llm, events = engine
+    release = events.pause_at("warm", 1)  # hold the scheduler right after the warm-up's one token
+    assert llm.warm("warm", SYSTEM)
+    events.wait(lambda: len(events.tokens("warm")) == 1, "the warm-up's token")
+    assert llm.stats().replies == 0
+    release.set()
+    events.finished("warm")
+    release = events.pause_at("talking", 2)
+    busy = llm.stream("talking", TURN, LONG)
+    events.wait(lambda: len(events.tokens("talking")) == 2, "two tokens of the reply")
+    assert llm.stats().replies == 1
+    release.set()
+    busy.close()
+    events.finished("talking")
+    assert llm.stats().replies == 0

@@ -1,6 +1,7 @@
 """Replies for the ear: the voice gets plain sentences, and a looping reply is cut short and aborted."""
 
 from collections.abc import Iterator, Sequence
+from types import SimpleNamespace
 
 import pytest
 from support.engines import scripted_engines
@@ -65,3 +66,31 @@ def test_the_sentence_cap_ends_a_long_reply(make_manager):
     spoken, _, llm, session_id = reply_to(make_manager, long, max_spoken_sentences=3)
     assert spoken == ["Sentence number 1 is here.", "Sentence number 2 is here.", "Sentence number 3 is here."]
     assert session_id in llm.abort_calls
+
+
+class BusyLLM(WrittenLLM):
+    """A written reply from a model that reports ``replies`` other replies in its hands."""
+
+    def __init__(self, text: str, replies: int) -> None:
+        super().__init__(text)
+        self.replies = replies
+
+    def stats(self) -> SimpleNamespace:
+        return SimpleNamespace(replies=self.replies)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("others", "first"), [
+    (0, "The tallest mountain"), (2, "The tallest mountain in the world is Mount Everest")])
+def test_the_first_piece_waits_one_more_word_while_other_replies_share_the_model(make_manager, others, first):
+    """Alone, the first piece ends before a phrase opener after ``first_phrase_words`` (3); beside other replies
+    it needs one word more (one phrase opener later here), so the rest of the sentence is not left behind."""
+    llm = BusyLLM("The tallest mountain in the world is Mount Everest in Nepal.", others)
+    tts = ScriptedTTS(sample_rate=16000)
+    manager = make_manager(engines=scripted_engines(llm=llm, tts=tts), output_sample_rate=16000,
+                           first_phrase_words=3)
+    session = manager.create("test")
+    collector = EventCollector(session.pipeline)
+    session.pipeline.send_text("What is the tallest mountain?")
+    collector.wait_for(count(ReplyDone), timeout=20)
+    assert tts.texts[session.id][0] == first

@@ -178,6 +178,9 @@ class AdmissionQueue(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
+    def __iter__(self) -> Iterator[T]:
+        return iter(list(self._items.values()))
+
     def push(self, key: str, item: T) -> T | None:
         """Queue ``item``; return the request it replaced, if any."""
         old = self._items.get(key)

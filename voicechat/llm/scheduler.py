@@ -151,6 +151,9 @@ class BatchScheduler:
                 active=len(self._active),
                 queued=len(self._waiting) + sum(1 for kind, _, _ in self._commands if kind == "submit"),
                 cached_sessions=len(self._cache),
+                replies=sum(1 for r in self._active if r.params.max_tokens > 1)
+                + sum(1 for r in self._waiting if r.params.max_tokens > 1)
+                + sum(1 for kind, _, r in self._commands if kind == "submit" and r and r.params.max_tokens > 1),
             )
 
     def last_prefill_tokens(self, session_id: str) -> int | None:

@@ -44,6 +44,7 @@ class LlmStats:
     decode_s: float = 0.0  # seconds spent inside llama_decode
     step_counts: tuple[int, ...] = (0,) * (len(STEP_BOUNDS_S) + 1)
     prefill_counts: tuple[int, ...] = (0,) * (len(PREFILL_BOUNDS) + 1)
+    replies: int = 0  # of the active and queued requests, the replies (warm-ups, one token long, not counted)
 
 
 @dataclass(slots=True)
@@ -82,9 +83,9 @@ class WorkCounters:
         self.deferred += deferred
         self.step_counts[bucket_of(seconds, STEP_BOUNDS_S)] += 1
 
-    def snapshot(self, active: int, queued: int, cached_sessions: int) -> LlmStats:
+    def snapshot(self, active: int, queued: int, cached_sessions: int, replies: int = 0) -> LlmStats:
         return LlmStats(
-            active=active, queued=queued, cached_sessions=cached_sessions,
+            active=active, queued=queued, cached_sessions=cached_sessions, replies=replies,
             generated_tokens=self.generated, prefill_tokens=self.prefilled, steps=self.steps,
             tokens_per_s=self.generated / self.decode_s if self.decode_s else 0.0, deferred=self.deferred,
             alone_steps=self.alone_steps,

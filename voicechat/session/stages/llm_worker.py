@@ -62,6 +62,19 @@ class LlmWorker(QueueWorker[ReplyJob]):
         self.sentences = sentences
         self.guard = guard
 
+    def _first_phrase_words(self) -> int:
+        """The host's ``first_phrase_words``, one more while other replies are in the model's hands.
+
+        A short first piece leaves the rest of its sentence little audio to hide behind; with other sessions'
+        replies decoding and speaking on the same cores the rest comes later, and the listener hears a hole
+        (docs/benchmarks.md, session 36). The model's own count of replies (warm-ups not counted) says so.
+        """
+        words = self.host.first_phrase_words
+        stats = getattr(self.llm, "stats", None)  # the in-process and remote engines report their replies
+        snapshot = stats() if callable(stats) else None
+        others = getattr(snapshot, "replies", getattr(snapshot, "active", 0)) if snapshot is not None else 0
+        return words + 1 if words and others > 0 else words
+
     def stop(self) -> None:
         super().stop()
         self.guard.cancel_all()
@@ -71,7 +84,7 @@ class LlmWorker(QueueWorker[ReplyJob]):
         gen = job.generation
         if not self.host.is_current(gen):
             return
-        splitter = SentenceSplitter(first_phrase_min_words=self.host.first_phrase_words)
+        splitter = SentenceSplitter(first_phrase_min_words=self._first_phrase_words())
         guard = ReplyGuard(max_sentences=self.host.max_spoken_sentences)
         parts: list[str] = []
         kept: list[str] = []  # each sentence as spoken, for the reply text when the guard ends it early
