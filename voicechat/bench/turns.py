@@ -125,11 +125,12 @@ class _EndOfMessage:
         from llama_cpp import Llama
 
         from voicechat.config.reply import LlmSettings
+        from voicechat.core.history import ConversationHistory
+        from voicechat.llm.chat_template import CHATML_TEMPLATE, ChatTemplate
 
-        llm = LlmSettings()
-        roles = ("user", "assistant")
-        self.head = f"<|im_start|>system\n{llm.system_prompt}<|im_end|>\n" + "".join(
-            f"<|im_start|>{roles[i % 2]}\n{text}<|im_end|>\n" for i, text in enumerate(llm.example_turns))
+        llm = LlmSettings()  # the session's prompt head: system prompt and example exchange, as the history has it
+        history = ConversationHistory(llm.system_prompt, llm.history_max_tokens, examples=llm.example_turns)
+        self.head = ChatTemplate(CHATML_TEMPLATE).render(history.messages(), add_generation_prompt=False)
         self.model = Llama(str(path), n_ctx=1024, n_threads=threads, logits_all=True, verbose=False, seed=7,
                            flash_attn=True)
         self.end = self.model.tokenize(b"<|im_end|>", add_bos=False, special=True)[0]

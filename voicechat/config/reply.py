@@ -122,6 +122,16 @@ class LlmSettings(_Section):
         description="Seconds an open circuit fails fast before one probe request is let through",
     )
 
+    history_max_tokens: int = Field(
+        2048, ge=64, le=131072, description="Conversation history kept per session, in tokens"
+    )
+    scripted_first_token_s: float = Field(
+        0.0, ge=0, description="Scripted backend: delay before the first token in seconds"
+    )
+    scripted_token_s: float = Field(
+        0.0, ge=0, description="Scripted backend: delay between tokens in seconds"
+    )
+
     @field_validator("example_turns")
     @classmethod
     def _pairs(cls, turns: list[str]) -> list[str]:
@@ -135,15 +145,6 @@ class LlmSettings(_Section):
         if value and not value.strip().startswith(("http://", "https://")):
             raise ValueError("must be empty or an http(s) URL such as http://127.0.0.1:8080/v1")
         return value.strip()
-    history_max_tokens: int = Field(
-        2048, ge=64, le=131072, description="Conversation history kept per session, in tokens"
-    )
-    scripted_first_token_s: float = Field(
-        0.0, ge=0, description="Scripted backend: delay before the first token in seconds"
-    )
-    scripted_token_s: float = Field(
-        0.0, ge=0, description="Scripted backend: delay between tokens in seconds"
-    )
 
 
 class TtsSettings(_Section):
