@@ -49,6 +49,24 @@ def test_the_delay_is_found_by_cross_correlation(delay_ms):
     assert tracker.estimate is not None and tracker.estimate.delay_ms == pytest.approx(delay_ms, abs=1)
 
 
+def test_a_delay_counts_once_two_windows_in_a_row_find_it():
+    """One window's false peak (a user talking as the reply fades) is not reported; a lasting change is, one
+    window later. Windows of 1 s without overlap; the echo's delay per second of audio in ``delays``."""
+    rate, delays = 16000, [20, 20, 20, 400, 20, 20, 150, 150, 150]
+    far = np.tile(far_speech(), 3)[: (len(delays) + 1) * rate]
+    near = np.zeros(len(far))
+    for second, delay in enumerate(delays, start=1):
+        start, shift = second * rate, delay * rate // 1000
+        near[start:start + rate] = far[start - shift:start + rate - shift]
+    tracker = EchoDelayTracker(rate, window_s=1.0, interval_s=1.0)
+    reported = []
+    for i in range(rate, len(far) - 159, 160):
+        found = tracker.add(far[i:i + 160], near[i:i + 160])
+        if found is not None:
+            reported.append((i // rate, round(found.delay_ms)))
+    assert reported == [(2, 20), (3, 20), (6, 20), (8, 150), (9, 150)]  # not 400, and 150 a window late
+
+
 def test_silence_on_the_speaker_gives_no_estimate():
     tracker = EchoDelayTracker()
     noise = np.random.default_rng(0).standard_normal(40000) * 300

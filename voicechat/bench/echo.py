@@ -9,8 +9,10 @@ stops (a barge-in flushes the speaker) ``flush_ms`` later, and so it does when
 the user is detected. Reported per mode: echo return loss enhancement on the
 far-end-only replies after each room's first second, self-interruptions over
 all replies, double-talk detection within 150 ms of the user's onset, exact
-transcripts of the user's utterance by real Whisper tiny.en (beside the same
-utterances transcribed clean), and the echo stage's CPU time per second of audio.
+transcripts of the user's utterance by real Whisper (tiny.en unless ``--whisper``
+names another starter model) and how many of them read as the same utterance
+transcribed clean (the echo stage's own loss), and the echo stage's CPU time per
+second of audio.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from voicechat.bench.accuracy import accuracy
+from voicechat.bench.accuracy import accuracy, normalise
 from voicechat.bench.echo_scenes import RATE, Scene, build_scenes, erle_db, noise_for, room_grid
 from voicechat.local.echo_cancel import EchoStage
 from voicechat.local.room import rms
@@ -46,6 +48,7 @@ class Outcome:
     self_interruptions: int = 0  # replies during which speech was detected while nobody talked
     interrupted: list[str] = field(default_factory=list)  # where: "room RT60/delay/gain, reply k, at s"
     latencies_ms: list[float | None] = field(default_factory=list)  # per double-talk case; None = never detected
+    late: list[str] = field(default_factory=list)  # the cases detected after DETECT_MS or never, and where
     heard: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (spoken text, the utterance's audio)
     busy_s: float = 0.0
     audio_s: float = 0.0
@@ -122,9 +125,7 @@ def run_scene(scene: Scene, mode: str, vad: SileroBatch, outcome: Outcome, flush
                 if isinstance(event, SpeechStarted):
                     heard_at = event.sample - start + CHUNK
                     if segment.user is None or heard_at < user_start:
-                        room = scene.room
-                        outcome.interrupted.append(f"{room.rt60_s}/{room.delay_ms:g}/{room.gain_db:g} reply {index} "
-                                                   f"at {heard_at / RATE:.2f} s")
+                        outcome.interrupted.append(f"{_where(scene, index)} at {heard_at / RATE:.2f} s")
                         interrupted = True
                     elif latency is None:  # on the user's soft start, before the voiced onset: no wait at all
                         latency, user_utterance = max(0, heard_at - segment.onset) * 1000 / RATE, event.utterance
@@ -140,6 +141,9 @@ def run_scene(scene: Scene, mode: str, vad: SileroBatch, outcome: Outcome, flush
         outcome.self_interruptions += interrupted
         if segment.user is not None:
             outcome.latencies_ms.append(latency)
+            if latency is None or latency > DETECT_MS:
+                outcome.late.append(f"{_where(scene, index)}, {segment.voice} at {segment.level_db:+g} dB: "
+                                    + ("never" if latency is None else f"{latency:.0f} ms"))
             missing = np.zeros(0, np.float32)  # never detected, or still not ended
             outcome.heard.append((segment.text, ended.get(user_utterance, missing) if user_utterance else missing))
         else:
@@ -153,17 +157,32 @@ def run_scene(scene: Scene, mode: str, vad: SileroBatch, outcome: Outcome, flush
             outcome.erle_db.append(value)
 
 
-def transcripts(model: object, heard: list[tuple[str, np.ndarray]]) -> tuple[int, int]:
-    """(exact, count) of Whisper's transcripts of the heard utterances."""
+def _where(scene: Scene, index: int) -> str:
+    room = scene.room
+    return f"{room.rt60_s}/{room.delay_ms:g}/{room.gain_db:g} reply {index}"
+
+
+def transcripts(model: object, heard: list[tuple[str, np.ndarray]]) -> list[str]:
+    """Whisper's transcript of each heard utterance ("" where nothing was heard)."""
     from voicechat.engines.protocols import SpeechInput
 
-    texts = [model.transcribe_batch([SpeechInput("bench", audio, True, "en")])[0] if len(audio) else ""
-             for _, audio in heard]
-    score = accuracy(zip([spoken for spoken, _ in heard], texts, strict=True))
-    return score.exact, score.count
+    return [model.transcribe_batch([SpeechInput("bench", audio, True, "en")])[0] if len(audio) else ""
+            for _, audio in heard]
 
 
-def summary(outcome: Outcome, exact: int, count: int) -> dict[str, object]:
+def transcript_scores(heard: list[tuple[str, np.ndarray]], texts: list[str],
+                      clean: dict[str, str]) -> dict[str, object]:
+    """Exact transcripts (and WER) against what was said, and how many match the same utterance transcribed
+    clean: the echo stage's own loss, apart from what the recogniser gets wrong on the voice alone."""
+    said = [spoken for spoken, _ in heard]
+    score = accuracy(zip(said, texts, strict=True))
+    as_clean = sum(normalise(text) == normalise(clean.get(spoken, ""))
+                   for spoken, text in zip(said, texts, strict=True))
+    return {"transcripts_exact": f"{score.exact}/{score.count}", "transcripts_as_clean": f"{as_clean}/{score.count}",
+            "wer_percent": round(100 * score.wer, 1) if score.wer is not None else None}
+
+
+def summary(outcome: Outcome, scores: dict[str, object]) -> dict[str, object]:
     detected = [x for x in outcome.latencies_ms if x is not None and x <= DETECT_MS]
     known = [x for x in outcome.latencies_ms if x is not None]
     erle = outcome.erle_db
@@ -175,9 +194,10 @@ def summary(outcome: Outcome, exact: int, count: int) -> dict[str, object]:
         "self_interruptions": f"{outcome.self_interruptions}/{outcome.replies}",
         "detected_150ms": f"{len(detected)}/{len(outcome.latencies_ms)}",
         "detection_median_ms": round(statistics.median(known)) if known else None,
-        "transcripts_exact": f"{exact}/{count}",
+        **scores,
         "cpu_percent_of_core": round(100 * outcome.busy_s / outcome.audio_s, 2) if outcome.audio_s else None,
         "interrupted": outcome.interrupted,
+        "late": outcome.late,
     }
 
 
@@ -211,20 +231,24 @@ def main(argv: list[str]) -> int:
     vad = SileroBatch()
     whisper = FasterWhisperModel(args.whisper, device="cpu", compute_type="int8", cpu_threads=2, window="utterance")
     clean = [(text, audio.astype(np.float32) / 32768.0) for _, text, audio in users]
-    clean_exact, clean_count = transcripts(whisper, clean)
+    clean_texts = transcripts(whisper, clean)
+    clean_scores = transcript_scores(clean, clean_texts, dict(zip([t for t, _ in clean], clean_texts, strict=True)))
+    clean_by_text = {text: heard for (text, _), heard in zip(clean, clean_texts, strict=True)}
     rows = []
     probing = {"on": [True], "off": [False], "both": [True, False]}[args.probes]
     for mode, probes in [(m, p) for m in args.modes.split(",") for p in probing]:
         outcome = Outcome(mode if probes or args.probes == "off" else f"{mode}, chunks only")
         for scene in scenes:
             run_scene(scene, mode, vad, outcome, probes=probes)
-        rows.append(summary(outcome, *transcripts(whisper, outcome.heard)))
+        rows.append(summary(outcome, transcript_scores(outcome.heard, transcripts(whisper, outcome.heard),
+                                                       clean_by_text)))
         print(json.dumps(rows[-1]), flush=True)
     for row in rows:
-        del row["interrupted"]  # in the JSON lines above, not in the table
+        del row["interrupted"], row["late"]  # in the JSON lines above, not in the table
     print(f"\nrooms: {len(rooms)} (RT60 {args.rt60} s x delays {args.delays} ms, gains {args.gains} dB, "
           f"noise {args.noise} dBFS); users over the echo at {args.levels} dB; "
-          f"clean transcripts exact {clean_exact}/{clean_count}\n")
+          f"the users' utterances transcribed clean: exact {clean_scores['transcripts_exact']}, "
+          f"WER {clean_scores['wer_percent']} %\n")
     keys = list(rows[0])
     print("| " + " | ".join(keys) + " |")
     print("|" + "---|" * len(keys))
@@ -232,6 +256,6 @@ def main(argv: list[str]) -> int:
         print("| " + " | ".join(str(row[k]) for k in keys) + " |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rooms": len(rooms), "clean_exact": f"{clean_exact}/{clean_count}", "results": rows}, f,
+            json.dump({"rooms": len(rooms), "whisper": args.whisper, "clean": clean_scores, "results": rows}, f,
                       indent=2)
     return 0
