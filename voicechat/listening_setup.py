@@ -57,6 +57,7 @@ def listening_rules(settings: Settings) -> ListeningRules:
         min_utterance_s=vad.min_utterance_s, pre_roll_s=vad.pre_roll_s, partials=stt.partials,
         partial_interval_s=stt.partial_interval_s, quiet_dbfs=vad.quiet_dbfs,
         pause_s=0.1 if vad.early_transcript else None, probe_onsets=vad.probe_onsets,
+        guess_s=vad.pause_guess_s if vad.early_transcript and vad.pause_guess_s > 0 else None,
     )
 
 

@@ -300,3 +300,48 @@ def wait_until(predicate, timeout: float = 5.0) -> bool:
             return True
         done.wait(0.01)
     return predicate()
+
+
+class LengthModel(FixedTextModel):
+    """Answers every final with the length of its audio, and keeps each length."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lengths: list[int] = []
+
+    def transcribe(self, audio, **_) -> str:
+        self.lengths.append(len(audio))
+        return str(len(audio))
+
+
+GUESSING = replace(RULES, pause_s=0.1, guess_s=0.05)
+
+
+def guessing_recognizer(rig: Rig) -> tuple[BatchedRecognizer, LengthModel, list[str]]:
+    model, early = LengthModel(), []
+    callbacks = RecognizerCallbacks(on_transcript_early=lambda text, _: early.append(text))
+    made = BatchedRecognizer("s", model, callbacks, rig.frontend, rules=GUESSING)
+    rig.made.append(made)
+    return made, model, early
+
+
+@pytest.mark.timeout(30)
+def test_the_pause_takes_the_transcript_started_at_the_guess(rig):
+    recognizer, model, early = guessing_recognizer(rig)
+    waiter, final = final_of(recognizer)
+    feed(recognizer, np.concatenate([hush(0.3), loud(0.6), hush(0.5)]))
+    waiter.join(10)
+    assert len(model.lengths) == 1 and recognizer.guesses_made == recognizer.guesses_used == 1
+    assert final == early == [str(model.lengths[0])]  # the early transcript and the final: the guess's
+    assert model.lengths[0] < 16000 * (0.3 + 0.6 + 0.1)  # made before the pause opened
+
+
+@pytest.mark.timeout(30)
+def test_voice_after_the_guess_makes_the_pause_take_a_later_one(rig):
+    recognizer, model, early = guessing_recognizer(rig)
+    waiter, final = final_of(recognizer)
+    feed(recognizer, np.concatenate([hush(0.3), loud(0.6), hush(0.08), loud(0.2), hush(0.5)]))
+    waiter.join(10)
+    assert recognizer.guesses_used == 1 and len(model.lengths) == recognizer.guesses_made  # no pause of its own
+    assert final == early == [str(max(model.lengths))]
+    assert max(model.lengths) > 16000 * (0.3 + 0.6 + 0.08 + 0.2)  # the words after the first quiet are in it

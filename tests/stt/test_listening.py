@@ -6,6 +6,7 @@ from voicechat.stt.listening import (
     ListeningRules,
     ListeningState,
     PartialDue,
+    PauseLikely,
     PauseStarted,
     SpeechResumed,
     SpeechStarted,
@@ -229,6 +230,39 @@ def test_the_pause_opens_on_the_level_while_silero_still_calls_speech_and_only_v
     assert tail == []
     back = state.chunk(TONE, 0.9)
     assert back == [SpeechResumed(state.utterance, opened[0].pause)]
+
+
+def test_a_pause_is_guessed_once_per_quiet_before_it_opens_and_the_pause_names_the_guess():
+    """The guess (``guess_s`` of quiet) lets the pause's transcript start ~50 ms sooner; its audio is the pause's
+    but for quiet. Voice between them forgets the guess: that pause names the next one."""
+    rules = ListeningRules(post_speech_silence_s=1.0, min_utterance_s=0.0, partials=False, pause_s=0.1,
+                           guess_s=0.05)
+    state = ListeningState(rules)
+    events = run(state, [0.0] * 5 + [0.9] * 10)
+    guessed = state.chunk(QUIET, 0.9) + state.chunk(QUIET, 0.9)  # 32 ms, then 64 ms of quiet
+    assert [type(e) for e in guessed] == [PauseLikely]
+    assert len(guessed[0].audio) == (5 + 10 + 2) * CHUNK
+    opened = state.chunk(QUIET, 0.9) + state.chunk(QUIET, 0.9)  # 128 ms: the pause, no second guess
+    assert [type(e) for e in opened] == [PauseStarted] and opened[0].guess == guessed[0].guess
+    assert np.array_equal(opened[0].audio[: len(guessed[0].audio)], guessed[0].audio)
+    assert not opened[0].audio[len(guessed[0].audio):].any()  # only quiet after the guess's audio
+
+    events = run(state, [0.9] * 5)  # the user goes on
+    events += state.chunk(QUIET, 0.9) + state.chunk(QUIET, 0.9)
+    assert [type(e) for e in events] == [SpeechResumed, PauseLikely]
+    forgotten = events[1].guess
+    assert forgotten == guessed[0].guess + 1
+    assert state.chunk(TONE, 0.9) == []  # a short sound before the pause opens: that guess is forgotten
+    events = run(state, [0.0] * 4)
+    assert [type(e) for e in events] == [PauseLikely, PauseStarted]
+    assert events[0].guess == forgotten + 1 and events[1].guess == events[0].guess
+
+
+def test_without_a_guess_rule_no_pause_is_guessed():
+    rules = ListeningRules(post_speech_silence_s=1.0, min_utterance_s=0.0, partials=False, pause_s=0.1)
+    state = ListeningState(rules)
+    events = run(state, [0.0] * 5 + [0.9] * 10 + [0.0] * 6)
+    assert [type(e) for e in events] == [SpeechStarted, PauseStarted] and events[1].guess == 0
 
 
 def test_where_the_level_never_settles_the_pause_opens_a_longest_release_later():

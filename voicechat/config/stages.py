@@ -145,6 +145,11 @@ class VadSettings(_Section):
         description="frontend batched: transcribe the utterance as soon as the user pauses and start the reply "
         "then, held until the turn ends (dropped if the user goes on)",
     )
+    pause_guess_s: float = Field(
+        0.05, ge=0, lt=0.1,
+        description="early_transcript: start the pause's transcript once the sound has been quiet this many "
+        "seconds, before the pause opens (0.1 s); the pause takes it where no voice came between; 0 = at the pause",
+    )
     min_utterance_s: float = Field(
         0.3, ge=0, le=5, description="Utterances shorter than this many seconds are ignored"
     )

@@ -14,7 +14,9 @@ voiced sample reached the server (``voice_ended_at`` of ``on_speech_end``).
 
 Inside the silence: when the user pauses, the STT worker transcribes the
 utterance so far at once (``on_transcript_early``); if the turn then ends in that
-pause, that transcript is the final one. The turn's judges (``TurnSignals``: the
+pause, that transcript is the final one. Where the rules guess a pause before it
+opens (``PauseLikely``), the worker starts that transcript then, and the pause
+that opens in the same quiet takes it instead of transcribing again. The turn's judges (``TurnSignals``: the
 sound's verdict from a shared Smart Turn model, the words' from the early
 transcript) report back here and reach the listening state at the front end's
 next pass, which they ask for. Speech after the pause drops all of it (``on_speech_resumed``).
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -41,87 +42,14 @@ from voicechat.stt.listening import (
     ListeningRules,
     ListeningState,
     PartialDue,
+    PauseLikely,
     PauseStarted,
     SpeechResumed,
     SpeechStarted,
     TurnEndJudge,
 )
-from voicechat.stt.silero_batch import CHUNK, SileroStream, probe
-
-CHUNK_BYTES = CHUNK * 2
-ARRIVALS_KEPT = 512  # feed() calls remembered for dating samples: 10 s of 20 ms frames
-
-
-class SampleBacklog:
-    """Audio waiting for the front end: bounded, the oldest dropped first and counted.
-
-    Reads like the pipeline's queues for ``queue_stats`` (``name``, ``len`` in
-    chunks, ``evicted`` chunks, ``dropped_stale``).
-    """
-
-    name = "capture"
-    dropped_stale = 0
-
-    def __init__(self, max_s: float, sample_rate: int = 16000) -> None:
-        self._max = max(CHUNK_BYTES, round(max_s * sample_rate) * 2)
-        self._buf = bytearray()
-        self._lock = threading.Lock()
-        self.written = 0  # samples written so far
-        self.dropped = 0  # samples dropped so far
-        self._arrivals: deque[tuple[int, float]] = deque(maxlen=ARRIVALS_KEPT)  # (samples written, monotonic)
-
-    def write(self, pcm16: bytes, now: float) -> bool:
-        """Append ``pcm16``; True when it completed a whole chunk waiting to be taken."""
-        with self._lock:
-            before = len(self._buf) // CHUNK_BYTES
-            self._buf += pcm16
-            self.written += len(pcm16) // 2
-            self._arrivals.append((self.written, now))
-            over = len(self._buf) - self._max
-            if over > 0:
-                over += -over % CHUNK_BYTES
-                del self._buf[:over]
-                self.dropped += over // 2
-            return len(self._buf) // CHUNK_BYTES > before
-
-    def take(self) -> bytes | None:
-        with self._lock:
-            if len(self._buf) < CHUNK_BYTES:
-                return None
-            chunk = bytes(self._buf[:CHUNK_BYTES])
-            del self._buf[:CHUNK_BYTES]
-            return chunk
-
-    def clear(self) -> None:
-        with self._lock:
-            self._buf.clear()
-            self._arrivals.clear()
-
-    def peek(self) -> bytes:
-        """A copy of what is waiting, if less than a chunk (a stream that is behind gives b"")."""
-        with self._lock:
-            return bytes(self._buf) if len(self._buf) < CHUNK_BYTES else b""
-
-    def waiting(self) -> int:
-        """Samples written and not yet taken."""
-        with self._lock:
-            return len(self._buf) // 2
-
-    def arrived_at(self, sample: int) -> float | None:
-        """When the sample at ``sample`` of the analysed stream arrived (None: too long ago)."""
-        with self._lock:
-            written_index = sample + self.dropped
-            for end, when in self._arrivals:
-                if end > written_index:
-                    return when
-        return None
-
-    @property
-    def evicted(self) -> int:
-        return self.dropped // CHUNK
-
-    def __len__(self) -> int:
-        return self.waiting() // CHUNK
+from voicechat.stt.sample_backlog import SampleBacklog
+from voicechat.stt.silero_batch import SileroStream, probe
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +62,13 @@ class _Final:
 class _Early:
     audio: np.ndarray  # the utterance up to a pause, for a transcript inside the silence
     pause: int
+    guess: int = 0  # the guess of the same quiet, whose transcript is this one's
+
+
+@dataclass(frozen=True, slots=True)
+class _Guess:
+    audio: np.ndarray  # the utterance up to a quiet that may become a pause
+    guess: int
 
 
 class AudioJudge(Protocol):
@@ -189,10 +124,13 @@ class BatchedRecognizer:
         self._probe_due = False  # a loud frame came in: the next pass may look for an onset in what waits of it
         self._last_chunk: bytes = b""  # the last chunk analysed, the start of a probe's window (front-end thread)
         self._probed = 0  # samples waiting when the last probe looked (front-end thread)
-        self._finals: BoundedLRUQueue[_Final | _Early] = BoundedLRUQueue(8, "finals")
+        self._finals: BoundedLRUQueue[_Final | _Early | _Guess] = BoundedLRUQueue(8, "finals")
         self._lock = threading.Lock()
         self._pause = 0  # the pause being transcribed early, 0 when none (guarded by _lock)
         self._early_text: str | None = None  # its transcript, once made
+        self._guess = 0  # the latest guess of a pause (guarded by _lock)
+        self._guessed: tuple[int, str] = (0, "")  # (guess, its transcript): the STT worker's only
+        self.guesses_used = self.guesses_made = 0  # transcripts made at a guess, and those a pause took
         self._inbox: list[tuple[int, float | None, float | None]] = []  # signals for the front end's next pass
         self._closed = threading.Event()
         frontend.attach(self)
@@ -262,6 +200,10 @@ class BatchedRecognizer:
             self._callbacks.on_speech_start()
         elif isinstance(event, PartialDue):
             self._request_partial(event)
+        elif isinstance(event, PauseLikely):
+            with self._lock:
+                self._guess = event.guess
+            self._finals.put(_Guess(event.audio, event.guess))
         elif isinstance(event, PauseStarted):
             self._pause_started(event)
         elif isinstance(event, SpeechResumed):
@@ -276,7 +218,7 @@ class BatchedRecognizer:
     def _pause_started(self, event: PauseStarted) -> None:
         with self._lock:
             self._pause, self._early_text = event.pause, None
-        self._finals.put(_Early(event.audio, event.pause))
+        self._finals.put(_Early(event.audio, event.pause, event.guess))
         judge = self._signals.audio
         if judge is not None and self._signals.judge is not None:
             judge.ask(self.session_id, event.audio, lambda p: self._post(event.pause, audio=p))
@@ -320,6 +262,9 @@ class BatchedRecognizer:
             if isinstance(item, _Early):
                 self._transcribe_early(item)
                 continue
+            if isinstance(item, _Guess):
+                self._transcribe_guess(item)
+                continue
             with self._lock:
                 mine = bool(item.pause) and item.pause == self._pause
                 early = self._early_text if mine else None
@@ -330,11 +275,22 @@ class BatchedRecognizer:
             text = self._transcribe(item.audio)
             return None if self._closed.is_set() else text
 
+    def _transcribe_guess(self, item: _Guess) -> None:
+        with self._lock:
+            if item.guess != self._guess:
+                return  # a later quiet guessed again
+        self._guessed = (item.guess, self._transcribe(item.audio))
+        self.guesses_made += 1
+
     def _transcribe_early(self, item: _Early) -> None:
         with self._lock:
             if item.pause != self._pause:
                 return  # the user spoke again, or the utterance ended in a later pause
-        text = self._transcribe(item.audio)
+        if item.guess and self._guessed[0] == item.guess:  # made in this quiet: only quiet came after its audio
+            text = self._guessed[1]
+            self.guesses_used += 1
+        else:
+            text = self._transcribe(item.audio)
         with self._lock:
             if item.pause != self._pause or self._closed.is_set():
                 return

@@ -15,7 +15,11 @@ stream, so the caller can date each decision on the audio's clock.
 A pause (``pause_s`` after the level's last voiced frame, even while Silero still
 calls speech, once per pause) is reported with the audio so far, so the caller
 can transcribe it inside the silence and judge whether
-the turn is finished; speech after it is reported too (``SpeechResumed``). With a
+the turn is finished; speech after it is reported too (``SpeechResumed``). Sooner
+still (``guess_s`` of the level's quiet, before the pause), a guess that a pause is
+coming is reported with the audio so far (``PauseLikely``), so its transcript can
+start; a pause that opens in the same quiet names that guess, whose audio differs
+from the pause's only by quiet. With a
 ``turn_end`` judge the turn ends when the judge says so, given the silence and the
 signals the caller hands back (``signal``); without one, after the fixed
 ``post_speech_silence_s``.
@@ -55,6 +59,7 @@ class ListeningRules:
     partial_quiet_s: float | None = 0.05
     quiet_dbfs: float = -55.0  # while nobody speaks, quieter chunks are silence without asking the model
     pause_s: float | None = 0.1  # report a pause (for a transcript inside the silence) after this; None: never
+    guess_s: float | None = None  # report a likely pause after this much of the level's quiet (< pause_s); None: never
     probe_onsets: bool = True  # look for an onset in every loud frame, not only at whole chunks (front end's)
 
 
@@ -86,6 +91,14 @@ class PauseStarted:
     utterance: int
     pause: int  # numbers the pauses of the stream (the signals about it carry it back)
     audio: np.ndarray  # float32: pre-roll, the speech so far and the silence after it
+    guess: int = 0  # the ``PauseLikely`` of the same quiet (no voice since), 0 if none
+
+
+@dataclass(frozen=True, slots=True)
+class PauseLikely:
+    utterance: int
+    guess: int  # numbers the guesses of the stream
+    audio: np.ndarray  # float32: pre-roll, the speech so far and the quiet after it
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +107,7 @@ class SpeechResumed:
     pause: int  # the pause that speech ended
 
 
-Event = SpeechStarted | PartialDue | UtteranceEnded | PauseStarted | SpeechResumed
+Event = SpeechStarted | PartialDue | UtteranceEnded | PauseStarted | PauseLikely | SpeechResumed
 
 
 class TurnEndJudge(Protocol):
@@ -117,6 +130,8 @@ class ListeningState:
     _end: EndOfSpeech = field(default_factory=EndOfSpeech, init=False, repr=False)
     pause: int = field(default=0, init=False)  # the open pause's number, 0 while none is open
     _pauses: int = field(default=0, init=False)
+    _guess: int = field(default=0, init=False)  # the guess made in the level's current quiet, 0 while none
+    _guesses: int = field(default=0, init=False)
     _signals: tuple[float | None, float | None] = field(default=(None, None), init=False)  # (audio, words)
     _pause_on_level: bool = field(default=False, init=False)  # the open pause opened on the level's quiet
 
@@ -144,6 +159,7 @@ class ListeningState:
         if silence is not None and self._may_end(silence):
             events.append(self._finish(silence, self.analysed))
         else:
+            events.extend(self._pause_likely())
             events.extend(self._pause_started(silence) or (self._partial(samples) if speech else []))
         return events
 
@@ -228,7 +244,22 @@ class ListeningState:
             return []
         self._pauses += 1
         self.pause, self._signals, self._pause_on_level = self._pauses, (None, None), on_level
-        return [PauseStarted(self.utterance, self.pause, pcm16_to_float(bytes(self._audio)))]
+        return [PauseStarted(self.utterance, self.pause, pcm16_to_float(bytes(self._audio)), self._guess)]
+
+    def _pause_likely(self) -> list[Event]:
+        """Guess once per quiet of the level, ``guess_s`` into it, that a pause is coming (none while one is
+        open); voice forgets the guess."""
+        guess_s, level = self.rules.guess_s, self._end.level
+        if guess_s is None or not level.heard_voice:
+            return []
+        if level.quiet_samples < guess_s * SAMPLE_RATE:
+            self._guess = 0
+            return []
+        if self._guess or self.pause or not self._long_enough():
+            return []
+        self._guesses += 1
+        self._guess = self._guesses
+        return [PauseLikely(self.utterance, self._guess, pcm16_to_float(bytes(self._audio)))]
 
     def _resumed(self, speech: bool, samples: int) -> bool:
         """Whether the chunk just heard ends the open pause: Silero calls speech and, for a pause the level
@@ -244,6 +275,7 @@ class ListeningState:
         self._close_pause()
         self.recording = False
         self._recorded = 0
+        self._guess = 0
         # The silence after the speech is the next utterance's room; none of this one's speech may leak into it.
         # (the samples the decision counted beyond the analysed ones are not in the buffer yet; and where the
         # level heard voice more recently than the decision assumed, only what followed that voice)
