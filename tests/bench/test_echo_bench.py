@@ -16,5 +16,5 @@ def test_the_echo_stage_is_charged_only_with_what_the_clean_run_got_right() -> N
     over_echo = ["how do bees make honey", "What is the tallest mountain?", "How fast can it always run?"]
     scores = transcript_scores(heard, over_echo, clean)
     assert scores["transcripts_exact"] == "1/3"
-    assert scores["transcripts_as_clean"] == "2/3"  # only the cut question is the echo's doing
+    assert scores["exact_where_clean_exact"] == "1/2"  # the cut question is the echo's doing, the horse is not
     assert scores["wer_percent"] == round(100 * (3 + 2) / 19, 1)  # "in the world" lost, "a horse" -> "it always"

@@ -10,8 +10,8 @@ the user is detected. Reported per mode: echo return loss enhancement on the
 far-end-only replies after each room's first second, self-interruptions over
 all replies, double-talk detection within 150 ms of the user's onset, exact
 transcripts of the user's utterance by real Whisper (tiny.en unless ``--whisper``
-names another starter model) and how many of them read as the same utterance
-transcribed clean (the echo stage's own loss), and the echo stage's CPU time per
+names another starter model), and how many of those that Whisper gets right
+clean it still gets right over the echo (the echo stage's own loss), and the echo stage's CPU time per
 second of audio.
 """
 
@@ -172,13 +172,15 @@ def transcripts(model: object, heard: list[tuple[str, np.ndarray]]) -> list[str]
 
 def transcript_scores(heard: list[tuple[str, np.ndarray]], texts: list[str],
                       clean: dict[str, str]) -> dict[str, object]:
-    """Exact transcripts (and WER) against what was said, and how many match the same utterance transcribed
-    clean: the echo stage's own loss, apart from what the recogniser gets wrong on the voice alone."""
+    """Exact transcripts (and WER) against what was said, and of the utterances transcribed exactly when clean,
+    how many still are: the echo stage's own loss, apart from what the recogniser gets wrong on the voice alone."""
     said = [spoken for spoken, _ in heard]
     score = accuracy(zip(said, texts, strict=True))
-    as_clean = sum(normalise(text) == normalise(clean.get(spoken, ""))
-                   for spoken, text in zip(said, texts, strict=True))
-    return {"transcripts_exact": f"{score.exact}/{score.count}", "transcripts_as_clean": f"{as_clean}/{score.count}",
+    exact = [normalise(spoken) == normalise(text) for spoken, text in zip(said, texts, strict=True)]
+    clean_exact = [normalise(spoken) == normalise(clean.get(spoken, "")) for spoken in said]
+    kept = sum(e and c for e, c in zip(exact, clean_exact, strict=True))
+    return {"transcripts_exact": f"{score.exact}/{score.count}",
+            "exact_where_clean_exact": f"{kept}/{sum(clean_exact)}",
             "wer_percent": round(100 * score.wer, 1) if score.wer is not None else None}
 
 
