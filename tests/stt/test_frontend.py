@@ -305,9 +305,13 @@ def wait_until(predicate, timeout: float = 5.0) -> bool:
 class LengthModel(FixedTextModel):
     """Answers every final with the length of its audio, and keeps each length."""
 
-    def __init__(self) -> None:
+    def __init__(self, spare: bool = True) -> None:
         super().__init__()
         self.lengths: list[int] = []
+        self.spare = spare
+
+    def has_spare_time(self) -> bool:
+        return self.spare
 
     def transcribe(self, audio, **_) -> str:
         self.lengths.append(len(audio))
@@ -317,8 +321,8 @@ class LengthModel(FixedTextModel):
 GUESSING = replace(RULES, pause_s=0.1, guess_s=0.05)
 
 
-def guessing_recognizer(rig: Rig) -> tuple[BatchedRecognizer, LengthModel, list[str]]:
-    model, early = LengthModel(), []
+def guessing_recognizer(rig: Rig, spare: bool = True) -> tuple[BatchedRecognizer, LengthModel, list[str]]:
+    model, early = LengthModel(spare), []
     callbacks = RecognizerCallbacks(on_transcript_early=lambda text, _: early.append(text))
     made = BatchedRecognizer("s", model, callbacks, rig.frontend, rules=GUESSING)
     rig.made.append(made)
@@ -345,3 +349,14 @@ def test_voice_after_the_guess_makes_the_pause_take_a_later_one(rig):
     assert recognizer.guesses_used == 1 and len(model.lengths) == recognizer.guesses_made  # no pause of its own
     assert final == early == [str(max(model.lengths))]
     assert max(model.lengths) > 16000 * (0.3 + 0.6 + 0.08 + 0.2)  # the words after the first quiet are in it
+
+
+@pytest.mark.timeout(30)
+def test_without_spare_time_no_guess_is_transcribed_and_the_pause_transcribes_itself(rig):
+    recognizer, model, early = guessing_recognizer(rig, spare=False)
+    waiter, final = final_of(recognizer)
+    feed(recognizer, np.concatenate([hush(0.3), loud(0.6), hush(0.5)]))
+    waiter.join(10)
+    assert recognizer.guesses_made == recognizer.guesses_used == 0 and len(model.lengths) == 1
+    assert final == early == [str(model.lengths[0])]
+    assert model.lengths[0] >= 16000 * (0.3 + 0.6 + 0.1)  # the pause's own audio

@@ -134,6 +134,29 @@ def test_partials_waiting_while_the_model_is_loaded_are_shed_and_finals_still_ru
         scheduler.close()
 
 
+def test_spare_time_is_none_while_a_final_waits_or_the_model_was_loaded() -> None:
+    model = GatedModel()
+    scheduler = SttScheduler(model, partial_max_load=1e-9)  # any busy time is too much
+    idle = SttScheduler(GatedModel())  # no load limit: spare unless a final waits
+    try:
+        assert scheduler.has_spare_time() and idle.has_spare_time()  # nothing has run yet
+        results: dict[str, object] = {}
+        first = final_in_thread(scheduler, "a", "one", results)
+        assert model.next_batch() == [("a", True, "one")]
+        second = final_in_thread(scheduler, "b", "two", results)
+        _wait_until(lambda: scheduler.queued == 1)
+        assert not scheduler.has_spare_time()  # a final waits
+        model.permits.release(2)
+        first.join(WAIT)
+        second.join(WAIT)
+        assert results == {"a": "one", "b": "two"}
+        assert not scheduler.has_spare_time()  # nothing waits, but the model has just been busy
+    finally:
+        model.permits.release(10)
+        scheduler.close()
+        idle.close()
+
+
 class TimedModel:
     """Answers at once; counts its calls by kind."""
 

@@ -140,5 +140,8 @@ class FixedTextModel:
     def request_partial(self, *_, **__) -> None:
         pass
 
+    def has_spare_time(self) -> bool:
+        return True
+
     def cancel(self, *_, **__) -> None:
         pass

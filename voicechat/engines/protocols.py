@@ -77,6 +77,10 @@ class TranscriptionModel(Protocol):
         """Forget the session's queued requests (its utterance ended, or it closed)."""
         ...
 
+    def has_spare_time(self) -> bool:
+        """Whether work that may go to waste (a transcript at a guessed pause) should run now."""
+        ...
+
 
 class SpeechEndCallback(Protocol):
     """The utterance ended: ``voice_ended_at`` is when its last voiced sample reached the server (monotonic s),

@@ -15,8 +15,9 @@ voiced sample reached the server (``voice_ended_at`` of ``on_speech_end``).
 Inside the silence: when the user pauses, the STT worker transcribes the
 utterance so far at once (``on_transcript_early``); if the turn then ends in that
 pause, that transcript is the final one. Where the rules guess a pause before it
-opens (``PauseLikely``), the worker starts that transcript then, and the pause
-that opens in the same quiet takes it instead of transcribing again. The turn's judges (``TurnSignals``: the
+opens (``PauseLikely``) and the shared model has spare time, the worker starts
+that transcript then, and the pause that opens in the same quiet takes it
+instead of transcribing again. The turn's judges (``TurnSignals``: the
 sound's verdict from a shared Smart Turn model, the words' from the early
 transcript) report back here and reach the listening state at the front end's
 next pass, which they ask for. Speech after the pause drops all of it (``on_speech_resumed``).
@@ -279,6 +280,8 @@ class BatchedRecognizer:
         with self._lock:
             if item.guess != self._guess:
                 return  # a later quiet guessed again
+        if not self._model.has_spare_time():
+            return  # other sessions' work first: the pause, if it opens, transcribes for itself
         self._guessed = (item.guess, self._transcribe(item.audio))
         self.guesses_made += 1
 

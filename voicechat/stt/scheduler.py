@@ -156,6 +156,13 @@ class SttScheduler:
 
         future.add_done_callback(deliver)
 
+    def has_spare_time(self) -> bool:
+        """No final waits and the model was busy less than ``partial_max_load`` of the last seconds: the test
+        partials pass, asked for a final that may go to waste (a guess at a pause)."""
+        with self._cond:
+            return not self._schedule.finals_waiting and partials_may_run(
+                self._busy.load(time.monotonic()), self.partial_max_load)
+
     def cancel(self, session_id: str, *, partials_only: bool = False) -> None:
         """Drop the session's queued requests; a model with ``abort`` (remote) also stops its running ones."""
         with self._cond:
