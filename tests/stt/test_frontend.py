@@ -12,7 +12,7 @@ from support.engines import recognizer_factory
 from support.helpers import SENTENCES, FixedTextModel, speech, utterance
 
 from voicechat.core.events import EndOfTurn
-from voicechat.engines.protocols import RecognizerCallbacks
+from voicechat.engines.protocols import EngineError, RecognizerCallbacks
 from voicechat.engines.scripted.stt import ScriptedTranscriber
 from voicechat.stt.batched_recognizer import BatchedRecognizer
 from voicechat.stt.frontend import ListeningFrontEnd
@@ -303,17 +303,21 @@ def wait_until(predicate, timeout: float = 5.0) -> bool:
 
 
 class LengthModel(FixedTextModel):
-    """Answers every final with the length of its audio, and keeps each length."""
+    """Answers every final with the length of its audio, and keeps each length; may say it has no spare time,
+    or fail its first call."""
 
-    def __init__(self, spare: bool = True) -> None:
+    def __init__(self, spare: bool = True, fail_first: bool = False) -> None:
         super().__init__()
         self.lengths: list[int] = []
-        self.spare = spare
+        self.spare, self.fail_first = spare, fail_first
 
     def has_spare_time(self) -> bool:
         return self.spare
 
     def transcribe(self, audio, **_) -> str:
+        if self.fail_first:
+            self.fail_first = False
+            raise EngineError("the model broke once")
         self.lengths.append(len(audio))
         return str(len(audio))
 
@@ -321,8 +325,9 @@ class LengthModel(FixedTextModel):
 GUESSING = replace(RULES, pause_s=0.1, guess_s=0.05)
 
 
-def guessing_recognizer(rig: Rig, spare: bool = True) -> tuple[BatchedRecognizer, LengthModel, list[str]]:
-    model, early = LengthModel(spare), []
+def guessing_recognizer(rig: Rig, spare: bool = True, fail_first: bool = False
+                        ) -> tuple[BatchedRecognizer, LengthModel, list[str]]:
+    model, early = LengthModel(spare, fail_first), []
     callbacks = RecognizerCallbacks(on_transcript_early=lambda text, _: early.append(text))
     made = BatchedRecognizer("s", model, callbacks, rig.frontend, rules=GUESSING)
     rig.made.append(made)
@@ -360,3 +365,13 @@ def test_without_spare_time_no_guess_is_transcribed_and_the_pause_transcribes_it
     assert recognizer.guesses_made == recognizer.guesses_used == 0 and len(model.lengths) == 1
     assert final == early == [str(model.lengths[0])]
     assert model.lengths[0] >= 16000 * (0.3 + 0.6 + 0.1)  # the pause's own audio
+
+
+@pytest.mark.timeout(30)
+def test_a_guess_that_fails_leaves_the_pause_to_transcribe_itself(rig):
+    recognizer, model, early = guessing_recognizer(rig, fail_first=True)
+    waiter, final = final_of(recognizer)
+    feed(recognizer, np.concatenate([hush(0.3), loud(0.6), hush(0.5)]))
+    waiter.join(10)
+    assert recognizer.guesses_made == 0 and len(model.lengths) == 1  # the pause's own, after the guess failed
+    assert final == early == [str(model.lengths[0])]

@@ -35,7 +35,7 @@ import numpy as np
 
 from voicechat.audio import frame_rms, pcm16_samples, pcm16_to_float
 from voicechat.core.events import EndOfTurn
-from voicechat.engines.protocols import RecognizerCallbacks, TranscriptionModel
+from voicechat.engines.protocols import EngineError, RecognizerCallbacks, TranscriptionModel
 from voicechat.session.bounded_queue import BoundedLRUQueue, QueueClosed
 from voicechat.stt.frontend import ListeningFrontEnd
 from voicechat.stt.listening import (
@@ -282,7 +282,10 @@ class BatchedRecognizer:
                 return  # a later quiet guessed again
         if not self._model.has_spare_time():
             return  # other sessions' work first: the pause, if it opens, transcribes for itself
-        self._guessed = (item.guess, self._transcribe(item.audio))
+        try:
+            self._guessed = (item.guess, self._transcribe(item.audio))
+        except EngineError:
+            return  # a guess fails quietly: the pause, if it opens, asks again and reports what it gets
         self.guesses_made += 1
 
     def _transcribe_early(self, item: _Early) -> None:
