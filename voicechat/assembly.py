@@ -305,6 +305,7 @@ def pipeline_options(settings: Settings, **overrides: object) -> PipelineOptions
         ),
         max_spoken_sentences=llm.max_spoken_sentences,
         first_phrase_words=settings.tts.first_phrase_words,
+        first_phrase_wait_s=settings.tts.first_phrase_wait_s,
         voice=VoiceSettings(settings.tts.voice, settings.tts.speed),
         output_sample_rate=audio.output_sample_rate,
         sentence_queue_size=limits.sentence_queue_size,

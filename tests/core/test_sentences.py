@@ -101,3 +101,21 @@ def test_pieces_do_not_depend_on_token_boundaries(tokens, cuts):
         whole = split_all(text, max_chars=60, first_phrase_min_words=phrase)
         assert split_all(text, cuts, max_chars=60, first_phrase_min_words=phrase) == whole
         assert " ".join(whole).split() == text.split()  # nothing lost, nothing added
+
+
+def test_the_first_piece_can_be_cut_at_its_last_whole_word_where_no_boundary_comes():
+    s = SentenceSplitter(first_phrase_min_words=3)
+    assert s.feed("The moon is approximately 2,173") == []  # no clause end, no phrase opener yet
+    assert s.cut_first(3) == ["The moon is approximately"]  # "2,173" may still be growing: it stays
+    assert s.cut_first(3) == []  # only the first piece is ever cut this way
+    assert s.feed(".65 miles away from Earth. It is far.") == ["2,173.65 miles away from Earth."]
+    assert s.flush() == ["It is far."]
+
+
+def test_a_first_piece_too_short_to_cut_stays_whole():
+    s = SentenceSplitter()
+    s.feed("Bella Bianca: 1.325")
+    assert s.cut_first(3) == []  # two whole words so far
+    s.feed("04786 is")
+    assert s.cut_first(3) == ["Bella Bianca: 1.32504786"]
+    assert s.flush() == ["is"]

@@ -94,3 +94,24 @@ def test_the_first_piece_waits_one_more_word_while_other_replies_share_the_model
     session.pipeline.send_text("What is the tallest mountain?")
     collector.wait_for(count(ReplyDone), timeout=20)
     assert tts.texts[session.id][0] == first
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("wait_s", "first"), [
+    (0.0, "The moon is approximately 2,173.65 miles away"), (0.005, "The moon is")])
+def test_a_first_piece_with_no_boundary_in_sight_is_cut_at_its_last_whole_word_once_it_waited(
+        make_manager, wait_s, first):
+    """A number's digits hold back the first phrase opener ("from"); with ``first_phrase_wait_s`` the first
+    piece goes at its last whole word once that long has passed since the first token (each token here comes
+    20 ms after the one before it, so any wait under that is up by the second word)."""
+    llm = WrittenLLM("The moon is approximately 2,173.65 miles away from Earth.")
+    llm.step_s = 0.02
+    tts = ScriptedTTS(sample_rate=16000)
+    manager = make_manager(engines=scripted_engines(llm=llm, tts=tts), output_sample_rate=16000,
+                           first_phrase_words=3, first_phrase_wait_s=wait_s)
+    session = manager.create("test")
+    collector = EventCollector(session.pipeline)
+    session.pipeline.send_text("How far away is the moon?")
+    collector.wait_for(count(ReplyDone), timeout=20)
+    assert tts.texts[session.id][0] == first
+    assert " ".join(tts.texts[session.id]) == "The moon is approximately 2,173.65 miles away from Earth."

@@ -168,6 +168,10 @@ class TtsSettings(_Section):
         3, ge=0, le=50, description="A reply's first spoken piece ends before a word that opens a phrase "
         "('because', 'and', 'to'...) once it has this many words, so its audio starts sooner; later pieces are "
         "whole sentences; 0 = at punctuation only")
+    first_phrase_wait_s: float = Field(
+        0.3, ge=0, le=10, description="Where no such word or punctuation comes (a number's digits, a long name), "
+        "the first piece ends at its last whole word once this many seconds have passed since the reply's first "
+        "token; 0 = never")
     max_ahead_s: float = Field(2.0, ge=0, le=600, description="A reply's next sentence is synthesized only once "
                                "less than this many seconds of its audio are left to play (spares the shared CPU, "
                                "and work an interruption would waste); 0 = no limit")

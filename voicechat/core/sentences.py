@@ -6,7 +6,9 @@ has a few words, or, with ``first_phrase_min_words``, before a word that opens a
 phrase ("and", "because", "to", "with"...) once it has that many: the listener
 hears the reply start after the first few words are decoded and synthesized,
 not the whole first sentence (with Piper on a CPU, half the wait on a 12-word
-sentence). Later pieces are whole sentences, which sound better.
+sentence). Where no such boundary comes (a number's digits, a long name), the
+caller may release the first piece at its last whole word (``cut_first``) once it
+has waited long enough. Later pieces are whole sentences, which sound better.
 Pure logic: no threads, no I/O.
 """
 
@@ -63,6 +65,20 @@ class SentenceSplitter:
             self._emitted += 1
             return [piece]
         return []
+
+    def cut_first(self, min_words: int) -> list[str]:
+        """Before any piece: the words so far up to the last whole one (followed by whitespace), as the first
+        piece, if there are at least ``min_words`` of them; else nothing. The caller says when (a time limit)."""
+        if self._emitted or min_words <= 0:
+            return []
+        buf = self._buf
+        end = next((i for i in range(len(buf) - 1, -1, -1) if buf[i].isspace()), -1)
+        piece = buf[:end].strip() if end > 0 else ""
+        if len(piece.split()) < min_words:
+            return []
+        self._buf = buf[end:]
+        self._emitted += 1
+        return [piece]
 
     def reset(self) -> None:
         self._buf = ""

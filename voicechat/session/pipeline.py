@@ -80,6 +80,7 @@ class PipelineOptions:
     generation: GenerationParams = field(default_factory=GenerationParams)
     max_spoken_sentences: int = 0  # a reply ends after this many spoken sentences; 0 = no cap
     first_phrase_words: int = 0  # the first spoken piece may end before a phrase opener after this many words
+    first_phrase_wait_s: float = 0.0  # ... or at its last whole word this long after the first token; 0 = never
     voice: VoiceSettings = field(default_factory=VoiceSettings)
     output_sample_rate: int = 24000
     sentence_queue_size: int = 64
@@ -117,6 +118,7 @@ class SpeechPipelineManager(ReplyStageHost):
         self.generation_params = opts.generation
         self.max_spoken_sentences = opts.max_spoken_sentences
         self.first_phrase_words = opts.first_phrase_words
+        self.first_phrase_wait_s = opts.first_phrase_wait_s
         self.voice = opts.voice
         self.output_sample_rate = opts.output_sample_rate
         self.history = ConversationHistory(opts.system_prompt, opts.history_max_tokens, lock=threading.RLock(),

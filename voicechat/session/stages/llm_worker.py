@@ -13,6 +13,7 @@ refused call (open circuit) ends the reply with an error, not the session.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -31,6 +32,7 @@ class LlmHost(StageHost, Protocol):
     generation_params: GenerationParams
     max_spoken_sentences: int  # 0 = no cap
     first_phrase_words: int  # the first piece may end before a phrase opener after this many words; 0 = never
+    first_phrase_wait_s: float  # ... or at its last whole word this long after the first token; 0 = never
 
     def prompt_for(self, job: ReplyJob) -> Sequence[ChatMessage]: ...
 
@@ -84,7 +86,9 @@ class LlmWorker(QueueWorker[ReplyJob]):
         gen = job.generation
         if not self.host.is_current(gen):
             return
-        splitter = SentenceSplitter(first_phrase_min_words=self._first_phrase_words())
+        min_words = self._first_phrase_words()
+        splitter = SentenceSplitter(first_phrase_min_words=min_words)
+        wait_s, first_at = self.host.first_phrase_wait_s, 0.0
         guard = ReplyGuard(max_sentences=self.host.max_spoken_sentences)
         parts: list[str] = []
         kept: list[str] = []  # each sentence as spoken, for the reply text when the guard ends it early
@@ -103,8 +107,12 @@ class LlmWorker(QueueWorker[ReplyJob]):
                     return  # barge-in or shutdown: the TTS side is flushed already
                 parts.append(piece)
                 self.host.emit_text(gen, piece)
+                first_at = first_at or time.monotonic()
                 for sentence in splitter.feed(piece):
                     index = self._speak(gen, index, sentence, guard, kept)
+                if index == 0 and wait_s and time.monotonic() - first_at >= wait_s:  # no boundary yet: a number
+                    for sentence in splitter.cut_first(min_words or splitter.first_fragment_min_words):
+                        index = self._speak(gen, index, sentence, guard, kept)
                 if guard.stopped:
                     break
         except Exception as exc:
