@@ -325,21 +325,28 @@ class LengthModel(FixedTextModel):
 GUESSING = replace(RULES, pause_s=0.1, guess_s=0.05)
 
 
-def guessing_recognizer(rig: Rig, spare: bool = True, fail_first: bool = False
-                        ) -> tuple[BatchedRecognizer, LengthModel, list[str]]:
-    model, early = LengthModel(spare, fail_first), []
+def hear_with_guesses(rig: Rig, audio: np.ndarray, **model: bool
+                      ) -> tuple[BatchedRecognizer, LengthModel, list[str], list[str | None]]:
+    """A recognizer that guesses pauses hears ``audio`` to its first final: (it, its model, the early
+    transcripts, the final)."""
+    early: list[str] = []
+    lengths = LengthModel(**model)
     callbacks = RecognizerCallbacks(on_transcript_early=lambda text, _: early.append(text))
-    made = BatchedRecognizer("s", model, callbacks, rig.frontend, rules=GUESSING)
+    made = BatchedRecognizer("s", lengths, callbacks, rig.frontend, rules=GUESSING)
     rig.made.append(made)
-    return made, model, early
+    waiter, final = final_of(made)
+    feed(made, audio)
+    waiter.join(10)
+    return made, lengths, early, final
+
+
+def one_pause() -> np.ndarray:
+    return np.concatenate([hush(0.3), loud(0.6), hush(0.5)])
 
 
 @pytest.mark.timeout(30)
 def test_the_pause_takes_the_transcript_started_at_the_guess(rig):
-    recognizer, model, early = guessing_recognizer(rig)
-    waiter, final = final_of(recognizer)
-    feed(recognizer, np.concatenate([hush(0.3), loud(0.6), hush(0.5)]))
-    waiter.join(10)
+    recognizer, model, early, final = hear_with_guesses(rig, one_pause())
     assert len(model.lengths) == 1 and recognizer.guesses_made == recognizer.guesses_used == 1
     assert final == early == [str(model.lengths[0])]  # the early transcript and the final: the guess's
     assert model.lengths[0] < 16000 * (0.3 + 0.6 + 0.1)  # made before the pause opened
@@ -347,10 +354,8 @@ def test_the_pause_takes_the_transcript_started_at_the_guess(rig):
 
 @pytest.mark.timeout(30)
 def test_voice_after_the_guess_makes_the_pause_take_a_later_one(rig):
-    recognizer, model, early = guessing_recognizer(rig)
-    waiter, final = final_of(recognizer)
-    feed(recognizer, np.concatenate([hush(0.3), loud(0.6), hush(0.08), loud(0.2), hush(0.5)]))
-    waiter.join(10)
+    recognizer, model, early, final = hear_with_guesses(
+        rig, np.concatenate([hush(0.3), loud(0.6), hush(0.08), loud(0.2), hush(0.5)]))
     assert recognizer.guesses_used == 1 and len(model.lengths) == recognizer.guesses_made  # no pause of its own
     assert final == early == [str(max(model.lengths))]
     assert max(model.lengths) > 16000 * (0.3 + 0.6 + 0.08 + 0.2)  # the words after the first quiet are in it
@@ -358,10 +363,7 @@ def test_voice_after_the_guess_makes_the_pause_take_a_later_one(rig):
 
 @pytest.mark.timeout(30)
 def test_without_spare_time_no_guess_is_transcribed_and_the_pause_transcribes_itself(rig):
-    recognizer, model, early = guessing_recognizer(rig, spare=False)
-    waiter, final = final_of(recognizer)
-    feed(recognizer, np.concatenate([hush(0.3), loud(0.6), hush(0.5)]))
-    waiter.join(10)
+    recognizer, model, early, final = hear_with_guesses(rig, one_pause(), spare=False)
     assert recognizer.guesses_made == recognizer.guesses_used == 0 and len(model.lengths) == 1
     assert final == early == [str(model.lengths[0])]
     assert model.lengths[0] >= 16000 * (0.3 + 0.6 + 0.1)  # the pause's own audio
@@ -369,9 +371,6 @@ def test_without_spare_time_no_guess_is_transcribed_and_the_pause_transcribes_it
 
 @pytest.mark.timeout(30)
 def test_a_guess_that_fails_leaves_the_pause_to_transcribe_itself(rig):
-    recognizer, model, early = guessing_recognizer(rig, fail_first=True)
-    waiter, final = final_of(recognizer)
-    feed(recognizer, np.concatenate([hush(0.3), loud(0.6), hush(0.5)]))
-    waiter.join(10)
+    recognizer, model, early, final = hear_with_guesses(rig, one_pause(), fail_first=True)
     assert recognizer.guesses_made == 0 and len(model.lengths) == 1  # the pause's own, after the guess failed
     assert final == early == [str(model.lengths[0])]

@@ -10,9 +10,9 @@ the user is detected. Reported per mode: echo return loss enhancement on the
 far-end-only replies after each room's first second, self-interruptions over
 all replies, double-talk detection within 150 ms of the user's onset, exact
 transcripts of the user's utterance by real Whisper (tiny.en unless ``--whisper``
-names another starter model), and how many of those that Whisper gets right
-clean it still gets right over the echo (the echo stage's own loss), and the echo stage's CPU time per
-second of audio.
+names another starter model) and, of the utterances it gets right clean, how many
+it still gets right over the echo (the echo stage's own loss), and the echo
+stage's CPU time per second of audio.
 """
 
 from __future__ import annotations
@@ -234,8 +234,8 @@ def main(argv: list[str]) -> int:
     whisper = FasterWhisperModel(args.whisper, device="cpu", compute_type="int8", cpu_threads=2, window="utterance")
     clean = [(text, audio.astype(np.float32) / 32768.0) for _, text, audio in users]
     clean_texts = transcripts(whisper, clean)
-    clean_scores = transcript_scores(clean, clean_texts, dict(zip([t for t, _ in clean], clean_texts, strict=True)))
     clean_by_text = {text: heard for (text, _), heard in zip(clean, clean_texts, strict=True)}
+    clean_scores = transcript_scores(clean, clean_texts, clean_by_text)
     rows = []
     probing = {"on": [True], "off": [False], "both": [True, False]}[args.probes]
     for mode, probes in [(m, p) for m in args.modes.split(",") for p in probing]:
