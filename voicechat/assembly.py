@@ -190,7 +190,8 @@ def _build_llm(settings: Settings, first_audio: FirstAudio | None = None) -> Lan
     return LlamaCppEngine(
         resolve_llm_model(settings), n_ctx=llm.n_ctx, n_seq_max=llm.n_seq_max, n_threads=llm.n_threads,
         n_gpu_layers=llm.n_gpu_layers, n_batch=llm.n_batch, prefill_chunk=llm.prefill_chunk,
-        defer_ahead_s=llm.defer_ahead_s, first_audio=first_audio, kv_unified=llm.kv_unified,
+        defer_ahead_s=llm.defer_ahead_s, probe_step=llm.probe_step, first_audio=first_audio,
+        kv_unified=llm.kv_unified,
         chat_template=llm.chat_template,
         breaker=_breaker("language model", llm),
     )

@@ -159,6 +159,21 @@ def test_a_request_reports_its_probe_once_and_a_failing_callback_is_logged(caplo
     assert "end-of-message callback failed" in caplog.text
 
 
+def test_with_the_probe_step_a_prefill_chunk_ends_at_the_probes_last_row_until_it_is_read():
+    ends = np.zeros(4, dtype=bool)
+    req = GenRequest("s", list(range(10)), GREEDY, probe=EndProbe(5, 6, 3, ends), on_probe=Probes())
+    req.kv, req.pending = req.prompt[:3], req.prompt[3:]
+    assert req.prefill_wanted() == 4  # prompt indices 3..6: the last word and the text's last token
+    assert req.prefill_wanted(probe_step=False) == 7
+    req.kv, req.pending = req.prompt[:7], req.prompt[7:]  # past the rows (read in an earlier chunk)
+    assert req.prefill_wanted() == 3
+    req.kv, req.pending = req.prompt[:3], req.prompt[3:7]  # the rows end the prompt: nothing to split off
+    assert req.prefill_wanted() == 4
+    req.pending = req.prompt[3:]
+    req.report_probe(0.5)
+    assert req.prefill_wanted() == 7  # read: the rest goes in one chunk
+
+
 def test_the_scripted_model_judges_by_the_end_mark_and_the_remote_one_cannot_tell():
     llm = ScriptedLLM()
     values = []
@@ -381,6 +396,30 @@ def test_the_probe_is_reported_once_however_the_request_ends(make_engine, name):
     assert closed.wait() is None
     for probes in (waiting, replaced, discarded, closed):
         assert probes.values == [None]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("probe_step", [True, False])
+def test_the_probe_step_reports_the_probe_a_step_before_the_reply_starts(make_engine, probe_step):
+    """With ``probe_step`` the turn's end need not wait for the tokens after the user's text
+    (``<|im_end|>``, the assistant's header): the probe is reported a step before the first token."""
+    steps: dict[str, int] = {}
+    holder: list[LlamaCppEngine] = []
+
+    def on_event(event: LlmEvent) -> None:  # the scheduler thread, inside the step that sampled the token
+        if event.kind == "token" and event.session_id == "a":
+            steps.setdefault("token", holder[0].stats().steps)
+
+    def on_probe(value: float | None) -> None:  # the scheduler thread, inside the step that read the rows
+        steps["probe"] = holder[0].stats().steps
+        steps["value"] = value is not None
+
+    engine, _ = make_engine("tiny", probe_step=probe_step, on_event=on_event, prefill_chunk=128)  # one chunk
+    holder.append(engine)
+    plain = "".join(engine.stream("plain", chat(FINISHED), GREEDY))
+    assert "".join(engine.stream("a", chat(FINISHED), GREEDY, on_end_of_message=on_probe)) == plain
+    assert steps["value"]
+    assert steps["token"] - steps["probe"] == (1 if probe_step else 0)
 
 
 @pytest.mark.timeout(60)

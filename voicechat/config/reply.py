@@ -45,6 +45,12 @@ class LlmSettings(_Section):
         description="While the user speaks and the model is idle, it reads the words the interim transcripts agree "
         "on, so the reply prefills only the rest when the turn ends (needs stt.partials)",
     )
+    probe_step: bool = Field(
+        True,
+        description="A reply prepared before the turn ends reads the end-of-message probe in a prefill step that "
+        "ends at the user's last token, before the template's tail: the turn's end is decided one step sooner, "
+        "the reply's first token comes one short step later",
+    )
     defer_ahead_s: float = Field(
         1.5, ge=0, le=600,
         description="A reply whose written sentences are this many seconds of speech ahead of what its listener "

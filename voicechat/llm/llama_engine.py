@@ -67,6 +67,7 @@ class LlamaCppEngine:
         n_batch: int = 512,
         prefill_chunk: int = 256,
         defer_ahead_s: float = 0.0,
+        probe_step: bool = True,
         first_audio: FirstAudio | None = None,
         kv_unified: bool = True,
         chat_template: str = "",
@@ -102,7 +103,7 @@ class LlamaCppEngine:
         self._threads = StepThreadsOnContext(self._ctx, threads)
         self._scheduler = BatchScheduler(
             self._ctx, prefill_chunk=min(prefill_chunk, n_batch), defer_ahead_s=defer_ahead_s,
-            first_audio=first_audio, threads=self._threads, on_event=on_event)
+            first_audio=first_audio, threads=self._threads, probe_step=probe_step, on_event=on_event)
         log.info(
             "LLM %s: n_ctx %d (%d per sequence), %d sequences, batch %d, %d threads (%d while nothing else "
             "runs), template from %s", self._ctx.path, self._ctx.n_ctx, self._ctx.n_ctx_seq, self._ctx.n_seq_max,

@@ -85,6 +85,16 @@ class GenRequest:
         """The probe is still to be read (and reported)."""
         return self.on_probe is not None and self.probe is not None
 
+    def prefill_wanted(self, probe_step: bool = True) -> int:
+        """Prompt tokens the next prefill chunk may take (scheduler thread): all pending ones, or with
+        ``probe_step``, while the probe is unread, those up to its last row, so that it is reported a step
+        before the rest of the prompt (the template's tail) is read."""
+        if probe_step and self.probing and self.probe is not None:
+            through = self.probe.rows()[-1] - len(self.kv) + 1
+            if 0 < through < len(self.pending):
+                return through
+        return len(self.pending)
+
     def read_probe(self, index: int, logits: np.ndarray | None) -> None:
         """Take the logits of prompt index ``index`` (one of ``probe.rows()``; None: llama.cpp had none, which
         reports None); reports once every part is in (scheduler thread)."""

@@ -12,7 +12,9 @@ step while a reply's first audio is being synthesized (``first_audio``: the core
 
 A request may carry the end-of-message probe (``probe.py``): the prefill chunks holding its tokens
 ask llama.cpp for those entries' logits too (extra output rows; sampling reads rows by batch
-index, so nothing shifts), and the request reports the probe once, or None if it ends first.
+index, so nothing shifts), and the request reports the probe once, or None if it ends first. With
+``probe_step`` the chunk holding the probe's last row ends there: the probe is reported in a step of
+its own, before the template's tail (a turn's end waits on it; the reply's first token, one step more).
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ class BatchScheduler:
 
     def __init__(self, ctx: LlamaContext, *, prefill_chunk: int, defer_ahead_s: float = 0.0,
                  first_audio: FirstAudio | None = None, threads: StepThreadsOnContext | None = None,
-                 on_event: Callable[[LlmEvent], None] | None = None) -> None:
+                 probe_step: bool = True, on_event: Callable[[LlmEvent], None] | None = None) -> None:
         self._ctx = ctx
+        self._probe_step = probe_step  # a prefill chunk ends at the probe's last row (``prefill_wanted``)
         self._threads = threads  # None: the context's threads for every step
         self._prefill_chunk = prefill_chunk
         self._defer_ahead_s = defer_ahead_s  # a reply this far ahead of its listener waits for others; 0 = never
@@ -278,7 +281,7 @@ class BatchScheduler:
     def _step(self) -> None:
         by_session = {r.session_id: r for r in self._active}  # one active request per session
         decoding = [r for r in self._active if r.next_token is not None]
-        prefilling = [PrefillWant(r.session_id, len(r.pending)) for r in self._active if r.pending]
+        prefilling = [PrefillWant(r.session_id, r.prefill_wanted(self._probe_step)) for r in self._active if r.pending]
         ahead = set()  # asked only where deferring could help somebody
         make_way = self._first_audio is not None and self._first_audio.busy()
         if self._defer_ahead_s > 0 and (len(decoding) + bool(prefilling) > 1 or make_way):
