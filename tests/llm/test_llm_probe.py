@@ -422,6 +422,31 @@ def test_the_probe_step_reports_the_probe_a_step_before_the_reply_starts(make_en
     assert steps["token"] - steps["probe"] == (1 if probe_step else 0)
 
 
+@pytest.mark.timeout(120)
+def test_beside_another_request_the_probe_is_read_in_the_step_that_starts_the_reply(make_engine):
+    """A shared step costs every request in it: one more would delay the first token as much as it brings
+    the probe forward, so beside another session's reply the prompt is not split."""
+    steps: dict[str, int] = {}
+    holder: list[LlamaCppEngine] = []
+    events = Events()
+
+    def on_event(event: LlmEvent) -> None:
+        events(event)
+        if event.kind == "token" and event.session_id == "a":
+            steps.setdefault("token", holder[0].stats().steps)
+
+    def on_probe(value: float | None) -> None:
+        steps["probe"] = holder[0].stats().steps
+
+    engine, _ = make_engine("tiny", on_event=on_event, prefill_chunk=128)
+    holder.append(engine)
+    busy = engine.stream("busy", chat(CUT), LONG)
+    events.wait(lambda: len(events.tokens("busy")) >= 2, "busy generating")
+    "".join(engine.stream("a", chat(FINISHED), GREEDY, on_end_of_message=on_probe))
+    busy.close()
+    assert steps["token"] == steps["probe"]
+
+
 @pytest.mark.timeout(60)
 def test_a_failing_callback_leaves_the_reply_and_the_scheduler_alone(make_engine, caplog):
     engine, _ = make_engine("tiny")

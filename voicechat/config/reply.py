@@ -47,9 +47,9 @@ class LlmSettings(_Section):
     )
     probe_step: bool = Field(
         True,
-        description="A reply prepared before the turn ends reads the end-of-message probe in a prefill step that "
-        "ends at the user's last token, before the template's tail: the turn's end is decided one step sooner, "
-        "the reply's first token comes one short step later",
+        description="A reply prepared before the turn ends, alone in the model, reads the end-of-message probe in "
+        "a prefill step that ends at the user's last token, before the template's tail: the turn's end is decided "
+        "one step sooner, the reply's first token comes one short step later",
     )
     defer_ahead_s: float = Field(
         1.5, ge=0, le=600,

@@ -13,8 +13,9 @@ step while a reply's first audio is being synthesized (``first_audio``: the core
 A request may carry the end-of-message probe (``probe.py``): the prefill chunks holding its tokens
 ask llama.cpp for those entries' logits too (extra output rows; sampling reads rows by batch
 index, so nothing shifts), and the request reports the probe once, or None if it ends first. With
-``probe_step`` the chunk holding the probe's last row ends there: the probe is reported in a step of
-its own, before the template's tail (a turn's end waits on it; the reply's first token, one step more).
+``probe_step``, a request alone in the step ends the chunk holding the probe's last row there: the
+probe is reported a step before the template's tail is read (a turn's end waits on it; the reply's
+first token, one short step more). Beside other requests it is not split.
 """
 
 from __future__ import annotations
@@ -281,7 +282,10 @@ class BatchScheduler:
     def _step(self) -> None:
         by_session = {r.session_id: r for r in self._active}  # one active request per session
         decoding = [r for r in self._active if r.next_token is not None]
-        prefilling = [PrefillWant(r.session_id, r.prefill_wanted(self._probe_step)) for r in self._active if r.pending]
+        # The probe's own step only where the request steps alone: beside others, one more shared step would
+        # delay its first token as much as it brings the probe forward (docs/benchmarks.md, session 38).
+        probe_step = self._probe_step and len(self._active) == 1
+        prefilling = [PrefillWant(r.session_id, r.prefill_wanted(probe_step)) for r in self._active if r.pending]
         ahead = set()  # asked only where deferring could help somebody
         make_way = self._first_audio is not None and self._first_audio.busy()
         if self._defer_ahead_s > 0 and (len(decoding) + bool(prefilling) > 1 or make_way):
