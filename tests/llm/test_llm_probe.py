@@ -398,53 +398,55 @@ def test_the_probe_is_reported_once_however_the_request_ends(make_engine, name):
         assert probes.values == [None]
 
 
+class StepsOf:
+    """The scheduler's step count when ``session``'s probe was read and when its first token was sampled (both
+    taken on the scheduler thread, inside the step that did it), the probe's value, and every event."""
+
+    def __init__(self, session: str) -> None:
+        self.session = session
+        self.events = Events()
+        self.engine: LlamaCppEngine | None = None
+        self.probe: int | None = None
+        self.token: int | None = None
+        self.value: float | None = None
+
+    def on_event(self, event: LlmEvent) -> None:
+        self.events(event)
+        if event.kind == "token" and event.session_id == self.session and self.token is None:
+            assert self.engine is not None
+            self.token = self.engine.stats().steps
+
+    def on_probe(self, value: float | None) -> None:
+        assert self.engine is not None
+        self.probe, self.value = self.engine.stats().steps, value
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("probe_step", [True, False])
 def test_the_probe_step_reports_the_probe_a_step_before_the_reply_starts(make_engine, probe_step):
     """With ``probe_step`` the turn's end need not wait for the tokens after the user's text
     (``<|im_end|>``, the assistant's header): the probe is reported a step before the first token."""
-    steps: dict[str, int] = {}
-    holder: list[LlamaCppEngine] = []
-
-    def on_event(event: LlmEvent) -> None:  # the scheduler thread, inside the step that sampled the token
-        if event.kind == "token" and event.session_id == "a":
-            steps.setdefault("token", holder[0].stats().steps)
-
-    def on_probe(value: float | None) -> None:  # the scheduler thread, inside the step that read the rows
-        steps["probe"] = holder[0].stats().steps
-        steps["value"] = value is not None
-
-    engine, _ = make_engine("tiny", probe_step=probe_step, on_event=on_event, prefill_chunk=128)  # one chunk
-    holder.append(engine)
+    steps = StepsOf("a")
+    engine, _ = make_engine("tiny", probe_step=probe_step, on_event=steps.on_event, prefill_chunk=128)  # one chunk
+    steps.engine = engine
     plain = "".join(engine.stream("plain", chat(FINISHED), GREEDY))
-    assert "".join(engine.stream("a", chat(FINISHED), GREEDY, on_end_of_message=on_probe)) == plain
-    assert steps["value"]
-    assert steps["token"] - steps["probe"] == (1 if probe_step else 0)
+    assert "".join(engine.stream("a", chat(FINISHED), GREEDY, on_end_of_message=steps.on_probe)) == plain
+    assert steps.value is not None and steps.token is not None and steps.probe is not None
+    assert steps.token - steps.probe == (1 if probe_step else 0)
 
 
 @pytest.mark.timeout(120)
 def test_beside_another_request_the_probe_is_read_in_the_step_that_starts_the_reply(make_engine):
     """A shared step costs every request in it: one more would delay the first token as much as it brings
     the probe forward, so beside another session's reply the prompt is not split."""
-    steps: dict[str, int] = {}
-    holder: list[LlamaCppEngine] = []
-    events = Events()
-
-    def on_event(event: LlmEvent) -> None:
-        events(event)
-        if event.kind == "token" and event.session_id == "a":
-            steps.setdefault("token", holder[0].stats().steps)
-
-    def on_probe(value: float | None) -> None:
-        steps["probe"] = holder[0].stats().steps
-
-    engine, _ = make_engine("tiny", on_event=on_event, prefill_chunk=128)
-    holder.append(engine)
+    steps = StepsOf("a")
+    engine, _ = make_engine("tiny", on_event=steps.on_event, prefill_chunk=128)
+    steps.engine = engine
     busy = engine.stream("busy", chat(CUT), LONG)
-    events.wait(lambda: len(events.tokens("busy")) >= 2, "busy generating")
-    "".join(engine.stream("a", chat(FINISHED), GREEDY, on_end_of_message=on_probe))
+    steps.events.wait(lambda: len(steps.events.tokens("busy")) >= 2, "busy generating")
+    "".join(engine.stream("a", chat(FINISHED), GREEDY, on_end_of_message=steps.on_probe))
     busy.close()
-    assert steps["token"] == steps["probe"]
+    assert steps.token is not None and steps.token == steps.probe
 
 
 @pytest.mark.timeout(60)
